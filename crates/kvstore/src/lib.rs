@@ -1,0 +1,1 @@
+//! kvstore (under construction)

@@ -1,0 +1,2 @@
+//! raftkv binary
+fn main() {}

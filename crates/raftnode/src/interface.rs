@@ -1,0 +1,168 @@
+//! The two traits between raftnode and the layer above it.
+//!
+//! * [`StateMachine`] is implemented by the service layer (kvstore) and driven
+//!   by raftnode: committed entries go *up* through it.
+//! * [`Consensus`] is implemented by raftnode and used by the service layer and
+//!   the API: proposals, read barriers and membership requests go *down*
+//!   through it.
+//!
+//! Neither trait exposes a type of the `raft` crate.
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed, sendable future (keeps [`Consensus`] object safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The replicated state machine that raftnode applies committed entries to.
+///
+/// # Correctness
+/// * `apply` is called exactly once per committed normal entry with a
+///   non-empty payload, in strictly increasing `index` order, only after the
+///   entry is committed by a quorum *and* persisted locally. It must be
+///   deterministic: the same sequence of calls on every node must yield the
+///   same state and byte-identical [`StateMachine::snapshot`] output.
+/// * `apply` must not fail on a malformed payload: log it and skip it (every
+///   node skips it the same way). It must not block for long: it runs on the
+///   Raft loop.
+/// * `snapshot` returns the whole state as of the last applied index.
+/// * `restore` replaces the whole state with a snapshot taken at `index`
+///   (on this node or another); after it, the next `apply` has an index
+///   greater than `index`.
+pub trait StateMachine: Send + 'static {
+    /// Applies the payload of the committed entry at `index`.
+    fn apply(&mut self, index: u64, data: &[u8]);
+    /// Serialises the whole state as of the last applied entry.
+    fn snapshot(&mut self) -> Vec<u8>;
+    /// Replaces the state with `data`, a snapshot taken at log index `index`.
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), RestoreError>;
+}
+
+/// A snapshot that the state machine cannot decode.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot restore snapshot at index {index}: {reason}")]
+pub struct RestoreError {
+    /// Log index the snapshot was taken at.
+    pub index: u64,
+    /// Why it could not be decoded.
+    pub reason: String,
+}
+
+/// A membership change request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Add node `id`, reachable for Raft traffic at `peer_url`.
+    AddNode {
+        /// The new node's id (non-zero, not already a member).
+        id: u64,
+        /// Its peer URL, e.g. `http://127.0.0.1:42379`.
+        peer_url: String,
+    },
+    /// Remove node `id` from the cluster.
+    RemoveNode {
+        /// The member to remove.
+        id: u64,
+    },
+}
+
+/// Errors of the consensus layer, as the layers above see them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RaftError {
+    /// No leader is known right now (election in progress or partitioned).
+    #[error("no leader: the cluster is electing one or this node is partitioned; retry")]
+    NoLeader,
+    /// Raft refused the proposal (no leader, leader transferring, ...).
+    /// Nothing was written.
+    #[error("proposal dropped by raft: {0}")]
+    ProposalDropped(String),
+    /// A queue towards the Raft loop is full. Nothing was written.
+    #[error("node busy: too many requests in flight; retry")]
+    Busy,
+    /// The request was handed to Raft but did not finish in time: it may or
+    /// may not take effect.
+    #[error("timed out after {timeout_ms} ms; the outcome is unknown")]
+    Timeout {
+        /// How long the caller waited.
+        timeout_ms: u64,
+    },
+    /// Another membership change is still in flight (Raft allows one).
+    #[error("another membership change is in progress; retry when it is applied")]
+    MembershipChangeInProgress,
+    /// The membership change makes no sense (unknown node, duplicate id,
+    /// bad URL, ...).
+    #[error("invalid membership change: {0}")]
+    InvalidMembership(String),
+    /// The node is shutting down or was removed from the cluster.
+    #[error("node stopped")]
+    Stopped,
+}
+
+/// The role of this node in its current term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Replicates the leader's log.
+    Follower,
+    /// Asking for votes before an election.
+    PreCandidate,
+    /// Asking for votes.
+    Candidate,
+    /// Accepts proposals and replicates them.
+    Leader,
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Node id.
+    pub id: u64,
+    /// Peer URL (Raft traffic).
+    pub peer_url: String,
+}
+
+/// A point-in-time view of the node, for `/v1/status` and tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// This node's id.
+    pub id: u64,
+    /// The leader this node knows of, if any.
+    pub leader_id: Option<u64>,
+    /// This node's role.
+    pub role: Role,
+    /// Current term.
+    pub term: u64,
+    /// Highest log index known committed.
+    pub commit_index: u64,
+    /// Highest log index applied to the state machine.
+    pub applied_index: u64,
+    /// Index of the newest snapshot on disk (0 if none).
+    pub snapshot_index: u64,
+    /// Highest index in the local log.
+    pub last_index: u64,
+    /// Voting members with their peer URLs, by id.
+    pub members: Vec<Member>,
+}
+
+/// What the layers above raftnode ask of it.
+///
+/// # Correctness
+/// * `propose` returning `Ok` means the payload was handed to Raft, *not*
+///   that it is committed. The caller learns of the commit through
+///   [`StateMachine::apply`]; if the entry is lost in a leader change the
+///   caller never sees it applied, so it must wait with a timeout.
+/// * `read_barrier` resolves `Ok` only once the local state machine has
+///   applied every entry that was committed when the call began (ReadIndex).
+///   A read of the state machine after it is linearizable.
+/// * `change_membership` resolves `Ok` only after the change is applied on
+///   this node. Only one change may be in flight: a second one gets
+///   [`RaftError::MembershipChangeInProgress`].
+pub trait Consensus: Send + Sync + 'static {
+    /// Hands `data` to Raft for replication (see the trait docs).
+    fn propose(&self, data: Vec<u8>) -> BoxFuture<'_, Result<(), RaftError>>;
+    /// Waits until a linearizable read of the local state machine is safe.
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), RaftError>>;
+    /// Adds or removes a member; resolves once the change is applied here.
+    fn change_membership(&self, change: MembershipChange)
+        -> BoxFuture<'_, Result<(), RaftError>>;
+    /// This node's current status.
+    fn status(&self) -> Status;
+}
