@@ -1,1 +1,140 @@
-//! transport (under construction)
+//! HTTP transport that carries Raft messages (`raft_proto::eraftpb::Message`) between the
+//! nodes of a raftkv cluster, identified by node id.
+//!
+//! # What it owns
+//! - The **server side**: [`Transport::router`], an axum router served on the node's peer URL.
+//!   It checks each request's identity headers (cluster id, recipient, sender), decodes the
+//!   frame, and hands the messages to the node through [`Delivery::deliver`].
+//! - The **client side**: one sender per peer with a bounded, ordered queue. Everything queued
+//!   while a request is in flight goes out in the next frame, over one kept-alive HTTP/1.1
+//!   connection per peer. Failures drop the frame, report the peer unreachable
+//!   ([`Delivery::report_unreachable`]) and reconnect with capped exponential backoff.
+//! - **Snapshots** (`MsgSnapshot`) on a separate task and connection per peer, streamed
+//!   without copying the snapshot data; the outcome goes to [`Delivery::report_snapshot`].
+//! - Peer membership at runtime ([`Transport::add_peer`], [`Transport::remove_peer`],
+//!   [`Transport::update_peer`]), [`Faults`] for tests, and [`Transport::stats`].
+//!
+//! # What it does not own
+//! No Raft logic (it does not depend on the `raft` crate) and nothing key-value specific.
+//! It does not persist anything, does not retry lost messages (Raft retransmits), does not
+//! serve the router itself (the caller binds the socket), and does not speak TLS.
+//!
+//! # Invariants
+//! - Messages from this node to one peer are delivered in the order they were passed to
+//!   [`Transport::send`], or dropped; never reordered. (A frame may be delivered twice if a
+//!   kept-alive connection dies after the peer read it; Raft tolerates duplicates.)
+//! - Every queue is bounded: `peer_queue_len` messages per peer plus one frame being sent,
+//!   `snapshot_queue_len` snapshots per peer, `max_frame_bytes` per received frame,
+//!   `max_snapshot_bytes` per received snapshot. Lengths read from the network are checked
+//!   against these bounds before anything is allocated for them.
+//! - Every received message has `to` equal to this node and `from` equal to the sender header;
+//!   bad input gets a 4xx and a log line, never a panic.
+//! - `send`, `add_peer`, `remove_peer` and `update_peer` never block and need no runtime
+//!   context, so the Raft loop may run on a plain thread.
+//!
+//! The wire format is described in `WIRE.md` next to this crate's manifest.
+//!
+//! # Example
+//! Two transports on loopback; node 1 sends a heartbeat to node 2.
+//! ```
+//! use std::future::IntoFuture;
+//! use std::sync::{Arc, Mutex};
+//! use raft_proto::eraftpb::{Message, MessageType};
+//! use transport::{Delivery, Overloaded, SnapshotStatus, Transport, TransportConfig};
+//!
+//! #[derive(Default)]
+//! struct Inbox(Mutex<Vec<Message>>);
+//! impl Delivery for Inbox {
+//!     fn deliver(&self, msgs: Vec<Message>) -> Result<(), Overloaded> {
+//!         self.0.lock().unwrap().extend(msgs);
+//!         Ok(())
+//!     }
+//!     fn report_unreachable(&self, _peer_id: u64) {}
+//!     fn report_snapshot(&self, _peer_id: u64, _status: SnapshotStatus) {}
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster_id = 7;
+//! let inbox = Arc::new(Inbox::default());
+//! let node2 = Transport::new(TransportConfig::new(2, cluster_id), inbox.clone());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("http://{}", listener.local_addr()?);
+//! tokio::spawn(axum::serve(listener, node2.router()).into_future());
+//!
+//! let node1 = Transport::new(TransportConfig::new(1, cluster_id), Arc::new(Inbox::default()));
+//! node1.add_peer(2, &url)?;
+//! let mut heartbeat = Message::default();
+//! heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+//! (heartbeat.from, heartbeat.to, heartbeat.term) = (1, 2, 5);
+//! node1.send(vec![heartbeat.clone()]);
+//!
+//! // A message counts as sent once node 2 answered, i.e. after it was delivered.
+//! while node1.stats().peers[&2].msgs_sent == 0 {
+//!     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+//! }
+//! assert_eq!(*inbox.0.lock().unwrap(), vec![heartbeat]);
+//! node1.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+pub mod faults;
+mod peer;
+mod server;
+mod stats;
+mod transport;
+pub mod wire;
+
+pub use config::TransportConfig;
+pub use error::{FaultError, TransportError};
+pub use faults::{Faults, LinkFault};
+pub use raft_proto::eraftpb::Message;
+pub use stats::{PeerStats, TransportStats};
+pub use transport::Transport;
+
+/// The node was too busy to take a frame; the transport answers the peer 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("node overloaded")]
+pub struct Overloaded;
+
+/// Outcome of sending a snapshot, mirroring raft's `SnapshotStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotStatus {
+    /// The peer received the whole snapshot and handed it to its node.
+    Finish,
+    /// The snapshot could not be delivered; the leader should retry later.
+    Failure,
+}
+
+/// Implemented by the node (raftnode); the transport calls it.
+///
+/// # Correctness
+/// - Every method must be non-blocking: they run on the transport's tasks, on the server's
+///   request handlers, and (for refused messages) inside [`Transport::send`] on the caller's
+///   thread. Push into a bounded channel and return.
+/// - `deliver` receives one frame from one sender, in the order sent. Returning
+///   `Err(Overloaded)` drops the frame (the peer gets 503; Raft retransmits).
+/// - Every `MsgSnapshot` passed to `send` leads to exactly one `report_snapshot` call for its
+///   peer, unless the peer is removed or the transport shut down first.
+pub trait Delivery: Send + Sync + 'static {
+    /// Hands one received frame of messages (one sender, in order) to the node.
+    fn deliver(&self, msgs: Vec<Message>) -> Result<(), Overloaded>;
+    /// Tells the node that `peer_id` could not be reached (raft's `report_unreachable`).
+    fn report_unreachable(&self, peer_id: u64);
+    /// Tells the node how sending a snapshot to `peer_id` ended (raft's `report_snapshot`).
+    fn report_snapshot(&self, peer_id: u64, status: SnapshotStatus);
+}
+
+/// Checks that `url` is a peer URL this transport can use
+/// (`http://host[:port][/]`), without adding a peer.
+///
+/// ```
+/// assert!(transport::validate_peer_url("http://127.0.0.1:12379").is_ok());
+/// assert!(transport::validate_peer_url("ftp://x").is_err());
+/// ```
+pub fn validate_peer_url(url: &str) -> Result<(), TransportError> {
+    peer::parse_url(url).map(|_| ())
+}

@@ -1,0 +1,345 @@
+//! The receiving side: the axum router served on the node's peer URL.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use raft_proto::eraftpb::{Message, MessageType};
+
+use crate::stats::add;
+use crate::transport::Ctx;
+use crate::wire::{self, FrameError, SnapshotHeadError};
+
+/// Most bytes reserved up front for snapshot data, so a forged length cannot make us commit
+/// memory before the data arrives; larger snapshots grow the buffer as they stream in.
+const SNAPSHOT_INITIAL_CAPACITY_BYTES: usize = 64 * 1024 * 1024;
+/// Most bytes accepted in a fault command body.
+const MAX_FAULT_COMMAND_BYTES: usize = 64 * 1024;
+
+/// Why a peer request was refused. Each variant maps to one status code.
+#[derive(Debug, thiserror::Error)]
+enum Rejection {
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    #[error("header {0} is not a decimal u64")]
+    BadHeader(&'static str),
+    #[error("sender id 0 is invalid")]
+    ZeroSender,
+    #[error("cluster id mismatch: ours {ours}, request {theirs}")]
+    ClusterMismatch { ours: u64, theirs: u64 },
+    #[error("request addressed to member {theirs}, this is member {ours}")]
+    WrongRecipient { ours: u64, theirs: u64 },
+    #[error("member {0} was removed from the cluster")]
+    RemovedMember(u64),
+    #[error("body of {bytes} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { bytes: u64, limit: u64 },
+    #[error("body could not be read: {0}")]
+    BodyRead(String),
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("bad snapshot: {0}")]
+    SnapshotHead(#[from] SnapshotHeadError),
+    #[error("message {index} has from={msg_from}, the sender header says {from}")]
+    SenderMismatch {
+        index: usize,
+        msg_from: u64,
+        from: u64,
+    },
+    #[error("snapshot body is not a MsgSnapshot (type {0})")]
+    NotSnapshot(i32),
+    #[error("link cut by fault injection")]
+    Cut,
+    #[error("node overloaded, retry later")]
+    Overloaded,
+    #[error("bad fault command: {0}")]
+    Fault(#[from] crate::error::FaultError),
+}
+
+impl Rejection {
+    fn status(&self) -> StatusCode {
+        match self {
+            Rejection::ClusterMismatch { .. } | Rejection::WrongRecipient { .. } => {
+                StatusCode::PRECONDITION_FAILED
+            }
+            Rejection::RemovedMember(_) => StatusCode::GONE,
+            Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::Cut | Rejection::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::SnapshotHead(SnapshotHeadError::MetaTooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        (self.status(), self.to_string()).into_response()
+    }
+}
+
+/// Builds the router: `POST /raft/msgs`, `POST /raft/snapshot`, and `POST /raft/faults` when
+/// enabled; 404 for any other path.
+pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
+    let mut router = Router::new()
+        .route(wire::PATH_MESSAGES, post(handle_messages))
+        .route(wire::PATH_SNAPSHOT, post(handle_snapshot));
+    if ctx.config.enable_fault_routes {
+        router = router.route(wire::PATH_FAULTS, post(handle_faults));
+    }
+    router.fallback(not_found).with_state(ctx)
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "unknown path").into_response()
+}
+
+/// Turns a handler outcome into a response, logging every refusal once.
+fn respond(result: Result<(), Rejection>, headers: &HeaderMap, what: &'static str) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(rejection @ (Rejection::Overloaded | Rejection::Cut)) => {
+            // Expected under load or in chaos runs: counted in stats, not worth a warning.
+            tracing::debug!(what, %rejection, "peer request refused");
+            rejection.into_response()
+        }
+        Err(rejection) => {
+            let from = headers.get(wire::HEADER_FROM).and_then(|v| v.to_str().ok());
+            tracing::warn!(from, what, status = %rejection.status(), %rejection, "peer request refused");
+            rejection.into_response()
+        }
+    }
+}
+
+async fn handle_messages(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Body) -> Response {
+    let result = receive_messages(&ctx, &headers, body).await;
+    respond(result, &headers, "messages")
+}
+
+async fn handle_snapshot(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Body) -> Response {
+    let result = receive_snapshot(&ctx, &headers, body).await;
+    respond(result, &headers, "snapshot")
+}
+
+async fn handle_faults(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let bytes = read_body(body, &headers, MAX_FAULT_COMMAND_BYTES).await?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| Rejection::BodyRead("fault commands must be UTF-8".to_string()))?;
+        ctx.faults.apply_command(text)?;
+        Ok(())
+    }
+    .await;
+    respond(result, &headers, "faults")
+}
+
+async fn receive_messages(ctx: &Ctx, headers: &HeaderMap, body: Body) -> Result<(), Rejection> {
+    let from = check_identity(ctx, headers)?;
+    let bytes = read_body(body, headers, ctx.config.max_frame_bytes).await?;
+    let msgs = wire::decode_frame(&bytes)?;
+    check_messages(ctx, from, &msgs)?;
+    hand_over(ctx, from, msgs, bytes.len() as u64)
+}
+
+/// Gives decoded messages to the node, unless the link is cut, and counts them.
+fn hand_over(ctx: &Ctx, from: u64, msgs: Vec<Message>, body_bytes: u64) -> Result<(), Rejection> {
+    let counters = ctx.counters.get(from);
+    let count = msgs.len() as u64;
+    if ctx.faults.is_cut(from) {
+        add(&counters.msgs_dropped, count);
+        return Err(Rejection::Cut);
+    }
+    if ctx.node.deliver(msgs).is_err() {
+        add(&counters.msgs_dropped, count);
+        return Err(Rejection::Overloaded);
+    }
+    add(&counters.msgs_received, count);
+    add(&counters.bytes_received, body_bytes);
+    Ok(())
+}
+
+/// Checks the identity headers; returns the sender id.
+fn check_identity(ctx: &Ctx, headers: &HeaderMap) -> Result<u64, Rejection> {
+    let cluster_id = header_u64(headers, wire::HEADER_CLUSTER_ID)?;
+    if cluster_id != ctx.config.cluster_id {
+        return Err(Rejection::ClusterMismatch {
+            ours: ctx.config.cluster_id,
+            theirs: cluster_id,
+        });
+    }
+    let to = header_u64(headers, wire::HEADER_TO)?;
+    if to != ctx.config.node_id {
+        return Err(Rejection::WrongRecipient {
+            ours: ctx.config.node_id,
+            theirs: to,
+        });
+    }
+    let from = header_u64(headers, wire::HEADER_FROM)?;
+    if from == 0 {
+        return Err(Rejection::ZeroSender);
+    }
+    if ctx.removed.read().contains(&from) {
+        return Err(Rejection::RemovedMember(from));
+    }
+    Ok(from)
+}
+
+fn header_u64(headers: &HeaderMap, name: &'static str) -> Result<u64, Rejection> {
+    let value = headers.get(name).ok_or(Rejection::MissingHeader(name))?;
+    let text = value.to_str().map_err(|_| Rejection::BadHeader(name))?;
+    text.trim().parse().map_err(|_| Rejection::BadHeader(name))
+}
+
+/// Every message must come from the sender in the header and be addressed to this node.
+fn check_messages(ctx: &Ctx, from: u64, msgs: &[Message]) -> Result<(), Rejection> {
+    for (index, msg) in msgs.iter().enumerate() {
+        if msg.to != ctx.config.node_id {
+            return Err(Rejection::WrongRecipient {
+                ours: ctx.config.node_id,
+                theirs: msg.to,
+            });
+        }
+        if msg.from != from {
+            return Err(Rejection::SenderMismatch {
+                index,
+                msg_from: msg.from,
+                from,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads a whole body of at most `limit_bytes`: 413 above it, 400 when it breaks off.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit_bytes: usize,
+) -> Result<Bytes, Rejection> {
+    if let Some(declared) = content_length(headers) {
+        if declared > limit_bytes as u64 {
+            return Err(Rejection::TooLarge {
+                bytes: declared,
+                limit: limit_bytes as u64,
+            });
+        }
+    }
+    axum::body::to_bytes(body, limit_bytes).await.map_err(|e| {
+        let over_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over_limit {
+            Rejection::TooLarge {
+                bytes: limit_bytes as u64 + 1,
+                limit: limit_bytes as u64,
+            }
+        } else {
+            Rejection::BodyRead(e.to_string())
+        }
+    })
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+async fn receive_snapshot(ctx: &Ctx, headers: &HeaderMap, body: Body) -> Result<(), Rejection> {
+    let from = check_identity(ctx, headers)?;
+    let mut body = body;
+    let mut head_buf = BytesMut::new();
+    let head = loop {
+        if let Some(head) = wire::parse_snapshot_head(&mut head_buf, ctx.config.max_frame_bytes)? {
+            break head;
+        }
+        match next_chunk(&mut body).await? {
+            Some(chunk) => head_buf.extend_from_slice(&chunk),
+            None => {
+                return Err(Rejection::BodyRead(
+                    "snapshot body ends inside its head".into(),
+                ))
+            }
+        }
+    };
+    let mut msg = head.msg;
+    check_snapshot_msg(ctx, from, &msg)?;
+    let limit = ctx.config.max_snapshot_bytes;
+    if head.data_bytes > limit {
+        return Err(Rejection::TooLarge {
+            bytes: head.data_bytes,
+            limit,
+        });
+    }
+    let head_bytes = head_buf.len();
+    let data = read_snapshot_data(&mut body, head_buf, head.data_bytes).await?;
+    let total_bytes = (head_bytes + data.len()) as u64;
+    msg.snapshot.get_or_insert_with(Default::default).data = data;
+    add(&ctx.counters.get(from).snapshots_received, 1);
+    tracing::info!(from, total_bytes, "snapshot received");
+    hand_over(ctx, from, vec![msg], total_bytes)
+}
+
+fn check_snapshot_msg(ctx: &Ctx, from: u64, msg: &Message) -> Result<(), Rejection> {
+    if msg.msg_type != MessageType::MsgSnapshot as i32 {
+        return Err(Rejection::NotSnapshot(msg.msg_type));
+    }
+    check_messages(ctx, from, std::slice::from_ref(msg))
+}
+
+/// Reads exactly `data_bytes` of snapshot data into one buffer, starting with `already`.
+async fn read_snapshot_data(
+    body: &mut Body,
+    already: BytesMut,
+    data_bytes: u64,
+) -> Result<Vec<u8>, Rejection> {
+    let expected = usize::try_from(data_bytes).map_err(|_| Rejection::TooLarge {
+        bytes: data_bytes,
+        limit: usize::MAX as u64,
+    })?;
+    if already.len() > expected {
+        let extra = (already.len() - expected) as u64;
+        return Err(FrameError::TrailingBytes { extra }.into());
+    }
+    let mut data = Vec::with_capacity(expected.min(SNAPSHOT_INITIAL_CAPACITY_BYTES));
+    data.extend_from_slice(&already);
+    while let Some(chunk) = next_chunk(body).await? {
+        if data.len() + chunk.len() > expected {
+            let extra = (data.len() + chunk.len() - expected) as u64;
+            return Err(FrameError::TrailingBytes { extra }.into());
+        }
+        data.extend_from_slice(&chunk);
+    }
+    if data.len() < expected {
+        let needed = expected - data.len();
+        return Err(FrameError::Truncated {
+            offset: data.len(),
+            needed,
+        }
+        .into());
+    }
+    Ok(data)
+}
+
+/// The next data chunk of a body; `None` at its end.
+async fn next_chunk(body: &mut Body) -> Result<Option<Bytes>, Rejection> {
+    loop {
+        match body.frame().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(Rejection::BodyRead(e.to_string())),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
