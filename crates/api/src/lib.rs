@@ -1,1 +1,155 @@
-//! api (under construction)
+//! api: raftkv's client HTTP API, raftexample's routes on axum.
+//!
+//! # What it owns
+//! Parsing requests, enforcing limits (value size, requests in progress) and
+//! mapping typed errors ([`ApiError`]) to HTTP statuses. Nothing else: the
+//! data lives in [`kvstore::KvStore`], membership and status come from its
+//! [`raftnode::Consensus`] handle ([`kvstore::KvStore::consensus`]).
+//!
+//! # What it does not own
+//! Sockets and shutdown (the binary serves [`router`] with `axum::serve`),
+//! Raft, storage, the peer (Raft traffic) endpoint.
+//!
+//! # Routes
+//! | Request | Success | Errors |
+//! |---|---|---|
+//! | `PUT /<key>`, body = value | 204 once the write is applied here | 413 value too large, 400 reserved path, 503 no leader / busy / timed out (outcome unknown) |
+//! | `GET /<key>` | 200 with the value | 404 missing, 400 reserved path or bad option, 503 no leader / read barrier timed out |
+//! | `POST /<id>`, body = peer URL | 204 once the node is added (applied here) | 400 bad id / bad URL / invalid change, 503 change in progress / no leader / timed out |
+//! | `DELETE /<id>` | 204 once the node is removed (applied here) | 400 bad id / not a member, 503 as above |
+//! | `GET /v1/status` | 200, JSON [`StatusResponse`] | |
+//! | any other method | | 405 with `Allow: GET, HEAD, PUT, POST, DELETE` |
+//!
+//! Every 503 carries `Retry-After: 1`; every error body is a plain-text
+//! message. A write answered 503 "outcome unknown" may or may not have
+//! taken effect.
+//!
+//! # Differences from raftexample
+//! * **The key is the path only.** raftexample uses the whole request URI
+//!   (query included) as the key; raftkv keeps the path (as sent, percent
+//!   escapes included) and reserves the query string for options:
+//!   `GET /<key>?serializable` (or `?consistency=serializable`) reads the
+//!   local map without a read barrier (may be stale); the default is
+//!   linearizable.
+//! * **Reserved paths.** Every path under `/v1/` (and `/v1` itself) belongs
+//!   to raftkv's own endpoints; `GET`/`PUT` of such a key is answered 400.
+//!   Today only `GET /v1/status` exists.
+//! * PUT, POST and DELETE answer only after the change is applied on the
+//!   answering node, not when it is proposed.
+//!
+//! # Invariants
+//! No client input can panic a handler: every parse is a function returning
+//! [`ApiError`]; bodies are bounded by `max_value_bytes` before they are
+//! buffered; at most `max_concurrent_requests` requests are served at once,
+//! the next ones get 503 immediately.
+//!
+//! # Example
+//! ```
+//! use axum::body::Body;
+//! use axum::http::{Request, StatusCode};
+//! use kvstore::KvConfig;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (store, _consensus) = kvstore::testing::local_store(KvConfig::new(1));
+//! let app = api::router(store, api::ApiConfig::default());
+//! let put = Request::put("/fruit").body(Body::from("apple")).unwrap();
+//! let response = app.clone().oneshot(put).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::NO_CONTENT);
+//! let get = Request::get("/fruit").body(Body::empty()).unwrap();
+//! assert_eq!(app.oneshot(get).await.unwrap().status(), StatusCode::OK);
+//! # }
+//! ```
+
+mod error;
+mod handlers;
+mod parse;
+mod status;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use kvstore::KvStore;
+use tokio::sync::Semaphore;
+
+pub use error::{ApiError, ALLOWED_METHODS, STATUS_ALLOWED_METHODS};
+pub use parse::{MAX_PEER_URL_BYTES, RESERVED_PREFIX};
+pub use status::{MemberResponse, StatusResponse};
+
+/// Path of the status endpoint.
+pub const STATUS_PATH: &str = "/v1/status";
+
+/// Limits of the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Largest value a `PUT` may carry (bytes); larger ones get 413.
+    pub max_value_bytes: usize,
+    /// How long `POST`/`DELETE /<id>` wait for the membership change to be
+    /// applied before answering 503 (outcome unknown). Writes and reads use
+    /// the kvstore's own `request_timeout_ms`.
+    pub request_timeout_ms: u64,
+    /// Requests served at once; more get 503 at once (load shedding). 0
+    /// sheds every request.
+    pub max_concurrent_requests: usize,
+}
+
+impl ApiConfig {
+    /// Default value limit: 1.5 MiB, so a value fits in one 2 MiB Raft
+    /// message with its command framing.
+    pub const DEFAULT_MAX_VALUE_BYTES: usize = 1536 * 1024;
+    /// Default membership change timeout.
+    pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+    /// Default bound on requests in progress.
+    pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4_096;
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_value_bytes: Self::DEFAULT_MAX_VALUE_BYTES,
+            request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
+            max_concurrent_requests: Self::DEFAULT_MAX_CONCURRENT_REQUESTS,
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) kv: KvStore,
+    pub(crate) config: Arc<ApiConfig>,
+}
+
+/// The client API: serve it with `axum::serve`.
+pub fn router(kv: KvStore, config: ApiConfig) -> Router {
+    let in_progress = Arc::new(Semaphore::new(
+        config.max_concurrent_requests.min(Semaphore::MAX_PERMITS),
+    ));
+    // Bodies over the limit are cut off while streaming, never buffered whole.
+    let body_limit = config.max_value_bytes;
+    let state = AppState {
+        kv,
+        config: Arc::new(config),
+    };
+    let keys: MethodRouter<AppState> = get(handlers::get_key)
+        .put(handlers::put_key)
+        .post(handlers::add_member)
+        .delete(handlers::remove_member)
+        .fallback(handlers::method_not_allowed);
+    Router::new()
+        .route(
+            STATUS_PATH,
+            get(handlers::status).fallback(handlers::status_method_not_allowed),
+        )
+        .route("/", keys.clone())
+        .route("/{*key}", keys)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            in_progress,
+            handlers::shed_load,
+        ))
+        .with_state(state)
+}

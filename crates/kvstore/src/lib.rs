@@ -1,1 +1,124 @@
-//! kvstore (under construction)
+//! kvstore: raftkv's replicated key-value service layer.
+//!
+//! # What it owns
+//! * The key-value map (an ordered `BTreeMap<Bytes, Bytes>`) and the
+//!   [`raftnode::StateMachine`] implementation that applies committed entries
+//!   to it, snapshots it and restores it ([`KvStateMachine`]).
+//! * The request side ([`KvStore`]): `put` encodes a command (protobuf, see
+//!   the `command` module), proposes it through [`raftnode::Consensus`] and
+//!   resolves only when *that very entry* is applied on this node; `get`
+//!   waits for a ReadIndex barrier (linearizable, the default) or reads the
+//!   local map at once (serializable).
+//! * The snapshot format ([`SNAPSHOT_MAGIC`], [`SNAPSHOT_VERSION`]):
+//!   canonical, checksummed, versioned.
+//!
+//! # What it does not own
+//! Raft itself, persistence, batching of read barriers, membership, and
+//! HTTP: those belong to raftnode, wal and api. This crate never sees a type
+//! of the `raft` crate.
+//!
+//! # Invariants
+//! * A `put` returns `Ok` only after its own entry was applied here. Entries
+//!   are matched to requests by a [`RequestId`] made of the node id, a
+//!   random per-incarnation boot nonce and a counter, so an entry proposed by
+//!   another node or by an earlier run of this node never acknowledges a
+//!   request of this one. A write that is not seen applied in time gets
+//!   [`KvError::Timeout`] ("outcome unknown"), never a false success.
+//! * Apply is deterministic: the map depends only on the sequence of applied
+//!   payloads, and [`raftnode::StateMachine::snapshot`] is a canonical
+//!   encoding of the map, so nodes fed the same log produce byte-identical
+//!   snapshots. Payloads that do not decode are logged and skipped.
+//! * Applied indexes strictly increase (asserted).
+//! * At most `max_in_flight_writes` writes wait at a time; one more gets
+//!   [`KvError::Busy`] at once, before anything is proposed.
+//!
+//! # Construction
+//! Two steps, because raftnode needs the state machine before the store can
+//! have its consensus handle: [`new`] returns an [`Unattached`] store and the
+//! [`KvStateMachine`]; box the latter into raftnode, then
+//! [`Unattached::attach`] the consensus handle raftnode gives back.
+//!
+//! # Example
+//! With the in-process `testing::LocalConsensus` (feature `testing`)
+//! standing in for raftnode:
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use kvstore::{KvConfig, ReadConsistency};
+//! use kvstore::testing::LocalConsensus;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), kvstore::KvError> {
+//! let (unattached, state_machine) = kvstore::new(KvConfig::new(1));
+//! let consensus = Arc::new(LocalConsensus::new(state_machine));
+//! let store = unattached.attach(consensus);
+//! store.put(Bytes::from_static(b"/fruit"), Bytes::from_static(b"apple")).await?;
+//! let value = store.get(b"/fruit", ReadConsistency::Linearizable).await?;
+//! assert_eq!(value, Some(Bytes::from_static(b"apple")));
+//! # Ok(())
+//! # }
+//! ```
+
+mod command;
+mod error;
+mod snapshot;
+mod state;
+mod store;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::sync::Arc;
+
+pub use command::RequestId;
+pub use error::KvError;
+pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+pub use state::KvStateMachine;
+pub use store::{KvStore, ReadConsistency, Unattached};
+
+/// Configuration of one node's store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvConfig {
+    /// This node's Raft id (non-zero).
+    pub node_id: u64,
+    /// How long `put` waits for its apply, and `get` for its read barrier.
+    pub request_timeout_ms: u64,
+    /// Bound on writes waiting for their apply; more get [`KvError::Busy`].
+    pub max_in_flight_writes: usize,
+}
+
+impl KvConfig {
+    /// Default request timeout: five election timeouts of raftexample's
+    /// configuration (1 s each), enough to ride out one leader change.
+    pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+    /// Default bound on writes in flight.
+    pub const DEFAULT_MAX_IN_FLIGHT_WRITES: usize = 4_096;
+
+    /// The defaults for node `node_id`.
+    pub fn new(node_id: u64) -> Self {
+        KvConfig {
+            node_id,
+            request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
+            max_in_flight_writes: Self::DEFAULT_MAX_IN_FLIGHT_WRITES,
+        }
+    }
+}
+
+/// Creates a node's store in two halves (see the crate docs).
+///
+/// # Panics
+/// If `config.node_id` is 0 or `config.max_in_flight_writes` is 0: both are
+/// programming errors of the caller, caught at start-up.
+pub fn new(config: KvConfig) -> (Unattached, KvStateMachine) {
+    assert!(
+        config.node_id != 0,
+        "KvConfig::node_id must be non-zero (Raft reserves 0)"
+    );
+    assert!(
+        config.max_in_flight_writes > 0,
+        "KvConfig::max_in_flight_writes must be positive"
+    );
+    let shared = Arc::new(state::Shared::new(config.node_id));
+    let state_machine = KvStateMachine::new(Arc::clone(&shared));
+    (Unattached::new(config, shared), state_machine)
+}

@@ -1,0 +1,122 @@
+//! The replicated command format: what `put` proposes and `apply` decodes.
+//!
+//! Commands are protobuf messages (prost derive, no `.proto` file) so that
+//! the format can grow new fields and operations compatibly. Field tags are
+//! part of the on-log format and must never be reused.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prost::Message;
+
+/// Identifies one write request across the whole cluster and its history.
+///
+/// `node_id` separates nodes; `boot_nonce` is drawn at random each time a
+/// state machine is created, so that an entry proposed by an earlier
+/// incarnation of the same node (and applied late) never matches a request
+/// of the current one; `seq` counts requests within one incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId {
+    /// Node that proposed the command.
+    pub node_id: u64,
+    /// Random per-incarnation nonce of that node.
+    pub boot_nonce: u64,
+    /// Request counter within the incarnation (starts at 1).
+    pub seq: u64,
+}
+
+/// Wire form of [`RequestId`].
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct RequestIdPb {
+    #[prost(uint64, tag = "1")]
+    pub node_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub boot_nonce: u64,
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+}
+
+/// Sets `key` to `value`.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct PutPb {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: Bytes,
+}
+
+/// The operation a command carries.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub(crate) enum Op {
+    /// Set a key.
+    #[prost(message, tag = "2")]
+    Put(PutPb),
+}
+
+/// One replicated command: who asked, and what to do.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct CommandPb {
+    #[prost(message, optional, tag = "1")]
+    pub request_id: Option<RequestIdPb>,
+    #[prost(oneof = "Op", tags = "2")]
+    pub op: Option<Op>,
+}
+
+impl From<RequestId> for RequestIdPb {
+    fn from(id: RequestId) -> Self {
+        RequestIdPb {
+            node_id: id.node_id,
+            boot_nonce: id.boot_nonce,
+            seq: id.seq,
+        }
+    }
+}
+
+impl From<&RequestIdPb> for RequestId {
+    fn from(pb: &RequestIdPb) -> Self {
+        RequestId {
+            node_id: pb.node_id,
+            boot_nonce: pb.boot_nonce,
+            seq: pb.seq,
+        }
+    }
+}
+
+/// Encodes a put command. `Bytes` clones are reference counts, not copies.
+pub(crate) fn encode_put(id: RequestId, key: &Bytes, value: &Bytes) -> Vec<u8> {
+    let command = CommandPb {
+        request_id: Some(id.into()),
+        op: Some(Op::Put(PutPb {
+            key: key.clone(),
+            value: value.clone(),
+        })),
+    };
+    command.encode_to_vec()
+}
+
+/// Decodes a command payload; an error means the entry is not ours.
+pub(crate) fn decode(data: &[u8]) -> Result<CommandPb, prost::DecodeError> {
+    CommandPb::decode(data)
+}
+
+/// Draws a nonce that differs between incarnations of a node.
+///
+/// Mixes the standard library's per-process random hash keys (seeded from the
+/// OS), the wall clock, the process id and a process-wide counter, so two
+/// state machines created in one process, or by two runs of the binary,
+/// get different nonces.
+pub(crate) fn boot_nonce() -> u64 {
+    static INSTANCES: AtomicU64 = AtomicU64::new(0);
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(now_ns);
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(INSTANCES.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}

@@ -1,0 +1,209 @@
+//! Snapshot determinism, round trips and rejection of garbage.
+
+use bytes::Bytes;
+use kvstore::testing::{encode_put, local_store};
+use kvstore::{
+    KvConfig, KvStateMachine, ReadConsistency, RequestId, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
+};
+use raftnode::StateMachine;
+
+/// A log with overwrites, binary keys, an empty value and undecodable
+/// entries, proposed by several nodes.
+fn log() -> Vec<Vec<u8>> {
+    let mut entries = Vec::new();
+    for i in 0..500u64 {
+        let id = RequestId {
+            node_id: i % 3 + 1,
+            boot_nonce: 42,
+            seq: i,
+        };
+        let key = Bytes::from(format!("/key-{}", i % 97));
+        let value = Bytes::from(format!("value-{i}"));
+        entries.push(encode_put(id, &key, &value));
+    }
+    let id = RequestId {
+        node_id: 1,
+        boot_nonce: 1,
+        seq: 1,
+    };
+    entries.push(encode_put(
+        id,
+        &Bytes::from_static(&[0, 255, 10]),
+        &Bytes::new(),
+    ));
+    entries.push(vec![0xff; 7]);
+    entries
+}
+
+fn fed(node_id: u64, entries: &[Vec<u8>]) -> KvStateMachine {
+    let (_unattached, mut state_machine) = kvstore::new(KvConfig::new(node_id));
+    for (position, payload) in entries.iter().enumerate() {
+        state_machine.apply(position as u64 + 1, payload);
+    }
+    state_machine
+}
+
+/// Builds snapshot bytes by hand (with a valid checksum) for rejection tests.
+fn framed(version: u32, entry_count: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&entry_count.to_le_bytes());
+    out.extend_from_slice(body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn entry(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = (key.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+#[test]
+fn same_log_gives_byte_identical_snapshots() {
+    let entries = log();
+    let mut first = fed(1, &entries);
+    let mut second = fed(2, &entries);
+    let snapshot = first.snapshot();
+    assert_eq!(snapshot, second.snapshot());
+    assert_eq!(first.len(), 98);
+    assert_eq!(&snapshot[..4], &SNAPSHOT_MAGIC);
+    // A different log gives different bytes.
+    let mut third = fed(3, &entries[..entries.len() - 3]);
+    assert_ne!(snapshot, third.snapshot());
+}
+
+#[tokio::test]
+async fn snapshot_restore_round_trip() {
+    let entries = log();
+    let mut source = fed(1, &entries);
+    let snapshot = source.snapshot();
+
+    let (store, consensus) = local_store(KvConfig::new(2));
+    store
+        .put(
+            Bytes::from_static(b"/only-here"),
+            Bytes::from_static(b"gone"),
+        )
+        .await
+        .unwrap();
+    let index = entries.len() as u64;
+    consensus.restore(index, &snapshot).unwrap();
+    assert_eq!(store.applied_index(), index);
+    assert_eq!(
+        consensus.snapshot(),
+        snapshot,
+        "restored state re-encodes to the same bytes"
+    );
+    assert_eq!(
+        store
+            .get(b"/only-here", ReadConsistency::Serializable)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get(b"/key-0", ReadConsistency::Linearizable)
+            .await
+            .unwrap(),
+        Some(Bytes::from_static(b"value-485"))
+    );
+    assert_eq!(
+        store
+            .get(&[0, 255, 10], ReadConsistency::Serializable)
+            .await
+            .unwrap(),
+        Some(Bytes::new())
+    );
+    // Applies continue after the snapshot index.
+    store
+        .put(Bytes::from_static(b"/after"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(store.applied_index(), index + 1);
+}
+
+#[test]
+fn empty_map_snapshot_round_trips() {
+    let (_unattached, mut empty) = kvstore::new(KvConfig::new(1));
+    let snapshot = empty.snapshot();
+    assert_eq!(snapshot, framed(SNAPSHOT_VERSION, 0, &[]));
+    let mut target = fed(2, &log());
+    target.restore(9, &snapshot).unwrap();
+    assert!(target.is_empty());
+    assert_eq!(target.applied_index(), 9);
+}
+
+#[test]
+fn garbage_snapshots_are_rejected_without_changing_state() {
+    let mut valid = fed(1, &log()).snapshot();
+    let mut flipped = valid.clone();
+    flipped[20] ^= 0x01;
+    let truncated = valid[..valid.len() - 10].to_vec();
+    let mut huge_length = 5u64.to_le_bytes().to_vec();
+    huge_length.extend_from_slice(&u64::MAX.to_le_bytes());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("short", b"RKVS".to_vec()),
+        (
+            "random",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ),
+        ("flipped bit", flipped),
+        ("truncated", truncated),
+        ("bad magic", {
+            let mut bad = framed(SNAPSHOT_VERSION, 0, &[]);
+            bad[0] = b'X';
+            bad
+        }),
+        ("future version", framed(SNAPSHOT_VERSION + 1, 0, &[])),
+        (
+            "count too high",
+            framed(SNAPSHOT_VERSION, 3, &entry(b"/a", b"1")),
+        ),
+        (
+            "count too low",
+            framed(SNAPSHOT_VERSION, 0, &entry(b"/a", b"1")),
+        ),
+        (
+            "unsorted keys",
+            framed(
+                SNAPSHOT_VERSION,
+                2,
+                &[entry(b"/b", b"1"), entry(b"/a", b"2")].concat(),
+            ),
+        ),
+        (
+            "duplicate keys",
+            framed(
+                SNAPSHOT_VERSION,
+                2,
+                &[entry(b"/a", b"1"), entry(b"/a", b"2")].concat(),
+            ),
+        ),
+        ("huge length", framed(SNAPSHOT_VERSION, 1, &huge_length)),
+        ("huge count", framed(SNAPSHOT_VERSION, u64::MAX, &[])),
+    ];
+    let mut target = fed(2, &log());
+    let before = target.snapshot();
+    for (name, bytes) in cases {
+        let error = target.restore(77, &bytes).expect_err(name);
+        assert_eq!(error.index, 77, "{name}");
+        assert!(!error.reason.is_empty(), "{name}");
+        assert_eq!(
+            target.snapshot(),
+            before,
+            "{name}: a failed restore changed the state"
+        );
+        assert_eq!(target.applied_index(), log().len() as u64, "{name}");
+    }
+    // The valid one still restores.
+    target.restore(600, &valid).unwrap();
+    valid.clear();
+}
