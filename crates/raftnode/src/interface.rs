@@ -161,8 +161,7 @@ pub trait Consensus: Send + Sync + 'static {
     /// Waits until a linearizable read of the local state machine is safe.
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), RaftError>>;
     /// Adds or removes a member; resolves once the change is applied here.
-    fn change_membership(&self, change: MembershipChange)
-        -> BoxFuture<'_, Result<(), RaftError>>;
+    fn change_membership(&self, change: MembershipChange) -> BoxFuture<'_, Result<(), RaftError>>;
     /// This node's current status.
     fn status(&self) -> Status;
 }

@@ -126,6 +126,12 @@ pub trait Delivery: Send + Sync + 'static {
     fn report_unreachable(&self, peer_id: u64);
     /// Tells the node how sending a snapshot to `peer_id` ended (raft's `report_snapshot`).
     fn report_snapshot(&self, peer_id: u64, status: SnapshotStatus);
+    /// Tells the node that `peer_id` answered 410 Gone: it has applied this
+    /// node's removal from the cluster (as etcd's peers do), so a removed
+    /// node that missed its own removal entry can stop. The default ignores it.
+    fn report_removed(&self, peer_id: u64) {
+        let _ = peer_id;
+    }
 }
 
 /// Checks that `url` is a peer URL this transport can use

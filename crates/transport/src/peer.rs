@@ -391,6 +391,9 @@ impl FrameSender {
         add(&self.peer.counters.msgs_dropped, count);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::debug!(count, reason = text, "peer busy: frame dropped");
+        } else if status == StatusCode::GONE {
+            tracing::warn!(count, reason = text, "peer says this node was removed");
+            self.ctx.node.report_removed(self.peer.id);
         } else {
             tracing::warn!(%status, count, reason = text, "peer refused frame");
         }

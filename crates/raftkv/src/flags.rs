@@ -1,0 +1,210 @@
+//! Command-line flags: raftexample's four, with its defaults, plus raftkv's.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// A replicated key-value store: etcd's raftexample, rebuilt so that an
+/// acknowledged write is never lost and reads are linearizable.
+///
+/// Node ids are 1-based positions in --cluster; this node's peer URL is
+/// cluster[id-1]. Data lives in --data-dir (default raftkv-<id>).
+#[derive(Debug, Parser)]
+#[command(name = "raftkv", version)]
+pub(crate) struct Flags {
+    /// This node's id: its 1-based position in --cluster.
+    #[arg(long, default_value_t = 1)]
+    pub id: u64,
+
+    /// Comma-separated peer URLs of the cluster, in id order.
+    #[arg(long, default_value = "http://127.0.0.1:9021")]
+    pub cluster: String,
+
+    /// Port of the client HTTP API (key-value and membership).
+    #[arg(long, default_value_t = 9121)]
+    pub port: u16,
+
+    /// Join an existing cluster: start with no configuration and wait to be
+    /// added with `POST /<id>` on a member.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          action = clap::ArgAction::Set)]
+    pub join: bool,
+
+    /// Data directory (WAL in <dir>/wal, snapshots in <dir>/snap).
+    /// Default: raftkv-<id> in the working directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address the client API listens on (with --port).
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_addr: String,
+
+    /// Take a snapshot every this many applied entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_count: u64,
+
+    /// Entries kept in the log after a snapshot, for slow followers.
+    #[arg(long, default_value_t = 10_000)]
+    pub catch_up_entries: u64,
+
+    /// How long a write, read or membership change may take before the
+    /// client gets 503 (for a write: outcome unknown).
+    #[arg(long, default_value_t = 5_000)]
+    pub request_timeout_ms: u64,
+
+    /// Largest value accepted by PUT, in bytes (larger: 413).
+    #[arg(long, default_value_t = 1_572_864)]
+    pub max_value_bytes: usize,
+
+    /// Writes in flight on this node before new ones get 503.
+    #[arg(long, default_value_t = 16_384)]
+    pub max_in_flight_writes: usize,
+
+    /// Length of a Raft tick.
+    #[arg(long, default_value_t = 100)]
+    pub tick_ms: u64,
+
+    /// Ticks without a leader before an election.
+    #[arg(long, default_value_t = 10)]
+    pub election_ticks: usize,
+
+    /// Size of a preallocated WAL segment.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub wal_segment_bytes: u64,
+
+    /// Cluster token: nodes with different tokens refuse each other's
+    /// messages (their cluster ids differ).
+    #[arg(long, default_value = "raftkv")]
+    pub cluster_token: String,
+
+    /// Serve the transport's fault-injection routes on the peer port
+    /// (for chaos tests only; never in production).
+    #[arg(long, default_value_t = false)]
+    pub enable_fault_injection: bool,
+}
+
+impl Flags {
+    /// The members named by --cluster as (id, URL).
+    pub(crate) fn members(&self) -> Result<Vec<(u64, String)>, String> {
+        let urls: Vec<String> = self
+            .cluster
+            .split(',')
+            .map(|url| url.trim().to_string())
+            .filter(|url| !url.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Err("--cluster names no peer URL".into());
+        }
+        for url in &urls {
+            listen_addr_of(url)?;
+        }
+        Ok(urls
+            .into_iter()
+            .enumerate()
+            .map(|(i, url)| (i as u64 + 1, url))
+            .collect())
+    }
+
+    /// This node's own peer URL: cluster[id-1].
+    pub(crate) fn own_peer_url(&self, members: &[(u64, String)]) -> Result<String, String> {
+        members
+            .iter()
+            .find(|(id, _)| *id == self.id)
+            .map(|(_, url)| url.clone())
+            .ok_or_else(|| {
+                format!(
+                    "--id {} is out of range: --cluster has {} peer URL(s)",
+                    self.id,
+                    members.len()
+                )
+            })
+    }
+
+    /// The data directory.
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("raftkv-{}", self.id)))
+    }
+}
+
+/// The `host:port` to listen on for a peer URL like `http://127.0.0.1:12379`.
+pub(crate) fn listen_addr_of(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("peer URL {url:?} must start with http://"))?;
+    let host_port = rest.trim_end_matches('/');
+    let (host, port) = host_port
+        .rsplit_once(':')
+        .ok_or_else(|| format!("peer URL {url:?} has no port"))?;
+    if host.is_empty() || host_port.contains('/') {
+        return Err(format!("peer URL {url:?} must be http://host:port"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("peer URL {url:?} has an invalid port"))?;
+    Ok(host_port.to_string())
+}
+
+/// The cluster id for a cluster token (64-bit FNV-1a).
+pub(crate) fn cluster_id(token: &str) -> u64 {
+    token.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raftexample_flags_parse_with_its_defaults() {
+        let flags = Flags::parse_from(["raftkv"]);
+        assert_eq!(flags.id, 1);
+        assert_eq!(flags.port, 9121);
+        assert_eq!(flags.cluster, "http://127.0.0.1:9021");
+        assert!(!flags.join);
+        let flags = Flags::parse_from(["raftkv", "--id", "2", "--join", "--port", "1"]);
+        assert!(flags.join);
+        let flags = Flags::parse_from(["raftkv", "--join=true"]);
+        assert!(flags.join);
+    }
+
+    #[test]
+    fn cluster_urls_become_members_by_position() {
+        let flags = Flags::parse_from([
+            "raftkv",
+            "--id",
+            "2",
+            "--cluster",
+            "http://127.0.0.1:12379,http://127.0.0.1:22379",
+        ]);
+        let members = flags.members().unwrap();
+        assert_eq!(members[1], (2, "http://127.0.0.1:22379".to_string()));
+        assert_eq!(
+            flags.own_peer_url(&members).unwrap(),
+            "http://127.0.0.1:22379"
+        );
+        let flags = Flags::parse_from(["raftkv", "--id", "3", "--cluster", "http://a:1"]);
+        assert!(flags
+            .own_peer_url(&flags.members().unwrap())
+            .unwrap_err()
+            .contains("out of range"));
+    }
+
+    #[test]
+    fn bad_peer_urls_are_refused_with_a_reason() {
+        assert!(listen_addr_of("127.0.0.1:1").is_err());
+        assert!(listen_addr_of("http://127.0.0.1").is_err());
+        assert!(listen_addr_of("http://127.0.0.1:99999").is_err());
+        assert_eq!(
+            listen_addr_of("http://127.0.0.1:1/").unwrap(),
+            "127.0.0.1:1"
+        );
+    }
+
+    #[test]
+    fn cluster_ids_differ_by_token() {
+        assert_ne!(cluster_id("a"), cluster_id("b"));
+        assert_eq!(cluster_id("raftkv"), cluster_id("raftkv"));
+    }
+}

@@ -1,0 +1,308 @@
+//! `Disk`: the node's durable state (WAL + snapshot store) in Raft's terms.
+//!
+//! This is the only module that turns raft-proto types into the WAL's opaque
+//! records and back. Ordering rules it enforces (etcd #9263, #12691):
+//! a snapshot file is written and fsynced *before* its WAL marker, and on
+//! start the WAL is opened at the newest snapshot that has a marker.
+
+use std::collections::BTreeMap;
+
+use prost::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use tracing::{info, warn};
+use wal::{Marker, Metadata, SnapshotStore, Wal, WalConfig};
+
+use crate::codec::{MemberRecord, SnapshotEnvelope, ENVELOPE_VERSION};
+use crate::storage::LogStore;
+use crate::{NodeConfig, NodeError, StartKind, StateMachine};
+
+/// The WAL and the snapshot store of one node.
+pub(crate) struct Disk {
+    wal: Wal,
+    snaps: SnapshotStore,
+    /// Index of the newest snapshot on disk (0 if none).
+    snapshot_index: u64,
+    /// Reused buffer of WAL entries for one save.
+    batch: Vec<wal::Entry>,
+}
+
+/// What start-up recovered.
+pub(crate) struct Recovered {
+    pub disk: Disk,
+    pub store: LogStore,
+    pub kind: StartKind,
+    /// Highest index the state machine holds (the snapshot's).
+    pub applied: u64,
+    /// Peer URLs known from the snapshot (or the initial configuration).
+    pub members: BTreeMap<u64, String>,
+}
+
+impl Disk {
+    /// Opens the node's data, creating it on first start. Restores the state
+    /// machine from the newest snapshot.
+    pub(crate) fn open(
+        config: &NodeConfig,
+        sm: &mut dyn StateMachine,
+    ) -> Result<Recovered, NodeError> {
+        let wal_config = WalConfig {
+            segment_bytes: config.wal_segment_bytes,
+        };
+        let snaps = SnapshotStore::open(&config.snap_dir, config.snapshot_keep_count)?;
+        if Wal::exists(&config.wal_dir) {
+            return Self::restart(config, wal_config, snaps, sm);
+        }
+        let metadata = Metadata {
+            node_id: config.id,
+            cluster_id: config.cluster_id,
+        };
+        let wal = Wal::create(&config.wal_dir, metadata, wal_config)?;
+        let mut disk = Disk {
+            wal,
+            snaps,
+            snapshot_index: 0,
+            batch: Vec::new(),
+        };
+        let members: BTreeMap<u64, String> = config.initial_members.iter().cloned().collect();
+        let mut store = LogStore::default();
+        if config.join {
+            info!(
+                node = config.id,
+                "fresh data directory: joining an existing cluster"
+            );
+            return Ok(Recovered {
+                disk,
+                store,
+                kind: StartKind::Join,
+                applied: 0,
+                members,
+            });
+        }
+        let snapshot = bootstrap_snapshot(&members, sm.snapshot());
+        disk.save_snapshot(&snapshot)?;
+        store.install_snapshot(snapshot);
+        disk.persist(&[], Some(store.hard_state()))?;
+        Ok(Recovered {
+            disk,
+            store,
+            kind: StartKind::Fresh,
+            applied: 1,
+            members,
+        })
+    }
+
+    fn restart(
+        config: &NodeConfig,
+        wal_config: WalConfig,
+        snaps: SnapshotStore,
+        sm: &mut dyn StateMachine,
+    ) -> Result<Recovered, NodeError> {
+        let markers = Wal::markers(&config.wal_dir)?;
+        let stored = snaps.load_newest(&markers)?;
+        let mut store = LogStore::default();
+        let mut members: BTreeMap<u64, String> = config.initial_members.iter().cloned().collect();
+        let mut marker = Marker { index: 0, term: 0 };
+        if let Some(stored) = stored {
+            let snapshot = Snapshot::decode(stored.data.as_slice()).map_err(|e| {
+                NodeError::Corrupt(format!("snapshot {}/{}: {e}", stored.term, stored.index))
+            })?;
+            marker = Marker {
+                index: stored.index,
+                term: stored.term,
+            };
+            members = restore_state_machine(sm, &snapshot)?;
+            store.install_snapshot(snapshot);
+        }
+        let (wal, recovered) = Wal::open(&config.wal_dir, marker, wal_config)?;
+        check_metadata(config, &recovered.metadata)?;
+        let entries = decode_entries(&recovered.entries)?;
+        store.append(&entries);
+        if let Some(bytes) = recovered.hard_state {
+            let mut hard_state = HardState::decode(bytes.as_slice())
+                .map_err(|e| NodeError::Corrupt(format!("hard state in the WAL: {e}")))?;
+            // A snapshot's contents are committed even if the commit index
+            // recorded next to it is older (apply may run ahead of the
+            // persisted commit index).
+            hard_state.commit = hard_state.commit.max(marker.index);
+            hard_state.term = hard_state.term.max(marker.term);
+            if hard_state.commit > store.last() {
+                return Err(NodeError::Corrupt(format!(
+                    "hard state commit {} is beyond the last log index {}",
+                    hard_state.commit,
+                    store.last()
+                )));
+            }
+            store.set_hard_state(hard_state);
+        }
+        let disk = Disk {
+            wal,
+            snaps,
+            snapshot_index: marker.index,
+            batch: Vec::new(),
+        };
+        info!(
+            node = config.id,
+            snapshot_index = marker.index,
+            first_index = store.first(),
+            last_index = store.last(),
+            commit = store.hard_state().commit,
+            "restarting from the data directory"
+        );
+        Ok(Recovered {
+            disk,
+            store,
+            kind: StartKind::Restart,
+            applied: marker.index,
+            members,
+        })
+    }
+
+    /// Index of the newest snapshot on disk.
+    pub(crate) fn snapshot_index(&self) -> u64 {
+        self.snapshot_index
+    }
+
+    /// Persists new entries and the hard state: one WAL write, at most one
+    /// fdatasync, nothing when both are empty.
+    pub(crate) fn persist(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), NodeError> {
+        if entries.is_empty() && hard_state.is_none() {
+            return Ok(());
+        }
+        self.batch.clear();
+        self.batch.extend(entries.iter().map(|entry| wal::Entry {
+            index: entry.index,
+            term: entry.term,
+            payload: entry.encode_to_vec(),
+        }));
+        let hard_state_bytes = hard_state.map(|hs| hs.encode_to_vec());
+        self.wal.save(hard_state_bytes.as_deref(), &self.batch)?;
+        Ok(())
+    }
+
+    /// Writes a snapshot file (fsynced) and then its WAL marker.
+    ///
+    /// For a snapshot from the leader beyond the local log, the marker also
+    /// moves the WAL's end to the snapshot: the next entries follow it.
+    /// Stale entries after a snapshot inside the local log stay until the
+    /// leader's entries replace them; they are uncommitted, like any
+    /// follower's conflicting tail.
+    pub(crate) fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        let meta = snapshot.get_metadata();
+        assert!(
+            meta.index >= self.snapshot_index,
+            "snapshot index went backwards"
+        );
+        self.snaps
+            .save(meta.term, meta.index, &snapshot.encode_to_vec())?;
+        let marker = Marker {
+            index: meta.index,
+            term: meta.term,
+        };
+        self.wal.save_snapshot_marker(marker)?;
+        self.snapshot_index = meta.index;
+        Ok(())
+    }
+
+    /// Releases WAL segments whose entries are all below `index`.
+    pub(crate) fn release_to(&mut self, index: u64) -> Result<(), NodeError> {
+        self.wal.release_to(index)?;
+        Ok(())
+    }
+}
+
+/// The snapshot every initial member writes at first start: index 1, term 1,
+/// the initial voters. It is identical on every member, so their logs agree
+/// at index 1, and a node that joins later gets the configuration from it.
+fn bootstrap_snapshot(members: &BTreeMap<u64, String>, state: Vec<u8>) -> Snapshot {
+    let mut snapshot = Snapshot {
+        data: envelope(members, state),
+        ..Default::default()
+    };
+    let meta = snapshot.mut_metadata();
+    meta.index = 1;
+    meta.term = 1;
+    meta.set_conf_state(ConfState {
+        voters: members.keys().copied().collect(),
+        ..Default::default()
+    });
+    snapshot
+}
+
+/// Encodes the members and the state machine's bytes as a snapshot's data.
+pub(crate) fn envelope(members: &BTreeMap<u64, String>, state: Vec<u8>) -> Vec<u8> {
+    SnapshotEnvelope {
+        version: ENVELOPE_VERSION,
+        members: members
+            .iter()
+            .map(|(id, url)| MemberRecord {
+                id: *id,
+                peer_url: url.clone(),
+            })
+            .collect(),
+        state,
+    }
+    .encode_to_bytes()
+}
+
+/// Restores the state machine from a Raft snapshot and returns its members.
+pub(crate) fn restore_state_machine(
+    sm: &mut dyn StateMachine,
+    snapshot: &Snapshot,
+) -> Result<BTreeMap<u64, String>, NodeError> {
+    let index = snapshot.get_metadata().index;
+    let envelope = SnapshotEnvelope::decode_from(&snapshot.data)
+        .map_err(|e| NodeError::Corrupt(format!("snapshot at index {index}: {e}")))?;
+    sm.restore(index, &envelope.state)
+        .map_err(|e| NodeError::Corrupt(e.to_string()))?;
+    Ok(envelope
+        .members
+        .into_iter()
+        .map(|m| (m.id, m.peer_url))
+        .collect())
+}
+
+fn decode_entries(records: &[wal::Entry]) -> Result<Vec<Entry>, NodeError> {
+    records
+        .iter()
+        .map(|record| {
+            let entry = Entry::decode(record.payload.as_slice()).map_err(|e| {
+                NodeError::Corrupt(format!("WAL entry {} does not decode: {e}", record.index))
+            })?;
+            if entry.index != record.index || entry.term != record.term {
+                return Err(NodeError::Corrupt(format!(
+                    "WAL entry {} (term {}) holds raft entry {} (term {})",
+                    record.index, record.term, entry.index, entry.term
+                )));
+            }
+            Ok(entry)
+        })
+        .collect()
+}
+
+fn check_metadata(config: &NodeConfig, metadata: &Metadata) -> Result<(), NodeError> {
+    if metadata.node_id != config.id {
+        return Err(NodeError::Config(format!(
+            "{} belongs to node {}, not node {}",
+            config.wal_dir.display(),
+            metadata.node_id,
+            config.id
+        )));
+    }
+    if metadata.cluster_id != config.cluster_id {
+        warn!(
+            stored = metadata.cluster_id,
+            configured = config.cluster_id,
+            "cluster id differs from the one in the WAL"
+        );
+        return Err(NodeError::Config(format!(
+            "{} belongs to cluster {:#x}, not {:#x}",
+            config.wal_dir.display(),
+            metadata.cluster_id,
+            config.cluster_id
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,612 @@
+//! The Raft loop: the only code that touches `RawNode`.
+//!
+//! One OS thread runs [`RaftLoop::run`]. Each turn it waits for work or the
+//! next tick, drains its queues (requests from the layers above, frames and
+//! reports from the transport), ticks, issues one ReadIndex for all new
+//! reads, and handles the Ready in raft-rs's order (see [`RaftLoop::on_ready`]).
+//! The WAL's fdatasync runs on this thread: one per Ready, for every
+//! proposal that Ready carries.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver};
+use parking_lot::RwLock;
+use prost::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
+};
+use raft::{RawNode, StateRole};
+use tokio::sync::oneshot;
+use tracing::{debug, error, info, warn};
+use transport::Transport;
+
+use crate::checks::check_peer_message;
+use crate::disk::{envelope, restore_state_machine, Disk};
+use crate::reads::ReadTracker;
+use crate::storage::LogStore;
+use crate::{
+    Member, MembershipChange, NodeConfig, NodeError, RaftError, Role, StateMachine, Status,
+};
+
+/// Most requests and peer frames handled in one turn before the Ready is
+/// processed (bounds the latency of a turn).
+const DRAIN_REQUESTS_MAX: usize = 4096;
+const DRAIN_PEER_EVENTS_MAX: usize = 1024;
+
+/// A request from the layers above.
+pub(crate) enum Request {
+    Propose {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+    Read {
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+    ChangeMembership {
+        change: MembershipChange,
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+    Shutdown,
+}
+
+/// Something the transport tells the node.
+pub(crate) enum PeerEvent {
+    Messages(Vec<Message>),
+    Unreachable(u64),
+    SnapshotStatus(u64, raft::SnapshotStatus),
+    /// A peer answered 410 Gone: it applied this node's removal.
+    RemovedBy(u64),
+}
+
+struct PendingChange {
+    request_id: u64,
+    reply: oneshot::Sender<Result<(), RaftError>>,
+    deadline: Instant,
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `shutdown` was called.
+    Shutdown,
+    /// This node was removed from the cluster.
+    Removed,
+}
+
+pub(crate) struct RaftLoop {
+    id: u64,
+    raw: RawNode<LogStore>,
+    disk: Disk,
+    sm: Box<dyn StateMachine>,
+    transport: Transport,
+    requests: Receiver<Request>,
+    peer_events: Receiver<PeerEvent>,
+    members: BTreeMap<u64, String>,
+    reads: ReadTracker,
+    pending_change: Option<PendingChange>,
+    next_change_id: u64,
+    status: Arc<RwLock<Status>>,
+    config: NodeConfig,
+    applied: u64,
+    stop: Option<StopReason>,
+}
+
+impl RaftLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: NodeConfig,
+        raw: RawNode<LogStore>,
+        disk: Disk,
+        sm: Box<dyn StateMachine>,
+        transport: Transport,
+        requests: Receiver<Request>,
+        peer_events: Receiver<PeerEvent>,
+        members: BTreeMap<u64, String>,
+        applied: u64,
+        status: Arc<RwLock<Status>>,
+    ) -> RaftLoop {
+        let timeout = Duration::from_millis(config.request_timeout_ms);
+        let retry = Duration::from_millis(config.tick_ms * 3);
+        RaftLoop {
+            id: config.id,
+            raw,
+            disk,
+            sm,
+            transport,
+            requests,
+            peer_events,
+            members,
+            reads: ReadTracker::new(timeout, retry),
+            pending_change: None,
+            next_change_id: boot_nonce(),
+            status,
+            config,
+            applied,
+            stop: None,
+        }
+    }
+
+    /// Runs until shutdown, removal or a fatal error (a failed fsync, a
+    /// corrupt snapshot): after any of those the node must not go on.
+    pub(crate) fn run(mut self) -> Result<StopReason, NodeError> {
+        let tick = Duration::from_millis(self.config.tick_ms);
+        let mut next_tick = Instant::now() + tick;
+        self.publish_status(true);
+        let result = loop {
+            if let Err(e) = self.wait_and_drain(next_tick) {
+                break Err(e);
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick = now + tick;
+                self.on_timer(now);
+            }
+            let has_leader = self.raw.raft.leader_id != raft::INVALID_ID;
+            let raw = &mut self.raw;
+            self.reads.flush(has_leader, |ctx| raw.read_index(ctx));
+            if let Err(e) = self.on_ready() {
+                break Err(e);
+            }
+            self.publish_status(false);
+            if let Some(reason) = self.stop {
+                break Ok(reason);
+            }
+        };
+        self.fail_everything(RaftError::Stopped);
+        match &result {
+            Ok(StopReason::Removed) => {
+                info!(node = self.id, "removed from the cluster; stopping")
+            }
+            Ok(StopReason::Shutdown) => info!(node = self.id, "raft loop stopped"),
+            Err(e) => error!(node = self.id, error = %e, "raft loop failed; stopping"),
+        }
+        result
+    }
+
+    /// Blocks until a request, a peer event or the next tick, then drains
+    /// what is queued (bounded).
+    fn wait_and_drain(&mut self, next_tick: Instant) -> Result<(), NodeError> {
+        let timeout = next_tick.saturating_duration_since(Instant::now());
+        select! {
+            recv(self.requests) -> request => match request {
+                Ok(request) => self.on_request(request),
+                Err(_) => self.stop = Some(StopReason::Shutdown),
+            },
+            recv(self.peer_events) -> event => {
+                if let Ok(event) = event {
+                    self.on_peer_event(event);
+                }
+            },
+            default(timeout) => {},
+        }
+        for _ in 0..DRAIN_PEER_EVENTS_MAX {
+            match self.peer_events.try_recv() {
+                Ok(event) => self.on_peer_event(event),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..DRAIN_REQUESTS_MAX {
+            match self.requests.try_recv() {
+                Ok(request) => self.on_request(request),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Propose { data, reply } => {
+                let result = self.propose(data);
+                let _ = reply.send(result);
+            }
+            Request::Read { reply } => self.reads.push(reply),
+            Request::ChangeMembership { change, reply } => self.change_membership(change, reply),
+            Request::Shutdown => self.stop = Some(StopReason::Shutdown),
+        }
+    }
+
+    fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            return Err(RaftError::NoLeader);
+        }
+        self.raw
+            .propose(Vec::new(), data)
+            .map_err(|e| RaftError::ProposalDropped(e.to_string()))
+    }
+
+    fn change_membership(
+        &mut self,
+        change: MembershipChange,
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    ) {
+        if let Err(e) = self.validate_change(&change) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        self.next_change_id += 1;
+        let request_id = self.next_change_id;
+        let cc = match &change {
+            MembershipChange::AddNode { id, peer_url } => ConfChange {
+                change_type: ConfChangeType::AddNode as i32,
+                node_id: *id,
+                context: peer_url.as_bytes().to_vec(),
+                id: request_id,
+            },
+            MembershipChange::RemoveNode { id } => ConfChange {
+                change_type: ConfChangeType::RemoveNode as i32,
+                node_id: *id,
+                context: Vec::new(),
+                id: request_id,
+            },
+        };
+        if let Err(e) = self.raw.propose_conf_change(Vec::new(), cc) {
+            let _ = reply.send(Err(RaftError::ProposalDropped(e.to_string())));
+            return;
+        }
+        info!(
+            node = self.id,
+            ?change,
+            request_id,
+            "membership change proposed"
+        );
+        self.pending_change = Some(PendingChange {
+            request_id,
+            reply,
+            deadline: Instant::now() + Duration::from_millis(self.config.request_timeout_ms),
+        });
+    }
+
+    /// raft-rs accepts a second conf change while one is pending and then
+    /// silently replaces it with an empty entry, so it is refused here.
+    fn validate_change(&self, change: &MembershipChange) -> Result<(), RaftError> {
+        if self.pending_change.is_some() {
+            return Err(RaftError::MembershipChangeInProgress);
+        }
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            return Err(RaftError::NoLeader);
+        }
+        if self.raw.raft.state == StateRole::Leader
+            && self.raw.raft.pending_conf_index > self.raw.raft.raft_log.applied
+        {
+            return Err(RaftError::MembershipChangeInProgress);
+        }
+        let voters = &self.raw.store().conf_state().voters;
+        match change {
+            MembershipChange::AddNode { id, peer_url } => {
+                if *id == 0 {
+                    return Err(RaftError::InvalidMembership("node id 0 is invalid".into()));
+                }
+                if voters.contains(id) {
+                    return Err(RaftError::InvalidMembership(format!(
+                        "node {id} is already a member"
+                    )));
+                }
+                transport::validate_peer_url(peer_url)
+                    .map_err(|e| RaftError::InvalidMembership(e.to_string()))
+            }
+            MembershipChange::RemoveNode { id } => {
+                if !voters.contains(id) {
+                    return Err(RaftError::InvalidMembership(format!(
+                        "node {id} is not a member"
+                    )));
+                }
+                if voters.len() == 1 {
+                    return Err(RaftError::InvalidMembership(
+                        "cannot remove the last member".into(),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Messages(messages) => {
+                for msg in messages {
+                    self.step(msg);
+                }
+            }
+            PeerEvent::Unreachable(peer) => self.raw.report_unreachable(peer),
+            PeerEvent::RemovedBy(peer) => {
+                info!(
+                    node = self.id,
+                    peer, "a peer reports this node was removed from the cluster"
+                );
+                self.stop = Some(StopReason::Removed);
+            }
+            PeerEvent::SnapshotStatus(peer, status) => {
+                debug!(node = self.id, peer, ?status, "snapshot delivery reported");
+                self.raw.report_snapshot(peer, status)
+            }
+        }
+    }
+
+    fn step(&mut self, msg: Message) {
+        if let Err(rejection) = check_peer_message(self.id, self.raw.store().conf_state(), &msg) {
+            warn!(
+                node = self.id,
+                from = msg.from,
+                ?rejection,
+                "dropped peer message"
+            );
+            return;
+        }
+        if let Err(e) = self.raw.step(msg) {
+            debug!(node = self.id, error = %e, "raft refused a peer message");
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        let raw = &mut self.raw;
+        self.reads.on_timer(now, |ctx| raw.read_index(ctx));
+        if let Some(pending) = &self.pending_change {
+            if now >= pending.deadline {
+                if let Some(pending) = self.pending_change.take() {
+                    let _ = pending.reply.send(Err(RaftError::Timeout {
+                        timeout_ms: self.config.request_timeout_ms,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Handles one Ready, in raft-rs's order.
+    fn on_ready(&mut self) -> Result<(), NodeError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        // 1. Messages that may go before persistence (a leader's appends and
+        //    heartbeats): the leader writes its log while followers do.
+        self.send(ready.take_messages());
+        // 2. A snapshot from the leader: snapshot file, WAL marker, restore.
+        if !ready.snapshot().is_empty() {
+            self.install_snapshot(ready.snapshot().clone())?;
+        }
+        // 3. Read states: batches of reads whose read index is now known.
+        self.reads.on_read_states(ready.take_read_states());
+        // 4. Committed entries (raft-rs hands out only persisted ones).
+        self.apply(ready.take_committed_entries())?;
+        // 5. + 6. New entries and hard state: one WAL write, one fdatasync.
+        self.disk.persist(ready.entries(), ready.hs())?;
+        self.raw.mut_store().append(ready.entries());
+        if let Some(hard_state) = ready.hs() {
+            self.raw.mut_store().set_hard_state(hard_state.clone());
+        }
+        // 7. Messages that claim durability (votes, append responses).
+        self.send(ready.take_persisted_messages());
+        // 8. Advance, then the light ready: commit index, messages, entries.
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit);
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        // 9. Tell raft what is applied; answer reads; snapshot if due.
+        self.raw.advance_apply();
+        self.reads.on_applied(self.applied);
+        self.maybe_snapshot()
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        if !messages.is_empty() {
+            self.transport.send(messages);
+        }
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
+        let index = snapshot.get_metadata().index;
+        info!(node = self.id, index, "installing snapshot from the leader");
+        self.disk.save_snapshot(&snapshot)?;
+        let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
+        self.set_members(members);
+        self.raw.mut_store().install_snapshot(snapshot);
+        self.applied = index;
+        self.publish_status(true);
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
+        for entry in entries {
+            if entry.index <= self.applied {
+                continue;
+            }
+            assert_eq!(
+                entry.index,
+                self.applied + 1,
+                "committed entries must be applied in order without gaps"
+            );
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if !entry.data.is_empty() => {
+                    self.sm.apply(entry.index, &entry.data)
+                }
+                EntryType::EntryNormal => {}
+                EntryType::EntryConfChange => self.apply_conf_change(&entry),
+                EntryType::EntryConfChangeV2 => match ConfChangeV2::decode(entry.data.as_slice()) {
+                    Ok(cc) => {
+                        if let Err(e) = self.raw.apply_conf_change(&cc) {
+                            warn!(index = entry.index, error = %e, "conf change v2 refused");
+                        }
+                    }
+                    Err(e) => warn!(index = entry.index, error = %e, "bad conf change v2"),
+                },
+            }
+            self.applied = entry.index;
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let cc = match ConfChange::decode(entry.data.as_slice()) {
+            Ok(cc) => cc,
+            Err(e) => {
+                warn!(index = entry.index, error = %e, "conf change entry does not decode; skipped");
+                return;
+            }
+        };
+        let conf_state = match self.raw.apply_conf_change(&cc) {
+            Ok(conf_state) => conf_state,
+            Err(e) => {
+                warn!(index = entry.index, error = %e, "conf change refused by raft");
+                self.answer_change(cc.id, Err(RaftError::InvalidMembership(e.to_string())));
+                return;
+            }
+        };
+        self.raw.mut_store().set_conf_state(conf_state);
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let url = String::from_utf8_lossy(&cc.context).into_owned();
+                info!(node = self.id, added = cc.node_id, %url, "member added");
+                self.add_member(cc.node_id, url);
+            }
+            ConfChangeType::RemoveNode => {
+                info!(node = self.id, removed = cc.node_id, "member removed");
+                self.members.remove(&cc.node_id);
+                if cc.node_id == self.id {
+                    self.stop = Some(StopReason::Removed);
+                } else {
+                    self.transport.remove_peer(cc.node_id);
+                }
+            }
+        }
+        self.answer_change(cc.id, Ok(()));
+        self.publish_status(true);
+    }
+
+    fn answer_change(&mut self, request_id: u64, result: Result<(), RaftError>) {
+        if self
+            .pending_change
+            .as_ref()
+            .is_some_and(|p| p.request_id == request_id)
+        {
+            if let Some(pending) = self.pending_change.take() {
+                let _ = pending.reply.send(result);
+            }
+        }
+    }
+
+    fn add_member(&mut self, id: u64, url: String) {
+        if id != self.id {
+            if let Err(e) = self.transport.add_peer(id, &url) {
+                warn!(node = self.id, peer = id, %url, error = %e, "cannot reach new member");
+            }
+        }
+        self.members.insert(id, url);
+    }
+
+    /// Replaces the member list (from a snapshot) and the transport's peers.
+    pub(crate) fn set_members(&mut self, members: BTreeMap<u64, String>) {
+        for old in self.members.keys() {
+            if !members.contains_key(old) && *old != self.id {
+                self.transport.remove_peer(*old);
+            }
+        }
+        for (id, url) in &members {
+            if *id != self.id && self.members.get(id) != Some(url) {
+                if let Err(e) = self.transport.add_peer(*id, url) {
+                    warn!(node = self.id, peer = id, %url, error = %e, "bad peer URL in snapshot");
+                }
+            }
+        }
+        self.members = members;
+    }
+
+    /// Takes a snapshot every `snapshot_count` applied entries, then compacts
+    /// the log, keeping `catch_up_entries` for slow followers.
+    fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
+        let due = self.applied >= self.disk.snapshot_index() + self.config.snapshot_count;
+        // A follower needs a snapshot the stored one cannot serve.
+        let wanted =
+            self.raw.store().take_snapshot_wanted() && self.applied > self.disk.snapshot_index();
+        if !due && !wanted {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let index = self.applied;
+        let term = raft::Storage::term(self.raw.store(), index)
+            .map_err(|e| NodeError::Corrupt(format!("no term for applied index {index}: {e}")))?;
+        let mut snapshot = Snapshot {
+            data: envelope(&self.members, self.sm.snapshot()),
+            ..Default::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.raw.store().conf_state().clone());
+        self.disk.save_snapshot(&snapshot)?;
+        self.raw.mut_store().set_local_snapshot(snapshot);
+        let compact_to = index.saturating_sub(self.config.catch_up_entries);
+        if compact_to > self.raw.store().first() {
+            self.raw.mut_store().compact(compact_to);
+            self.disk.release_to(compact_to)?;
+        }
+        info!(
+            node = self.id,
+            index,
+            term,
+            compacted_to = compact_to,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot taken"
+        );
+        Ok(())
+    }
+
+    fn publish_status(&self, members_changed: bool) {
+        let raft = &self.raw.raft;
+        let mut status = self.status.write();
+        status.leader_id = (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id);
+        status.role = match raft.state {
+            StateRole::Follower => Role::Follower,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::Leader => Role::Leader,
+        };
+        status.term = raft.term;
+        status.commit_index = raft.raft_log.committed;
+        status.applied_index = self.applied;
+        status.snapshot_index = self.disk.snapshot_index();
+        status.last_index = self.raw.store().last();
+        if members_changed {
+            let voters = &self.raw.store().conf_state().voters;
+            status.members = voters
+                .iter()
+                .map(|id| Member {
+                    id: *id,
+                    peer_url: self.members.get(id).cloned().unwrap_or_default(),
+                })
+                .collect();
+        }
+    }
+
+    fn fail_everything(&mut self, error: RaftError) {
+        self.reads.fail_all(error.clone());
+        if let Some(pending) = self.pending_change.take() {
+            let _ = pending.reply.send(Err(error.clone()));
+        }
+        while let Ok(request) = self.requests.try_recv() {
+            match request {
+                Request::Propose { reply, .. }
+                | Request::Read { reply }
+                | Request::ChangeMembership { reply, .. } => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                Request::Shutdown => {}
+            }
+        }
+    }
+}
+
+/// A per-process number so that membership request ids of two incarnations
+/// of a node do not collide.
+fn boot_nonce() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ u64::from(std::process::id()).rotate_left(32)) << 16
+}

@@ -1,0 +1,215 @@
+//! Linearizable read barriers (ReadIndex), batched.
+//!
+//! Every read that arrives during one turn of the Raft loop shares one
+//! ReadIndex request. A batch moves through three stages:
+//! new → issued (waiting for raft's `ReadState`) → confirmed (waiting for the
+//! state machine to apply up to the read index) → answered.
+//!
+//! raft-rs silently drops a ReadIndex request when there is no leader or the
+//! leader has not committed an entry in its term, so issued batches are
+//! re-issued every few ticks and answered with a timeout at their deadline.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use raft::ReadState;
+use tokio::sync::oneshot;
+
+use crate::RaftError;
+
+pub(crate) type Reply = oneshot::Sender<Result<(), RaftError>>;
+
+struct Issued {
+    replies: Vec<Reply>,
+    deadline: Instant,
+    last_sent: Instant,
+}
+
+/// Read barriers in their three stages.
+pub(crate) struct ReadTracker {
+    new: Vec<Reply>,
+    issued: BTreeMap<u64, Issued>,
+    confirmed: Vec<(u64, Vec<Reply>)>,
+    next_ctx: u64,
+    timeout: Duration,
+    retry_after: Duration,
+}
+
+impl ReadTracker {
+    pub(crate) fn new(timeout: Duration, retry_after: Duration) -> ReadTracker {
+        ReadTracker {
+            new: Vec::new(),
+            issued: BTreeMap::new(),
+            confirmed: Vec::new(),
+            next_ctx: 1,
+            timeout,
+            retry_after,
+        }
+    }
+
+    /// Queues a read for the next batch.
+    pub(crate) fn push(&mut self, reply: Reply) {
+        self.new.push(reply);
+    }
+
+    /// Issues one ReadIndex for everything queued since the last call, using
+    /// `read_index` (raft's `RawNode::read_index`). Without a leader the
+    /// reads fail at once with `NoLeader`.
+    pub(crate) fn flush(&mut self, has_leader: bool, mut read_index: impl FnMut(Vec<u8>)) {
+        if self.new.is_empty() {
+            return;
+        }
+        let replies = std::mem::take(&mut self.new);
+        if !has_leader {
+            answer(replies, Err(RaftError::NoLeader));
+            return;
+        }
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        read_index(ctx.to_be_bytes().to_vec());
+        let now = Instant::now();
+        self.issued.insert(
+            ctx,
+            Issued {
+                replies,
+                deadline: now + self.timeout,
+                last_sent: now,
+            },
+        );
+    }
+
+    /// Moves batches whose ReadIndex came back to the confirmed stage.
+    pub(crate) fn on_read_states(&mut self, states: Vec<ReadState>) {
+        for state in states {
+            let Ok(ctx_bytes) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+                continue;
+            };
+            if let Some(issued) = self.issued.remove(&u64::from_be_bytes(ctx_bytes)) {
+                self.confirmed.push((state.index, issued.replies));
+            }
+        }
+    }
+
+    /// Answers every confirmed batch whose read index is applied.
+    pub(crate) fn on_applied(&mut self, applied_index: u64) {
+        if self.confirmed.is_empty() {
+            return;
+        }
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied_index);
+        self.confirmed = waiting;
+        for (_, replies) in done {
+            answer(replies, Ok(()));
+        }
+    }
+
+    /// Times out expired batches and re-issues the ones raft may have dropped.
+    pub(crate) fn on_timer(&mut self, now: Instant, mut read_index: impl FnMut(Vec<u8>)) {
+        let expired: Vec<u64> = self
+            .issued
+            .iter()
+            .filter(|(_, issued)| now >= issued.deadline)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in expired {
+            if let Some(issued) = self.issued.remove(&ctx) {
+                answer(issued.replies, Err(self.timeout_error()));
+            }
+        }
+        for (ctx, issued) in self.issued.iter_mut() {
+            if now.duration_since(issued.last_sent) >= self.retry_after {
+                issued.last_sent = now;
+                read_index(ctx.to_be_bytes().to_vec());
+            }
+        }
+    }
+
+    /// Fails every read (the node is stopping).
+    pub(crate) fn fail_all(&mut self, error: RaftError) {
+        answer(std::mem::take(&mut self.new), Err(error.clone()));
+        for (_, issued) in std::mem::take(&mut self.issued) {
+            answer(issued.replies, Err(error.clone()));
+        }
+        for (_, replies) in std::mem::take(&mut self.confirmed) {
+            answer(replies, Err(error.clone()));
+        }
+    }
+
+    fn timeout_error(&self) -> RaftError {
+        RaftError::Timeout {
+            timeout_ms: self.timeout.as_millis() as u64,
+        }
+    }
+}
+
+fn answer(replies: Vec<Reply>, result: Result<(), RaftError>) {
+    for reply in replies {
+        // The caller may have given up waiting; that is fine.
+        let _ = reply.send(result.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(tracker: &mut ReadTracker) -> oneshot::Receiver<Result<(), RaftError>> {
+        let (tx, rx) = oneshot::channel();
+        tracker.push(tx);
+        rx
+    }
+
+    #[test]
+    fn one_read_index_per_batch_answered_once_applied() {
+        let mut tracker = ReadTracker::new(Duration::from_secs(5), Duration::from_millis(200));
+        let mut a = read(&mut tracker);
+        let mut b = read(&mut tracker);
+        let mut sent = Vec::new();
+        tracker.flush(true, |ctx| sent.push(ctx));
+        assert_eq!(sent.len(), 1, "two reads share one ReadIndex");
+        tracker.on_read_states(vec![ReadState {
+            index: 7,
+            request_ctx: sent[0].clone(),
+        }]);
+        tracker.on_applied(6);
+        assert!(
+            a.try_recv().is_err(),
+            "not answered before index 7 is applied"
+        );
+        tracker.on_applied(7);
+        assert_eq!(a.try_recv().unwrap(), Ok(()));
+        assert_eq!(b.try_recv().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn no_leader_fails_fast_and_expired_reads_time_out() {
+        let mut tracker = ReadTracker::new(Duration::from_millis(10), Duration::from_millis(1));
+        let mut a = read(&mut tracker);
+        tracker.flush(false, |_| panic!("no ReadIndex without a leader"));
+        assert_eq!(a.try_recv().unwrap(), Err(RaftError::NoLeader));
+
+        let mut b = read(&mut tracker);
+        let mut sent = 0;
+        tracker.flush(true, |_| sent += 1);
+        let later = Instant::now() + Duration::from_millis(5);
+        tracker.on_timer(later, |_| sent += 1);
+        assert_eq!(sent, 2, "an unanswered ReadIndex is re-issued");
+        tracker.on_timer(Instant::now() + Duration::from_secs(1), |_| {});
+        assert!(matches!(
+            b.try_recv().unwrap(),
+            Err(RaftError::Timeout { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_read_states_are_ignored() {
+        let mut tracker = ReadTracker::new(Duration::from_secs(1), Duration::from_secs(1));
+        tracker.on_read_states(vec![ReadState {
+            index: 3,
+            request_ctx: vec![1, 2],
+        }]);
+        tracker.on_applied(10);
+        assert!(tracker.confirmed.is_empty());
+    }
+}
