@@ -1,7 +1,7 @@
 //! kvstore: raftkv's replicated key-value service layer.
 //!
 //! # What it owns
-//! * The key-value map (an ordered `BTreeMap<Bytes, Bytes>`) and the
+//! * The key-value map (an ordered, persistent `imbl::OrdMap<Bytes, Bytes>`) and the
 //!   [`raftnode::StateMachine`] implementation that applies committed entries
 //!   to it, snapshots it and restores it ([`KvStateMachine`]).
 //! * The request side ([`KvStore`]): `put` encodes a command (protobuf, see

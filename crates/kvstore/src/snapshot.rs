@@ -16,12 +16,14 @@
 //! (no allocation is sized by a length read from the input), and rejects
 //! unsorted or duplicate keys and trailing bytes.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 
 /// First four bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"RKVS";
+/// The map type of the store: ordered (deterministic snapshots) and
+/// persistent (O(1) clones for snapshots taken off the Raft loop).
+pub(crate) type Map = imbl::OrdMap<Bytes, Bytes>;
+
 /// The snapshot format version this crate writes and reads.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
@@ -29,7 +31,7 @@ const HEADER_BYTES: usize = 4 + 4 + 8;
 const CRC_BYTES: usize = 4;
 
 /// Encodes the whole map.
-pub(crate) fn encode(map: &BTreeMap<Bytes, Bytes>) -> Vec<u8> {
+pub(crate) fn encode(map: &Map) -> Vec<u8> {
     let payload_bytes: usize = map.iter().map(|(k, v)| 16 + k.len() + v.len()).sum();
     let mut out = Vec::with_capacity(HEADER_BYTES + payload_bytes + CRC_BYTES);
     out.extend_from_slice(&SNAPSHOT_MAGIC);
@@ -47,7 +49,7 @@ pub(crate) fn encode(map: &BTreeMap<Bytes, Bytes>) -> Vec<u8> {
 }
 
 /// Decodes a snapshot, or says why it is not one.
-pub(crate) fn decode(data: &[u8]) -> Result<BTreeMap<Bytes, Bytes>, String> {
+pub(crate) fn decode(data: &[u8]) -> Result<Map, String> {
     if data.len() < HEADER_BYTES + CRC_BYTES {
         return Err(format!("{} bytes is too short for a snapshot", data.len()));
     }
@@ -81,11 +83,8 @@ pub(crate) fn decode(data: &[u8]) -> Result<BTreeMap<Bytes, Bytes>, String> {
     Ok(map)
 }
 
-fn decode_entries(
-    reader: &mut Reader<'_>,
-    entry_count: u64,
-) -> Result<BTreeMap<Bytes, Bytes>, String> {
-    let mut map = BTreeMap::new();
+fn decode_entries(reader: &mut Reader<'_>, entry_count: u64) -> Result<Map, String> {
+    let mut map = Map::new();
     let mut previous_key: Option<Bytes> = None;
     for entry in 0..entry_count {
         let key = Bytes::copy_from_slice(reader.sized()?);

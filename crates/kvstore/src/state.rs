@@ -2,13 +2,13 @@
 //! side ([`crate::KvStore`]): the map, the applied index and the table of
 //! writes waiting for their own entry to be applied.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use raftnode::{RestoreError, StateMachine};
+use raftnode::{RestoreError, SnapshotJob, StateMachine};
 use tokio::sync::oneshot;
 
 use crate::command::{self, CommandPb, Op, RequestId};
@@ -19,7 +19,9 @@ use crate::snapshot;
 pub(crate) struct Shared {
     pub(crate) node_id: u64,
     pub(crate) boot_nonce: u64,
-    pub(crate) data: RwLock<BTreeMap<Bytes, Bytes>>,
+    /// A persistent ordered map: cloning it for a snapshot is O(1), so the
+    /// Raft loop never waits for a snapshot to be encoded.
+    pub(crate) data: RwLock<snapshot::Map>,
     applied_index: AtomicU64,
     waiters: Mutex<WaiterTable>,
 }
@@ -36,7 +38,7 @@ impl Shared {
         Shared {
             node_id,
             boot_nonce: command::boot_nonce(),
-            data: RwLock::new(BTreeMap::new()),
+            data: RwLock::new(snapshot::Map::new()),
             applied_index: AtomicU64::new(0),
             waiters: Mutex::new(WaiterTable {
                 stopped: false,
@@ -130,6 +132,11 @@ impl KvStateMachine {
         self.shared.applied_index()
     }
 
+    /// Encodes the whole map now (the same bytes the snapshot job produces).
+    pub fn snapshot(&self) -> Vec<u8> {
+        snapshot::encode(&self.shared.data.read())
+    }
+
     /// Number of keys in the map.
     pub fn len(&self) -> usize {
         self.shared.data.read().len()
@@ -175,8 +182,10 @@ impl StateMachine for KvStateMachine {
         self.shared.applied_index.store(index, Ordering::Release);
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
-        snapshot::encode(&self.shared.data.read())
+    /// Captures the map in O(1) (a persistent-map clone); the job encodes it.
+    fn snapshot(&mut self) -> SnapshotJob {
+        let view = self.shared.data.read().clone();
+        Box::new(move || snapshot::encode(&view))
     }
 
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), RestoreError> {

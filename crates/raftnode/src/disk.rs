@@ -6,6 +6,7 @@
 //! start the WAL is opened at the newest snapshot that has a marker.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use prost::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
@@ -19,7 +20,8 @@ use crate::{NodeConfig, NodeError, StartKind, StateMachine};
 /// The WAL and the snapshot store of one node.
 pub(crate) struct Disk {
     wal: Wal,
-    snaps: SnapshotStore,
+    /// Shared with the background snapshot writer.
+    snaps: Arc<SnapshotStore>,
     /// Index of the newest snapshot on disk (0 if none).
     snapshot_index: u64,
     /// Reused buffer of WAL entries for one save.
@@ -47,7 +49,10 @@ impl Disk {
         let wal_config = WalConfig {
             segment_bytes: config.wal_segment_bytes,
         };
-        let snaps = SnapshotStore::open(&config.snap_dir, config.snapshot_keep_count)?;
+        let snaps = Arc::new(SnapshotStore::open(
+            &config.snap_dir,
+            config.snapshot_keep_count,
+        )?);
         if Wal::exists(&config.wal_dir) {
             return Self::restart(config, wal_config, snaps, sm);
         }
@@ -77,7 +82,7 @@ impl Disk {
                 members,
             });
         }
-        let snapshot = bootstrap_snapshot(&members, sm.snapshot());
+        let snapshot = bootstrap_snapshot(&members, (sm.snapshot())());
         disk.save_snapshot(&snapshot)?;
         store.install_snapshot(snapshot);
         disk.persist(&[], Some(store.hard_state()))?;
@@ -93,7 +98,7 @@ impl Disk {
     fn restart(
         config: &NodeConfig,
         wal_config: WalConfig,
-        snaps: SnapshotStore,
+        snaps: Arc<SnapshotStore>,
         sm: &mut dyn StateMachine,
     ) -> Result<Recovered, NodeError> {
         let markers = Wal::markers(&config.wal_dir)?;
@@ -197,12 +202,23 @@ impl Disk {
         );
         self.snaps
             .save(meta.term, meta.index, &snapshot.encode_to_vec())?;
-        let marker = Marker {
-            index: meta.index,
-            term: meta.term,
-        };
-        self.wal.save_snapshot_marker(marker)?;
-        self.snapshot_index = meta.index;
+        self.save_marker(meta.index, meta.term)
+    }
+
+    /// The snapshot store, for the background snapshot writer.
+    pub(crate) fn snapshot_store(&self) -> Arc<SnapshotStore> {
+        Arc::clone(&self.snaps)
+    }
+
+    /// Records the WAL marker of a snapshot whose file is already saved
+    /// and fsynced (by the background writer).
+    pub(crate) fn save_marker(&mut self, index: u64, term: u64) -> Result<(), NodeError> {
+        assert!(
+            index >= self.snapshot_index,
+            "snapshot marker went backwards"
+        );
+        self.wal.save_snapshot_marker(Marker { index, term })?;
+        self.snapshot_index = index;
         Ok(())
     }
 

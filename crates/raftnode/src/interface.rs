@@ -14,6 +14,11 @@ use std::pin::Pin;
 /// A boxed, sendable future (keeps [`Consensus`] object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Produces the bytes of a snapshot from a point-in-time view captured by
+/// [`StateMachine::snapshot`]. raftnode runs it on a background thread while
+/// entries keep being applied.
+pub type SnapshotJob = Box<dyn FnOnce() -> Vec<u8> + Send + 'static>;
+
 /// The replicated state machine that raftnode applies committed entries to.
 ///
 /// # Correctness
@@ -25,15 +30,19 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// * `apply` must not fail on a malformed payload: log it and skip it (every
 ///   node skips it the same way). It must not block for long: it runs on the
 ///   Raft loop.
-/// * `snapshot` returns the whole state as of the last applied index.
+/// * `snapshot` captures the whole state as of the last applied index and
+///   returns a job that serialises it. The capture runs on the Raft loop and
+///   must be cheap (e.g. clone a persistent map); the job runs elsewhere,
+///   concurrently with later `apply` calls, and must not see them.
 /// * `restore` replaces the whole state with a snapshot taken at `index`
 ///   (on this node or another); after it, the next `apply` has an index
 ///   greater than `index`.
 pub trait StateMachine: Send + 'static {
     /// Applies the payload of the committed entry at `index`.
     fn apply(&mut self, index: u64, data: &[u8]);
-    /// Serialises the whole state as of the last applied entry.
-    fn snapshot(&mut self) -> Vec<u8>;
+    /// Captures the state as of the last applied entry; the returned job
+    /// serialises that capture.
+    fn snapshot(&mut self) -> SnapshotJob;
     /// Replaces the state with `data`, a snapshot taken at log index `index`.
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), RestoreError>;
 }

@@ -30,7 +30,7 @@
 //! # Example
 //! A single-node cluster with a counter as its state machine:
 //! ```
-//! use raftnode::{Consensus, NodeConfig, RaftNode, RestoreError, StateMachine};
+//! use raftnode::{Consensus, NodeConfig, RaftNode, RestoreError, SnapshotJob, StateMachine};
 //! use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
 //!
 //! struct Counter(Arc<AtomicU64>);
@@ -38,8 +38,9 @@
 //!     fn apply(&mut self, _index: u64, data: &[u8]) {
 //!         self.0.fetch_add(data.len() as u64, Ordering::SeqCst);
 //!     }
-//!     fn snapshot(&mut self) -> Vec<u8> {
-//!         self.0.load(Ordering::SeqCst).to_be_bytes().to_vec()
+//!     fn snapshot(&mut self) -> SnapshotJob {
+//!         let value = self.0.load(Ordering::SeqCst);
+//!         Box::new(move || value.to_be_bytes().to_vec())
 //!     }
 //!     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), RestoreError> {
 //!         let bytes: [u8; 8] = data.try_into().map_err(|_| RestoreError {
@@ -94,12 +95,12 @@ use transport::{Delivery, Overloaded, Transport, TransportConfig};
 
 pub use config::NodeConfig;
 pub use interface::{
-    BoxFuture, Consensus, Member, MembershipChange, RaftError, RestoreError, Role, StateMachine,
-    Status,
+    BoxFuture, Consensus, Member, MembershipChange, RaftError, RestoreError, Role, SnapshotJob,
+    StateMachine, Status,
 };
 pub use raft_loop::StopReason;
 
-use raft_loop::{PeerEvent, RaftLoop, Request};
+use raft_loop::{LoopParts, PeerEvent, RaftLoop, Request};
 
 /// Errors that stop a node (at start or while running).
 #[derive(Debug, thiserror::Error)]
@@ -191,18 +192,18 @@ impl RaftNode {
             "raft node starting"
         );
         let start_kind = recovered.kind;
-        let raft_loop = RaftLoop::new(
-            config.clone(),
+        let raft_loop = RaftLoop::new(LoopParts {
+            config: config.clone(),
             raw,
-            recovered.disk,
-            state_machine,
-            transport.clone(),
-            request_rx,
-            peer_rx,
-            recovered.members,
-            recovered.applied,
-            status.clone(),
-        );
+            disk: recovered.disk,
+            sm: state_machine,
+            transport: transport.clone(),
+            requests: request_rx,
+            peer_events: peer_rx,
+            members: recovered.members,
+            applied: recovered.applied,
+            status: status.clone(),
+        });
         let (stopped_tx, stopped_rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name(format!("raft-{}", config.id))

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::RwLock;
 use prost::Message as _;
 use raft::eraftpb::{
@@ -91,40 +91,52 @@ pub(crate) struct RaftLoop {
     config: NodeConfig,
     applied: u64,
     stop: Option<StopReason>,
+    /// Snapshots written by the background writer come back here.
+    snapshot_done: (Sender<SnapshotOutcome>, Receiver<SnapshotOutcome>),
+    snapshot_in_flight: bool,
+}
+
+/// A snapshot file written (and fsynced) off the loop, or why not.
+type SnapshotOutcome = Result<Snapshot, String>;
+
+/// Everything the loop needs, assembled by `RaftNode::start`.
+pub(crate) struct LoopParts {
+    pub config: NodeConfig,
+    pub raw: RawNode<LogStore>,
+    pub disk: Disk,
+    pub sm: Box<dyn StateMachine>,
+    pub transport: Transport,
+    pub requests: Receiver<Request>,
+    pub peer_events: Receiver<PeerEvent>,
+    pub members: BTreeMap<u64, String>,
+    /// Highest index the state machine holds at start.
+    pub applied: u64,
+    pub status: Arc<RwLock<Status>>,
 }
 
 impl RaftLoop {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        config: NodeConfig,
-        raw: RawNode<LogStore>,
-        disk: Disk,
-        sm: Box<dyn StateMachine>,
-        transport: Transport,
-        requests: Receiver<Request>,
-        peer_events: Receiver<PeerEvent>,
-        members: BTreeMap<u64, String>,
-        applied: u64,
-        status: Arc<RwLock<Status>>,
-    ) -> RaftLoop {
+    pub(crate) fn new(parts: LoopParts) -> RaftLoop {
+        let config = parts.config;
         let timeout = Duration::from_millis(config.request_timeout_ms);
         let retry = Duration::from_millis(config.tick_ms * 3);
         RaftLoop {
             id: config.id,
-            raw,
-            disk,
-            sm,
-            transport,
-            requests,
-            peer_events,
-            members,
+            raw: parts.raw,
+            disk: parts.disk,
+            sm: parts.sm,
+            transport: parts.transport,
+            requests: parts.requests,
+            peer_events: parts.peer_events,
+            members: parts.members,
             reads: ReadTracker::new(timeout, retry),
             pending_change: None,
             next_change_id: boot_nonce(),
-            status,
+            status: parts.status,
             config,
-            applied,
+            applied: parts.applied,
             stop: None,
+            snapshot_done: bounded(1),
+            snapshot_in_flight: false,
         }
     }
 
@@ -178,6 +190,11 @@ impl RaftLoop {
             recv(self.peer_events) -> event => {
                 if let Ok(event) = event {
                     self.on_peer_event(event);
+                }
+            },
+            recv(self.snapshot_done.1) -> outcome => {
+                if let Ok(outcome) = outcome {
+                    self.on_snapshot_written(outcome)?;
                 }
             },
             default(timeout) => {},
@@ -516,29 +533,74 @@ impl RaftLoop {
         self.members = members;
     }
 
-    /// Takes a snapshot every `snapshot_count` applied entries, then compacts
-    /// the log, keeping `catch_up_entries` for slow followers.
+    /// Every `snapshot_count` applied entries (or when a follower needs a
+    /// newer snapshot than the stored one), captures the state machine and
+    /// hands the encoding and the file write to a background thread, so the
+    /// loop never waits for a snapshot. One snapshot is in flight at a time.
     fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
-        let due = self.applied >= self.disk.snapshot_index() + self.config.snapshot_count;
-        // A follower needs a snapshot the stored one cannot serve.
-        let wanted =
-            self.raw.store().take_snapshot_wanted() && self.applied > self.disk.snapshot_index();
-        if !due && !wanted {
+        if self.snapshot_in_flight || self.applied <= self.disk.snapshot_index() {
             return Ok(());
         }
-        let started = Instant::now();
+        let due = self.applied >= self.disk.snapshot_index() + self.config.snapshot_count;
+        if !due && !self.raw.store().take_snapshot_wanted() {
+            return Ok(());
+        }
         let index = self.applied;
         let term = raft::Storage::term(self.raw.store(), index)
             .map_err(|e| NodeError::Corrupt(format!("no term for applied index {index}: {e}")))?;
-        let mut snapshot = Snapshot {
-            data: envelope(&self.members, self.sm.snapshot()),
-            ..Default::default()
+        let conf_state = self.raw.store().conf_state().clone();
+        let members = self.members.clone();
+        let job = self.sm.snapshot();
+        let store = self.disk.snapshot_store();
+        let done = self.snapshot_done.0.clone();
+        let started = Instant::now();
+        let spawned = std::thread::Builder::new()
+            .name(format!("snapshot-{}", self.id))
+            .spawn(move || {
+                let mut snapshot = Snapshot {
+                    data: envelope(&members, job()),
+                    ..Default::default()
+                };
+                let meta = snapshot.mut_metadata();
+                meta.index = index;
+                meta.term = term;
+                meta.set_conf_state(conf_state);
+                let outcome = store
+                    .save(term, index, &snapshot.encode_to_vec())
+                    .map(|()| snapshot)
+                    .map_err(|e| e.to_string());
+                debug!(
+                    index,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "snapshot written"
+                );
+                let _ = done.send(outcome);
+            });
+        match spawned {
+            Ok(_) => self.snapshot_in_flight = true,
+            Err(e) => warn!(node = self.id, error = %e, "cannot start the snapshot writer"),
+        }
+        Ok(())
+    }
+
+    /// Second half of a local snapshot: WAL marker, then log compaction
+    /// keeping `catch_up_entries` for slow followers.
+    fn on_snapshot_written(&mut self, outcome: SnapshotOutcome) -> Result<(), NodeError> {
+        self.snapshot_in_flight = false;
+        let snapshot = match outcome {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                // The log is intact; the next trigger tries again.
+                error!(node = self.id, error = %e, "snapshot could not be written");
+                return Ok(());
+            }
         };
-        let meta = snapshot.mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(self.raw.store().conf_state().clone());
-        self.disk.save_snapshot(&snapshot)?;
+        let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
+        if index <= self.disk.snapshot_index() {
+            // A snapshot from the leader superseded it meanwhile.
+            return Ok(());
+        }
+        self.disk.save_marker(index, term)?;
         self.raw.mut_store().set_local_snapshot(snapshot);
         let compact_to = index.saturating_sub(self.config.catch_up_entries);
         if compact_to > self.raw.store().first() {
@@ -550,7 +612,6 @@ impl RaftLoop {
             index,
             term,
             compacted_to = compact_to,
-            elapsed_ms = started.elapsed().as_millis() as u64,
             "snapshot taken"
         );
         Ok(())

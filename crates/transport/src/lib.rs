@@ -32,7 +32,7 @@
 //! - `send`, `add_peer`, `remove_peer` and `update_peer` never block and need no runtime
 //!   context, so the Raft loop may run on a plain thread.
 //!
-//! The wire format is described in `WIRE.md` next to this crate's manifest.
+//! The wire format is described in the workspace ARCHITECTURE.md ("Wire format").
 //!
 //! # Example
 //! Two transports on loopback; node 1 sends a heartbeat to node 2.

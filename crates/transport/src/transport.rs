@@ -114,7 +114,7 @@ impl Transport {
         self.inner.ctx.config.node_id
     }
 
-    /// The server side, to be served on this node's peer URL. See WIRE.md for the endpoints.
+    /// The server side, to be served on this node's peer URL. The endpoints are described in the workspace ARCHITECTURE.md ("Wire format").
     pub fn router(&self) -> axum::Router {
         crate::server::router(Arc::clone(&self.inner.ctx))
     }

@@ -1,4 +1,4 @@
-//! The wire format: request paths, headers and body layouts (documented in WIRE.md).
+//! The wire format: request paths, headers and body layouts (documented in the workspace ARCHITECTURE.md, "Wire format").
 //!
 //! Pure functions only: no I/O, so every malformed input can be tested directly.
 

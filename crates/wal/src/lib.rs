@@ -26,7 +26,7 @@
 //! - Replay reproduces log conflicts exactly: an entry at an index at or below the last one
 //!   replaces the old tail from that index.
 //!
-//! The on-disk format is described byte by byte in `FORMAT.md`.
+//! The on-disk format is described byte by byte in the workspace ARCHITECTURE.md ("On-disk format").
 //!
 //! # Example
 //! ```

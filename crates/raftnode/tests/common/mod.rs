@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use raftnode::{Consensus, NodeConfig, RaftNode, RestoreError, StateMachine};
+use raftnode::{Consensus, NodeConfig, RaftNode, RestoreError, SnapshotJob, StateMachine};
 use tokio::net::TcpListener;
 
 /// Upper bound for anything a test waits for.
@@ -27,14 +27,9 @@ impl StateMachine for Recorder {
         self.applied.lock().push((index, data.to_vec()));
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (index, data) in self.applied.lock().iter() {
-            out.extend_from_slice(&index.to_be_bytes());
-            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            out.extend_from_slice(data);
-        }
-        out
+    fn snapshot(&mut self) -> SnapshotJob {
+        let applied = self.applied.lock().clone();
+        Box::new(move || encode(&applied))
     }
 
     fn restore(&mut self, index: u64, mut data: &[u8]) -> Result<(), RestoreError> {
@@ -58,6 +53,16 @@ impl StateMachine for Recorder {
         *self.applied.lock() = applied;
         Ok(())
     }
+}
+
+fn encode(applied: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, data) in applied {
+        out.extend_from_slice(&index.to_be_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    out
 }
 
 impl Recorder {
