@@ -37,7 +37,7 @@ fn fed(node_id: u64, puts: &[(Vec<u8>, Vec<u8>)]) -> KvStateMachine {
 proptest! {
     #[test]
     fn snapshot_round_trips_any_map(puts in puts()) {
-        let mut source = fed(1, &puts);
+        let source = fed(1, &puts);
         let snapshot = source.snapshot();
         prop_assert_eq!(&snapshot, &fed(2, &puts).snapshot());
         let mut target = machine(3);

@@ -65,21 +65,21 @@ fn entry(key: &[u8], value: &[u8]) -> Vec<u8> {
 #[test]
 fn same_log_gives_byte_identical_snapshots() {
     let entries = log();
-    let mut first = fed(1, &entries);
-    let mut second = fed(2, &entries);
+    let first = fed(1, &entries);
+    let second = fed(2, &entries);
     let snapshot = first.snapshot();
     assert_eq!(snapshot, second.snapshot());
     assert_eq!(first.len(), 98);
     assert_eq!(&snapshot[..4], &SNAPSHOT_MAGIC);
     // A different log gives different bytes.
-    let mut third = fed(3, &entries[..entries.len() - 3]);
+    let third = fed(3, &entries[..entries.len() - 3]);
     assert_ne!(snapshot, third.snapshot());
 }
 
 #[tokio::test]
 async fn snapshot_restore_round_trip() {
     let entries = log();
-    let mut source = fed(1, &entries);
+    let source = fed(1, &entries);
     let snapshot = source.snapshot();
 
     let (store, consensus) = local_store(KvConfig::new(2));
@@ -129,7 +129,7 @@ async fn snapshot_restore_round_trip() {
 
 #[test]
 fn empty_map_snapshot_round_trips() {
-    let (_unattached, mut empty) = kvstore::new(KvConfig::new(1));
+    let (_unattached, empty) = kvstore::new(KvConfig::new(1));
     let snapshot = empty.snapshot();
     assert_eq!(snapshot, framed(SNAPSHOT_VERSION, 0, &[]));
     let mut target = fed(2, &log());
@@ -206,4 +206,32 @@ fn garbage_snapshots_are_rejected_without_changing_state() {
     // The valid one still restores.
     target.restore(600, &valid).unwrap();
     valid.clear();
+}
+
+/// The job raftnode runs off the loop encodes the map as it was when the
+/// snapshot was captured, whatever is applied afterwards.
+#[test]
+fn the_snapshot_job_encodes_the_state_at_capture_time() {
+    let mut machine = fed(1, &log());
+    let expected = machine.snapshot();
+    let job = StateMachine::snapshot(&mut machine);
+    let next_index = machine.applied_index() + 1;
+    machine.apply(
+        next_index,
+        &kvstore::testing::encode_put(
+            kvstore::RequestId {
+                node_id: 9,
+                boot_nonce: 9,
+                seq: 9,
+            },
+            &bytes::Bytes::from_static(b"/later"),
+            &bytes::Bytes::from_static(b"x"),
+        ),
+    );
+    assert_eq!(job(), expected);
+    assert_ne!(
+        machine.snapshot(),
+        expected,
+        "the later write is in the map"
+    );
 }
