@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use raftnode::{Consensus, NodeConfig, RaftNode, RestoreError, SnapshotJob, StateMachine};
+use raftnode::{NodeConfig, RaftNode, RestoreError, SnapshotJob, StateMachine};
 
 /// Counts applied entries; its snapshot jobs block until the test lets them go.
 struct Gated {
