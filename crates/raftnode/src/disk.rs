@@ -61,6 +61,35 @@ impl Disk {
             cluster_id: config.cluster_id,
         };
         let wal = Wal::create(&config.wal_dir, metadata, wal_config)?;
+        if config.join {
+            info!(
+                node = config.id,
+                "fresh data directory: joining an existing cluster"
+            );
+            return Ok(Recovered {
+                disk: Disk {
+                    wal,
+                    snaps,
+                    snapshot_index: 0,
+                    batch: Vec::new(),
+                },
+                store: LogStore::default(),
+                kind: StartKind::Join,
+                applied: 0,
+                members: config.initial_members.iter().cloned().collect(),
+            });
+        }
+        Self::bootstrap(config, wal, snaps, sm)
+    }
+
+    /// First start of an initial member: the bootstrap snapshot (file, then
+    /// WAL marker) and the hard state it implies.
+    fn bootstrap(
+        config: &NodeConfig,
+        wal: Wal,
+        snaps: Arc<SnapshotStore>,
+        sm: &mut dyn StateMachine,
+    ) -> Result<Recovered, NodeError> {
         let mut disk = Disk {
             wal,
             snaps,
@@ -69,19 +98,6 @@ impl Disk {
         };
         let members: BTreeMap<u64, String> = config.initial_members.iter().cloned().collect();
         let mut store = LogStore::default();
-        if config.join {
-            info!(
-                node = config.id,
-                "fresh data directory: joining an existing cluster"
-            );
-            return Ok(Recovered {
-                disk,
-                store,
-                kind: StartKind::Join,
-                applied: 0,
-                members,
-            });
-        }
         let snapshot = bootstrap_snapshot(&members, (sm.snapshot())());
         disk.save_snapshot(&snapshot)?;
         store.install_snapshot(snapshot);
@@ -119,6 +135,18 @@ impl Disk {
         }
         let (wal, recovered) = Wal::open(&config.wal_dir, marker, wal_config)?;
         check_metadata(config, &recovered.metadata)?;
+        let never_started =
+            marker.index == 0 && recovered.entries.is_empty() && recovered.hard_state.is_none();
+        if never_started && !config.join {
+            // Killed between creating the WAL and writing the bootstrap
+            // snapshot's marker: nothing was ever voted or appended, so
+            // bootstrapping again is safe (and identical).
+            warn!(
+                node = config.id,
+                "WAL has no bootstrap marker; bootstrapping again"
+            );
+            return Self::bootstrap(config, wal, snaps, sm);
+        }
         let entries = decode_entries(&recovered.entries)?;
         store.append(&entries);
         if let Some(bytes) = recovered.hard_state {

@@ -105,3 +105,38 @@ async fn snapshots_compact_the_log_and_catch_up_a_stopped_follower() {
     let log = cluster.converged(&others, 100).await;
     assert_eq!(log.len(), 100);
 }
+
+/// A node killed after creating its WAL but before writing the bootstrap
+/// snapshot's marker starts again as a fresh member instead of waiting
+/// forever for a leader that would have to include it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_bootstrap_bootstraps_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = vec![(1, "http://127.0.0.1:1".to_string())];
+    let mut config = raftnode::NodeConfig::new(1, members, dir.path().to_path_buf());
+    config.tick_ms = 10;
+    let metadata = wal::Metadata {
+        node_id: 1,
+        cluster_id: config.cluster_id,
+    };
+    wal::Wal::create(&config.wal_dir, metadata, wal::WalConfig::default())
+        .unwrap()
+        .close()
+        .unwrap();
+    let recorder = Recorder::default();
+    let node = raftnode::RaftNode::start(config, Box::new(recorder.clone())).unwrap();
+    assert_eq!(node.start_kind(), raftnode::StartKind::Fresh);
+    let consensus = node.consensus();
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while consensus.status().leader_id.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader after re-bootstrap"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    consensus.propose(b"works".to_vec()).await.unwrap();
+    consensus.read_barrier().await.unwrap();
+    assert_eq!(recorder.payloads(), vec![b"works".to_vec()]);
+    node.shutdown().await.unwrap();
+}
