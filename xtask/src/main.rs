@@ -4,6 +4,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod cluster;
 
 use std::process::ExitCode;
@@ -18,6 +19,16 @@ Tasks:
         Prints the leader and curl commands; Ctrl-C stops every node.
         Data goes to target/xtask-cluster/raftkv-<id> (wiped at start
         unless --keep).
+  chaos [--time 60s] [--faults all|kill,pause,...] [--seed S] [--nodes N]
+        [--crash-loop [--rounds N]] [--check DIR] [--help]
+        Jepsen-style fault suite against real nodes: concurrent clients,
+        one fault at a time (kill -9, pause, partitions, membership), then
+        linearizability, durability and liveness checks. See docs/chaos.md.
+  bench [--quick] [--duration-secs N] [--scenarios a,b] [--peers]
+        [--openraft DIR] [--help]
+        Throughput and latency of a 3-node cluster under our own load
+        generator, with lost-write counts; --peers runs raftexample, etcd
+        and openraft the same way. See docs/bench.md.
 ";
 
 fn main() -> ExitCode {
@@ -28,6 +39,8 @@ fn main() -> ExitCode {
     };
     let result = match task.as_str() {
         "cluster" => cluster::run(&args[1..]),
+        "bench" => bench::run(&args[1..]),
+        "chaos" => xtask::chaos::run(&args[1..]),
         "help" | "--help" | "-h" => {
             print!("{TASKS}");
             Ok(())
