@@ -43,6 +43,13 @@ pub(crate) struct Flags {
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_count: u64,
 
+    /// A snapshot also waits until the log written since the previous one is
+    /// this percentage of that snapshot's size, so snapshot work stays
+    /// proportional to writes as the data grows (0: every --snapshot-count
+    /// entries exactly, as raftexample).
+    #[arg(long, default_value_t = 100)]
+    pub snapshot_log_percent: u64,
+
     /// Entries kept in the log after a snapshot, for slow followers.
     #[arg(long, default_value_t = 10_000)]
     pub catch_up_entries: u64,

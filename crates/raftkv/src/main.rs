@@ -147,6 +147,7 @@ fn node_config(flags: &Flags, members: Vec<(u64, String)>) -> NodeConfig {
     config.cluster_id = flags::cluster_id(&flags.cluster_token);
     config.join = flags.join;
     config.snapshot_count = flags.snapshot_count;
+    config.snapshot_log_percent = flags.snapshot_log_percent;
     config.catch_up_entries = flags.catch_up_entries;
     config.request_timeout_ms = flags.request_timeout_ms;
     config.tick_ms = flags.tick_ms;

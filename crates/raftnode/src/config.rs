@@ -33,8 +33,14 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     /// Ticks between leader heartbeats.
     pub heartbeat_ticks: usize,
-    /// Applied entries between two snapshots.
+    /// Applied entries between two snapshots (at least).
     pub snapshot_count: u64,
+    /// A snapshot also waits until the log written since the previous one
+    /// is at least this percentage of that snapshot's size, so the cost of
+    /// snapshots stays proportional to the write volume however large the
+    /// state grows. 0 snapshots every `snapshot_count` entries exactly, as
+    /// raftexample does.
+    pub snapshot_log_percent: u64,
     /// Entries kept in the log after a snapshot for slow followers.
     pub catch_up_entries: u64,
     /// Snapshot files kept on disk.
@@ -69,6 +75,7 @@ impl NodeConfig {
             election_ticks: 10,
             heartbeat_ticks: 1,
             snapshot_count: 10_000,
+            snapshot_log_percent: 100,
             catch_up_entries: 10_000,
             snapshot_keep_count: 3,
             max_size_per_msg: 1024 * 1024,

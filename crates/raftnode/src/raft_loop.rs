@@ -94,7 +94,15 @@ pub(crate) struct RaftLoop {
     /// Snapshots written by the background writer come back here.
     snapshot_done: (Sender<SnapshotOutcome>, Receiver<SnapshotOutcome>),
     snapshot_in_flight: bool,
+    /// Log bytes applied since the last snapshot was captured.
+    log_bytes_since_snapshot: u64,
+    /// Size of the newest snapshot's data.
+    last_snapshot_bytes: u64,
 }
+
+/// Bytes a log entry costs beyond its payload (index, term, framing), for
+/// the snapshot trigger.
+const ENTRY_OVERHEAD_BYTES: u64 = 24;
 
 /// A snapshot file written (and fsynced) off the loop, or why not.
 type SnapshotOutcome = Result<Snapshot, String>;
@@ -137,6 +145,8 @@ impl RaftLoop {
             stop: None,
             snapshot_done: bounded(1),
             snapshot_in_flight: false,
+            log_bytes_since_snapshot: 0,
+            last_snapshot_bytes: 0,
         }
     }
 
@@ -422,6 +432,8 @@ impl RaftLoop {
         self.disk.save_snapshot(&snapshot)?;
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
         self.set_members(members);
+        self.last_snapshot_bytes = snapshot.data.len() as u64;
+        self.log_bytes_since_snapshot = 0;
         self.raw.mut_store().install_snapshot(snapshot);
         self.applied = index;
         self.publish_status(true);
@@ -453,6 +465,7 @@ impl RaftLoop {
                     Err(e) => warn!(index = entry.index, error = %e, "bad conf change v2"),
                 },
             }
+            self.log_bytes_since_snapshot += entry.data.len() as u64 + ENTRY_OVERHEAD_BYTES;
             self.applied = entry.index;
         }
         Ok(())
@@ -533,15 +546,23 @@ impl RaftLoop {
         self.members = members;
     }
 
-    /// Every `snapshot_count` applied entries (or when a follower needs a
-    /// newer snapshot than the stored one), captures the state machine and
+    /// Every `snapshot_count` applied entries, once the log since the last
+    /// snapshot has grown to `snapshot_log_percent` of that snapshot's size
+    /// (or when a follower needs a newer snapshot than the stored one),
+    /// captures the state machine and
     /// hands the encoding and the file write to a background thread, so the
     /// loop never waits for a snapshot. One snapshot is in flight at a time.
     fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
         if self.snapshot_in_flight || self.applied <= self.disk.snapshot_index() {
             return Ok(());
         }
-        let due = self.applied >= self.disk.snapshot_index() + self.config.snapshot_count;
+        let due = snapshot_due(SnapshotTrigger {
+            entries_since: self.applied - self.disk.snapshot_index(),
+            snapshot_count: self.config.snapshot_count,
+            log_bytes_since: self.log_bytes_since_snapshot,
+            last_snapshot_bytes: self.last_snapshot_bytes,
+            log_percent: self.config.snapshot_log_percent,
+        });
         if !due && !self.raw.store().take_snapshot_wanted() {
             return Ok(());
         }
@@ -553,6 +574,7 @@ impl RaftLoop {
         let job = self.sm.snapshot();
         let store = self.disk.snapshot_store();
         let done = self.snapshot_done.0.clone();
+        self.log_bytes_since_snapshot = 0;
         let started = Instant::now();
         let spawned = std::thread::Builder::new()
             .name(format!("snapshot-{}", self.id))
@@ -601,6 +623,7 @@ impl RaftLoop {
             return Ok(());
         }
         self.disk.save_marker(index, term)?;
+        self.last_snapshot_bytes = snapshot.data.len() as u64;
         self.raw.mut_store().set_local_snapshot(snapshot);
         let compact_to = index.saturating_sub(self.config.catch_up_entries);
         if compact_to > self.raw.store().first() {
@@ -670,4 +693,50 @@ fn boot_nonce() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     (nanos ^ u64::from(std::process::id()).rotate_left(32)) << 16
+}
+
+/// The inputs of the snapshot trigger.
+struct SnapshotTrigger {
+    entries_since: u64,
+    snapshot_count: u64,
+    log_bytes_since: u64,
+    last_snapshot_bytes: u64,
+    log_percent: u64,
+}
+
+/// A snapshot is due after `snapshot_count` entries, once the log written
+/// since the last one is `log_percent` of that snapshot's size: snapshot work
+/// then stays proportional to the writes, however large the state is.
+fn snapshot_due(t: SnapshotTrigger) -> bool {
+    t.entries_since >= t.snapshot_count
+        && t.log_bytes_since.saturating_mul(100)
+            >= t.last_snapshot_bytes.saturating_mul(t.log_percent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger(entries_since: u64, log_bytes_since: u64, log_percent: u64) -> bool {
+        snapshot_due(SnapshotTrigger {
+            entries_since,
+            snapshot_count: 100,
+            log_bytes_since,
+            last_snapshot_bytes: 1_000_000,
+            log_percent,
+        })
+    }
+
+    #[test]
+    fn snapshot_waits_for_the_count_and_for_enough_log() {
+        assert!(!trigger(99, u64::MAX / 200, 100), "never before the count");
+        assert!(!trigger(100, 999_999, 100), "log smaller than the snapshot");
+        assert!(trigger(100, 1_000_000, 100));
+        assert!(trigger(100, 500_000, 50));
+        assert!(
+            trigger(100, 0, 0),
+            "0 percent: every snapshot_count entries"
+        );
+        assert!(trigger(100, u64::MAX, u64::MAX), "no overflow");
+    }
 }
