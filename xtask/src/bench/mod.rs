@@ -60,6 +60,9 @@ pub(crate) enum BenchError {
     /// `cargo` failed to build raftkv or the release xtask.
     #[error("build: {0}")]
     Build(String),
+    /// The release re-run of this task failed (it printed why).
+    #[error("the release build of `xtask bench` exited with {0}")]
+    Rerun(std::process::ExitStatus),
     /// The plot could not be drawn.
     #[error("plot: {0}")]
     Plot(String),
@@ -83,10 +86,16 @@ const RELEASE_RERUN_ENV: &str = "RAFTKV_BENCH_RELEASE";
 
 /// Runs `cargo xtask bench` with its command-line arguments.
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    // Options are checked (and --help answered) before any build.
+    let options = options::parse(args, &workspace_root()).map_err(|e| e.to_string())?;
+    if options.help {
+        print!("{}", options::USAGE);
+        return Ok(());
+    }
     if cfg!(debug_assertions) && std::env::var_os(RELEASE_RERUN_ENV).is_none() {
         return rerun_in_release(args).map_err(|e| e.to_string());
     }
-    run_bench(args).map_err(|e| e.to_string())
+    run_bench(&options).map_err(|e| e.to_string())
 }
 
 /// `cargo xtask` builds xtask unoptimised; a debug load generator would be
@@ -112,19 +121,12 @@ fn rerun_in_release(args: &[String]) -> Result<(), BenchError> {
     if status.success() {
         Ok(())
     } else {
-        Err(BenchError::Build(format!(
-            "the release run of xtask failed ({status})"
-        )))
+        Err(BenchError::Rerun(status))
     }
 }
 
-fn run_bench(args: &[String]) -> Result<(), BenchError> {
+fn run_bench(options: &Options) -> Result<(), BenchError> {
     let root = workspace_root();
-    let options = options::parse(args, &root)?;
-    if options.help {
-        print!("{}", options::USAGE);
-        return Ok(());
-    }
     let scenarios = scenario::select(&options.scenario_filters)?;
     let binary = match (&options.raftkv_binary, options.no_build) {
         (Some(path), _) => path.clone(),
@@ -144,8 +146,8 @@ fn run_bench(args: &[String]) -> Result<(), BenchError> {
         .enable_all()
         .build()
         .map_err(|e| BenchError::io("start the tokio runtime", e))?;
-    let rows = runtime.block_on(run_scenarios(&binary, &scenarios, &options))?;
-    let mut results = format!("{}\n{}", machine_summary(&options), report::table(&rows));
+    let rows = runtime.block_on(run_scenarios(&binary, &scenarios, options))?;
+    let mut results = format!("{}\n{}", machine_summary(options), report::table(&rows));
     let svg = out_dir.join("bench.svg");
     report::plot(&rows, &svg)?;
     if options.peers {
