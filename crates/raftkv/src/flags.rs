@@ -39,7 +39,8 @@ pub(crate) struct Flags {
     #[arg(long, default_value = "0.0.0.0")]
     pub listen_addr: String,
 
-    /// Take a snapshot every this many applied entries.
+    /// Take a snapshot after at least this many applied entries (see
+    /// --snapshot-log-percent).
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_count: u64,
 
