@@ -5,6 +5,9 @@
 //! serves the peer and client HTTP endpoints and handles signals.
 //! Nothing here knows Raft: it only configures and connects the crates.
 
+// Flag doc comments are `--help` text (`<id>`, `<dir>`), not HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 mod flags;
 
 use std::net::SocketAddr;
