@@ -140,6 +140,7 @@ pub struct RaftNode {
     start_kind: StartKind,
     thread: Mutex<Option<JoinHandle<Result<StopReason, NodeError>>>>,
     stopped: watch::Receiver<bool>,
+    shutdown: Sender<()>,
 }
 
 impl RaftNode {
@@ -164,6 +165,7 @@ impl RaftNode {
 
         let (request_tx, request_rx) = bounded(config.request_queue_len);
         let (peer_tx, peer_rx) = bounded(config.inbound_queue_len);
+        let (shutdown_tx, shutdown_rx) = bounded(1);
         let mut transport_config = TransportConfig::new(config.id, config.cluster_id);
         transport_config.enable_fault_routes = config.enable_fault_routes;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -200,6 +202,7 @@ impl RaftNode {
             transport: transport.clone(),
             requests: request_rx,
             peer_events: peer_rx,
+            shutdown: shutdown_rx,
             members: recovered.members,
             applied: recovered.applied,
             status: status.clone(),
@@ -223,6 +226,7 @@ impl RaftNode {
             start_kind,
             thread: Mutex::new(Some(thread)),
             stopped: stopped_rx,
+            shutdown: shutdown_tx,
         })
     }
 
@@ -260,7 +264,7 @@ impl RaftNode {
     /// Stops the Raft loop (everything acknowledged is already durable),
     /// stops the transport and returns why the loop ended.
     pub async fn shutdown(&self) -> Result<StopReason, NodeError> {
-        let _ = self.handle.requests.try_send(Request::Shutdown);
+        let _ = self.shutdown.try_send(());
         self.stopped().await;
         self.transport.shutdown().await;
         let thread = self.thread.lock().take();

@@ -48,7 +48,6 @@ pub(crate) enum Request {
         change: MembershipChange,
         reply: oneshot::Sender<Result<(), RaftError>>,
     },
-    Shutdown,
 }
 
 /// Something the transport tells the node.
@@ -83,6 +82,9 @@ pub(crate) struct RaftLoop {
     transport: Transport,
     requests: Receiver<Request>,
     peer_events: Receiver<PeerEvent>,
+    /// A message (or disconnection) here stops the loop; separate from the
+    /// request queue so a full queue cannot delay a shutdown.
+    shutdown: Receiver<()>,
     members: BTreeMap<u64, String>,
     reads: ReadTracker,
     pending_change: Option<PendingChange>,
@@ -116,6 +118,7 @@ pub(crate) struct LoopParts {
     pub transport: Transport,
     pub requests: Receiver<Request>,
     pub peer_events: Receiver<PeerEvent>,
+    pub shutdown: Receiver<()>,
     pub members: BTreeMap<u64, String>,
     /// Highest index the state machine holds at start.
     pub applied: u64,
@@ -135,6 +138,7 @@ impl RaftLoop {
             transport: parts.transport,
             requests: parts.requests,
             peer_events: parts.peer_events,
+            shutdown: parts.shutdown,
             members: parts.members,
             reads: ReadTracker::new(timeout, retry),
             pending_change: None,
@@ -202,6 +206,7 @@ impl RaftLoop {
                     self.on_peer_event(event);
                 }
             },
+            recv(self.shutdown) -> _ => self.stop = Some(StopReason::Shutdown),
             recv(self.snapshot_done.1) -> outcome => {
                 if let Ok(outcome) = outcome {
                     self.on_snapshot_written(outcome)?;
@@ -232,7 +237,6 @@ impl RaftLoop {
             }
             Request::Read { reply } => self.reads.push(reply),
             Request::ChangeMembership { change, reply } => self.change_membership(change, reply),
-            Request::Shutdown => self.stop = Some(StopReason::Shutdown),
         }
     }
 
@@ -679,7 +683,6 @@ impl RaftLoop {
                 | Request::ChangeMembership { reply, .. } => {
                     let _ = reply.send(Err(error.clone()));
                 }
-                Request::Shutdown => {}
             }
         }
     }
