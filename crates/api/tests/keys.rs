@@ -160,25 +160,7 @@ async fn in_flight_write_bound_is_503_busy() {
         },
         ApiConfig::default(),
     );
-    app.consensus.set_hold_proposals(true);
-    let first = tokio::spawn({
-        let router = app.router.clone();
-        async move {
-            let request = axum::http::Request::put("/a")
-                .body(axum::body::Body::from("1"))
-                .unwrap();
-            tower::ServiceExt::oneshot(router, request)
-                .await
-                .unwrap()
-                .status()
-        }
-    });
-    for _ in 0..10_000 {
-        if app.store.pending_writes() == 1 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    let first = hold_one_put(&app).await;
     assert_eq!(app.store.pending_writes(), 1);
     let second = app.send("PUT", "/b", "2").await;
     assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -313,25 +295,7 @@ async fn overload_is_shed_with_503() {
             ..ApiConfig::default()
         },
     );
-    app.consensus.set_hold_proposals(true);
-    let first = tokio::spawn({
-        let router = app.router.clone();
-        async move {
-            let request = axum::http::Request::put("/a")
-                .body(axum::body::Body::from("1"))
-                .unwrap();
-            tower::ServiceExt::oneshot(router, request)
-                .await
-                .unwrap()
-                .status()
-        }
-    });
-    for _ in 0..10_000 {
-        if app.store.pending_writes() == 1 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    let first = hold_one_put(&app).await;
     let shed = app.send("GET", "/v1/status", "").await;
     assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(shed.text().contains("too many requests"), "{}", shed.text());
@@ -341,4 +305,27 @@ async fn overload_is_shed_with_503() {
         app.send("GET", "/v1/status", "").await.status,
         StatusCode::OK
     );
+}
+
+/// Starts a PUT whose proposal the consensus holds, and waits until the
+/// store counts it as pending; returns the task answering it.
+async fn hold_one_put(app: &common::TestApp) -> tokio::task::JoinHandle<StatusCode> {
+    app.consensus.set_hold_proposals(true);
+    let router = app.router.clone();
+    let first = tokio::spawn(async move {
+        let request = axum::http::Request::put("/a")
+            .body(axum::body::Body::from("1"))
+            .unwrap();
+        tower::ServiceExt::oneshot(router, request)
+            .await
+            .unwrap()
+            .status()
+    });
+    for _ in 0..10_000 {
+        if app.store.pending_writes() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    first
 }
