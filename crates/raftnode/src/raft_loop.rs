@@ -631,7 +631,13 @@ impl RaftLoop {
         self.raw.mut_store().set_local_snapshot(snapshot);
         let compact_to = index.saturating_sub(self.config.catch_up_entries);
         if compact_to > self.raw.store().first() {
-            self.raw.mut_store().compact(compact_to);
+            let removed = self.raw.mut_store().compact(compact_to);
+            // Freeing a million entries takes tens of milliseconds.
+            if removed.len() > 1024 {
+                let _ = std::thread::Builder::new()
+                    .name(format!("compact-{}", self.id))
+                    .spawn(move || drop(removed));
+            }
             self.disk.release_to(compact_to)?;
         }
         info!(

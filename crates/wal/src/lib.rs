@@ -74,7 +74,7 @@ mod types;
 mod wal;
 
 pub use crate::error::{Corruption, WalError};
-pub use crate::snapshot::{SnapshotStore, StoredSnapshot};
+pub use crate::snapshot::{SnapshotStore, StoredSnapshot, SNAPSHOT_FLUSH_BYTES};
 pub use crate::types::{
     Entry, Marker, Metadata, Recovered, WalConfig, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES,
     MIN_SEGMENT_BYTES,
