@@ -12,7 +12,6 @@ mod flags;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -119,7 +118,6 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
 
-    let node = Arc::new(node);
     tokio::select! {
         signal = signal => {
             let signal = signal.unwrap_or("signal");

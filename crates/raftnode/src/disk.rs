@@ -148,7 +148,7 @@ impl Disk {
             return Self::bootstrap(config, wal, snaps, sm);
         }
         let entries = decode_entries(&recovered.entries)?;
-        store.append(&entries);
+        store.append(entries);
         if let Some(bytes) = recovered.hard_state {
             let mut hard_state = HardState::decode(bytes.as_slice())
                 .map_err(|e| NodeError::Corrupt(format!("hard state in the WAL: {e}")))?;

@@ -178,11 +178,9 @@ impl RaftNode {
         )
         .map_err(|e| NodeError::Config(format!("transport: {e}")))?;
         for (id, url) in &recovered.members {
-            if *id != config.id {
-                transport
-                    .add_peer(*id, url)
-                    .map_err(|e| NodeError::Config(format!("peer {id} ({url}): {e}")))?;
-            }
+            transport
+                .add_peer(*id, url)
+                .map_err(|e| NodeError::Config(format!("peer {id} ({url}): {e}")))?;
         }
         let status = Arc::new(RwLock::new(initial_status(config.id)));
         info!(

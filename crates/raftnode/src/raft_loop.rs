@@ -402,10 +402,13 @@ impl RaftLoop {
         // 3. Read states: batches of reads whose read index is now known.
         self.reads.on_read_states(ready.take_read_states());
         // 4. Committed entries (raft-rs hands out only persisted ones).
-        self.apply(ready.take_committed_entries())?;
+        self.apply(ready.take_committed_entries());
         // 5. + 6. New entries and hard state: one WAL write, one fdatasync.
-        self.disk.persist(ready.entries(), ready.hs())?;
-        self.raw.mut_store().append(ready.entries());
+        // raft-rs recorded the last entry when it built the Ready, so the
+        // entries can be moved out instead of cloned into the store.
+        let entries = ready.take_entries();
+        self.disk.persist(&entries, ready.hs())?;
+        self.raw.mut_store().append(entries);
         if let Some(hard_state) = ready.hs() {
             self.raw.mut_store().set_hard_state(hard_state.clone());
         }
@@ -417,7 +420,7 @@ impl RaftLoop {
             self.raw.mut_store().set_commit(commit);
         }
         self.send(light.take_messages());
-        self.apply(light.take_committed_entries())?;
+        self.apply(light.take_committed_entries());
         // 9. Tell raft what is applied; answer reads; snapshot if due.
         self.raw.advance_apply();
         self.reads.on_applied(self.applied);
@@ -444,7 +447,7 @@ impl RaftLoop {
         Ok(())
     }
 
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
+    fn apply(&mut self, entries: Vec<Entry>) {
         for entry in entries {
             if entry.index <= self.applied {
                 continue;
@@ -472,7 +475,6 @@ impl RaftLoop {
             self.log_bytes_since_snapshot += entry.data.len() as u64 + ENTRY_OVERHEAD_BYTES;
             self.applied = entry.index;
         }
-        Ok(())
     }
 
     fn apply_conf_change(&mut self, entry: &Entry) {
@@ -524,24 +526,24 @@ impl RaftLoop {
         }
     }
 
+    /// The transport ignores this node's own id, so every member goes
+    /// through it unfiltered.
     fn add_member(&mut self, id: u64, url: String) {
-        if id != self.id {
-            if let Err(e) = self.transport.add_peer(id, &url) {
-                warn!(node = self.id, peer = id, %url, error = %e, "cannot reach new member");
-            }
+        if let Err(e) = self.transport.add_peer(id, &url) {
+            warn!(node = self.id, peer = id, %url, error = %e, "cannot reach new member");
         }
         self.members.insert(id, url);
     }
 
     /// Replaces the member list (from a snapshot) and the transport's peers.
-    pub(crate) fn set_members(&mut self, members: BTreeMap<u64, String>) {
+    fn set_members(&mut self, members: BTreeMap<u64, String>) {
         for old in self.members.keys() {
             if !members.contains_key(old) && *old != self.id {
                 self.transport.remove_peer(*old);
             }
         }
         for (id, url) in &members {
-            if *id != self.id && self.members.get(id) != Some(url) {
+            if self.members.get(id) != Some(url) {
                 if let Err(e) = self.transport.add_peer(*id, url) {
                     warn!(node = self.id, peer = id, %url, error = %e, "bad peer URL in snapshot");
                 }

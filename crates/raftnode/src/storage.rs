@@ -93,7 +93,7 @@ impl LogStore {
     /// # Panics
     /// If the entries leave a gap after the last index or rewrite compacted
     /// entries: raft-rs never produces either, so it is a bug in this crate.
-    pub(crate) fn append(&mut self, entries: &[Entry]) {
+    pub(crate) fn append(&mut self, entries: Vec<Entry>) {
         let Some(first_new) = entries.first() else {
             return;
         };
@@ -106,7 +106,7 @@ impl LogStore {
         );
         let keep = (first_new.index - self.first()) as usize;
         self.entries.truncate(keep);
-        self.entries.extend_from_slice(entries);
+        self.entries.extend(entries);
     }
 
     /// Whether raft asked for a newer snapshot since the last call.
@@ -222,8 +222,8 @@ mod tests {
     #[test]
     fn append_replaces_conflicting_tail() {
         let mut store = LogStore::default();
-        store.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
-        store.append(&[entry(2, 2)]);
+        store.append(vec![entry(1, 1), entry(2, 1), entry(3, 1)]);
+        store.append(vec![entry(2, 2)]);
         assert_eq!(store.last(), 2);
         assert_eq!(store.term(2).unwrap(), 2);
         assert_eq!(store.entries_in(1, 3).len(), 2);
@@ -233,7 +233,7 @@ mod tests {
     fn compacted_and_unavailable_are_errors_not_panics() {
         let mut store = LogStore::default();
         store.install_snapshot(snapshot(10, 3));
-        store.append(&[entry(11, 3), entry(12, 3)]);
+        store.append(vec![entry(11, 3), entry(12, 3)]);
         assert_eq!(store.term(10).unwrap(), 3);
         assert!(matches!(
             store.term(9),
@@ -261,7 +261,7 @@ mod tests {
     #[test]
     fn compact_keeps_the_entry_at_the_index() {
         let mut store = LogStore::default();
-        store.append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        store.append((1..=10).map(|i| entry(i, 1)).collect());
         store.set_local_snapshot(snapshot(8, 1));
         let removed = store.compact(5);
         assert_eq!(removed.len(), 4);
