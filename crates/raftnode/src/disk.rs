@@ -245,8 +245,11 @@ impl Disk {
             index >= self.snapshot_index,
             "snapshot marker went backwards"
         );
-        self.wal.save_snapshot_marker(Marker { index, term })?;
+        let marker = Marker { index, term };
+        self.wal.save_snapshot_marker(marker)?;
         self.snapshot_index = index;
+        // Old snapshot files go only now that the new marker is durable.
+        self.snaps.purge(marker)?;
         Ok(())
     }
 

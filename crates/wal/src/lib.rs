@@ -50,6 +50,8 @@
 //! let snapshots = SnapshotStore::open(&snap_dir, 2)?;
 //! snapshots.save(1, 2, b"state machine at index 2")?;
 //! wal.save_snapshot_marker(Marker { index: 2, term: 1 })?;
+//! // Old snapshot files go only once the new marker is durable.
+//! snapshots.purge(Marker { index: 2, term: 1 })?;
 //! wal.close()?;
 //!
 //! // Restart: newest snapshot that has a marker, then the WAL at that marker.

@@ -150,8 +150,11 @@ impl SnapshotStore {
     }
 
     /// Writes a snapshot atomically: temporary file (flushed every
-    /// [`SNAPSHOT_FLUSH_BYTES`]), fsync, rename, directory fsync; then
-    /// deletes the oldest snapshots beyond `keep_count`.
+    /// [`SNAPSHOT_FLUSH_BYTES`]), fsync, rename, directory fsync.
+    ///
+    /// Nothing is deleted here: until the WAL holds this snapshot's marker,
+    /// an older snapshot may be the only one a restart can use. Call
+    /// [`SnapshotStore::purge`] once the marker is written.
     pub fn save(&self, term: u64, index: u64, data: &[u8]) -> Result<(), WalError> {
         let name = file_name(term, index);
         let path = self.dir.join(&name);
@@ -175,7 +178,7 @@ impl SnapshotStore {
             data_bytes = data.len(),
             "saved snapshot"
         );
-        self.purge()
+        Ok(())
     }
 
     /// Every snapshot file's (term, index), newest (highest index, then term) first.
@@ -216,10 +219,17 @@ impl SnapshotStore {
         Ok(None)
     }
 
-    /// Deletes the oldest snapshot files beyond `keep_count`.
-    fn purge(&self) -> Result<(), WalError> {
-        let markers = self.list()?;
-        let stale = markers.get(self.keep_count..).unwrap_or(&[]);
+    /// Deletes old snapshot files once `latest_marker` (a marker the WAL
+    /// holds) is durable: keeps that snapshot and the `keep_count - 1`
+    /// newest below it, and never touches a file above it (its marker may
+    /// not be written yet).
+    pub fn purge(&self, latest_marker: Marker) -> Result<(), WalError> {
+        let covered: Vec<Marker> = self
+            .list()?
+            .into_iter()
+            .filter(|m| (m.index, m.term) <= (latest_marker.index, latest_marker.term))
+            .collect();
+        let stale = covered.get(self.keep_count..).unwrap_or(&[]);
         for marker in stale {
             let path = self.dir.join(file_name(marker.term, marker.index));
             fs::remove_file(&path).at(&path)?;

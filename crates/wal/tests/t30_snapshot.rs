@@ -119,9 +119,28 @@ fn old_snapshots_are_purged_beyond_keep_count() {
     let store = SnapshotStore::open(dir.path(), 2).expect("open");
     for index in 1..=5 {
         store.save(1, index * 10, b"x").expect("save");
+        store.purge(m(1, index * 10)).expect("purge");
     }
     assert_eq!(store.list().expect("list"), vec![m(1, 50), m(1, 40)]);
     assert_eq!(files(dir.path()).len(), 2);
+}
+
+/// etcd #9263: a new snapshot file whose WAL marker is not written yet
+/// must not cost the only snapshot a restart can open at.
+#[test]
+fn purge_never_removes_the_snapshot_the_wal_marker_points_at() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SnapshotStore::open(dir.path(), 1).expect("open");
+    store.save(1, 10, b"old").expect("save");
+    store.purge(m(1, 10)).expect("purge");
+    // Crash after writing the file of 20 but before its marker.
+    store.save(1, 20, b"new").expect("save");
+    store.purge(m(1, 10)).expect("purge");
+    let loaded = store.load_newest(&[m(1, 10)]).expect("load").expect("some");
+    assert_eq!(loaded.index, 10);
+    // Once the marker of 20 is durable, 10 may go.
+    store.purge(m(1, 20)).expect("purge");
+    assert_eq!(store.list().expect("list"), vec![m(1, 20)]);
 }
 
 #[test]
