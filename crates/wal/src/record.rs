@@ -34,7 +34,7 @@ pub(crate) enum RecordType {
 }
 
 impl RecordType {
-    fn from_u8(value: u8) -> Option<Self> {
+    pub(crate) fn from_u8(value: u8) -> Option<Self> {
         match value {
             1 => Some(Self::SegmentHeader),
             2 => Some(Self::Metadata),

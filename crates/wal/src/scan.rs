@@ -5,7 +5,8 @@ use std::path::Path;
 use crate::error::{Corruption, WalError};
 use crate::fs::{map_file, SegmentName};
 use crate::record::{
-    decode, expected_crc, parse, peek_crc, peek_prev_crc, record_bytes, Body, Invalid, HEADER_BYTES,
+    decode, expected_crc, parse, peek_crc, peek_prev_crc, record_bytes, Body, Invalid, RecordType,
+    HEADER_BYTES,
 };
 use crate::types::{Marker, Metadata};
 
@@ -276,7 +277,7 @@ fn own_chain_header(data: &[u8]) -> bool {
 /// Header length of a plausible record at `offset`, if its type and reserved bytes are sane.
 fn plausible_total(data: &[u8], offset: usize) -> Option<usize> {
     let header = data.get(offset..offset + HEADER_BYTES)?;
-    if !(1..=5).contains(&header[4]) || header[5..8] != [0, 0, 0] {
+    if RecordType::from_u8(header[4]).is_none() || header[5..8] != [0, 0, 0] {
         return None;
     }
     let payload_bytes = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
