@@ -324,7 +324,9 @@ impl FrameSender {
                 add(&self.peer.counters.msgs_dropped, 1);
                 continue;
             }
-            if count > 0 && self.buf.len() + wire::LEN_PREFIX_BYTES + msg_bytes > max_frame_bytes {
+            let frame_full = self.buf.len() + wire::LEN_PREFIX_BYTES + msg_bytes > max_frame_bytes
+                || count as usize == wire::FRAME_MESSAGES_MAX;
+            if count > 0 && frame_full {
                 break;
             }
             if drop_probability > 0.0 && self.ctx.faults.roll_drop(drop_probability) {

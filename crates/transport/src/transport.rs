@@ -133,14 +133,23 @@ impl Transport {
             let peers = self.inner.peers.read();
             for msg in msgs {
                 let to = msg.to;
+                let is_snapshot = msg.msg_type == MessageType::MsgSnapshot as i32;
                 match self.route(&peers, msg) {
                     Routed::Queued | Routed::Dropped => {}
-                    Routed::UnknownPeer => unreachable.push(to),
+                    Routed::UnknownPeer => {
+                        unreachable.push(to);
+                        // Every MsgSnapshot ends in exactly one report, or the
+                        // leader never replicates to that follower again.
+                        if is_snapshot {
+                            failed_snapshots.push(to);
+                        }
+                    }
                     Routed::SnapshotRefused => failed_snapshots.push(to),
                 }
             }
         }
         let node = &self.inner.ctx.node;
+        unreachable.sort_unstable();
         unreachable.dedup();
         for id in unreachable {
             node.report_unreachable(id);

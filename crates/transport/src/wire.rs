@@ -46,6 +46,19 @@ pub enum FrameError {
     /// A frame without any message.
     #[error("empty frame")]
     Empty,
+    /// A zero-length message (4 bytes on the wire, a few hundred in
+    /// memory): refused so a small frame cannot expand into gigabytes.
+    #[error("zero-length message at byte {offset}")]
+    EmptyMessage {
+        /// Offset of its length prefix.
+        offset: usize,
+    },
+    /// More messages than one frame may carry.
+    #[error("frame holds more than {max} messages")]
+    TooManyMessages {
+        /// The limit, [`FRAME_MESSAGES_MAX`].
+        max: usize,
+    },
     /// More snapshot data than announced.
     #[error("snapshot body has {extra} bytes after the announced data")]
     TrailingBytes {
@@ -53,6 +66,11 @@ pub enum FrameError {
         extra: u64,
     },
 }
+
+/// Most messages one frame may carry. A decoded `Message` takes far more
+/// memory than its wire bytes, so the count is bounded as well as the frame
+/// size; senders never batch more than their queue (8192 by default).
+pub const FRAME_MESSAGES_MAX: usize = 65_536;
 
 /// Appends one length-prefixed message to `buf`. `encoded_bytes` must be `msg.encoded_len()`.
 pub fn put_message(buf: &mut BytesMut, msg: &Message, encoded_bytes: usize) {
@@ -94,6 +112,14 @@ pub fn decode_frame(body: &[u8]) -> Result<Vec<Message>, FrameError> {
             });
         }
         let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len == 0 {
+            return Err(FrameError::EmptyMessage { offset });
+        }
+        if msgs.len() == FRAME_MESSAGES_MAX {
+            return Err(FrameError::TooManyMessages {
+                max: FRAME_MESSAGES_MAX,
+            });
+        }
         let payload = &rest[LEN_PREFIX_BYTES..];
         if payload.len() < len {
             return Err(FrameError::Truncated {

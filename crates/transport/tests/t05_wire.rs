@@ -67,3 +67,25 @@ proptest! {
         prop_assert_eq!(decode_frame(&encode_frame(&msgs)).unwrap(), msgs);
     }
 }
+
+#[test]
+fn frames_of_empty_or_too_many_messages_are_refused() {
+    use transport::wire::{decode_frame, FrameError, FRAME_MESSAGES_MAX};
+    assert!(matches!(
+        decode_frame(&[0, 0, 0, 0]),
+        Err(FrameError::EmptyMessage { offset: 0 })
+    ));
+    // FRAME_MESSAGES_MAX + 1 minimal messages (field 2 `to` = 1: 2 bytes).
+    let mut body = Vec::new();
+    for _ in 0..=FRAME_MESSAGES_MAX {
+        body.extend_from_slice(&[0, 0, 0, 2, 0x10, 0x01]);
+    }
+    assert!(matches!(
+        decode_frame(&body),
+        Err(FrameError::TooManyMessages { .. })
+    ));
+    assert_eq!(
+        decode_frame(&body[..6 * FRAME_MESSAGES_MAX]).unwrap().len(),
+        FRAME_MESSAGES_MAX
+    );
+}

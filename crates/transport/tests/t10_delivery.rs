@@ -118,3 +118,18 @@ async fn unknown_peer_is_dropped_and_reported_unreachable() {
     assert!(node.recorder.was_reported_unreachable(9));
     assert_eq!(node.transport.stats().peers[&9].msgs_dropped, 2);
 }
+
+/// Every MsgSnapshot ends in exactly one report_snapshot, even for a peer
+/// the transport does not know (raft would otherwise wait forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_to_unknown_peer_is_reported_failed() {
+    let node = common::start_node(common::test_config(1)).await;
+    let mut snap = heartbeat(1, 9, 0);
+    snap.msg_type = raft_proto::eraftpb::MessageType::MsgSnapshot as i32;
+    node.transport.send(vec![snap]);
+    assert_eq!(
+        *node.recorder.snapshots.lock(),
+        vec![(9, transport::SnapshotStatus::Failure)]
+    );
+    assert!(node.recorder.was_reported_unreachable(9));
+}

@@ -51,6 +51,15 @@ async fn every_bad_request_gets_its_status_and_service_continues() {
     )
     .await;
     expect_status(&addr, post(m, 1, 2, CLUSTER_ID, b""), 400, "empty frame").await;
+    // Zero-length messages: 4 wire bytes each, hundreds in memory once
+    // decoded. Refused at the first one.
+    expect_status(
+        &addr,
+        post(m, 1, 2, CLUSTER_ID, &[0u8; 4000]),
+        400,
+        "zero-length messages",
+    )
+    .await;
     expect_status(
         &addr,
         post(m, 1, 2, CLUSTER_ID, &vec![0u8; 5000]),
