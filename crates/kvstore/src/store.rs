@@ -7,7 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use raftnode::Consensus;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 
 use crate::command::{self, RequestId};
 use crate::error::KvError;
@@ -90,18 +89,16 @@ impl KvStore {
             .write_permits
             .try_acquire()
             .map_err(|_| KvError::Busy)?;
-        let deadline = self.deadline();
         let id = self.next_request_id();
         let payload = command::encode_put(id, &key, &value);
         // Register before proposing: the entry may be applied before
         // `propose` even returns.
         let mut waiter = self.inner.shared.register(id.seq)?;
-        match tokio::time::timeout_at(deadline, self.inner.consensus.propose(payload)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(KvError::Raft(error)),
-            Err(_elapsed) => return Err(self.write_timeout()),
-        }
-        match tokio::time::timeout_at(deadline, waiter.applied()).await {
+        let proposed_then_applied = async {
+            self.inner.consensus.propose(payload).await?;
+            waiter.applied().await
+        };
+        match tokio::time::timeout(self.timeout(), proposed_then_applied).await {
             Ok(result) => result,
             Err(_elapsed) => {
                 tracing::debug!(seq = id.seq, "write not applied before its deadline");
@@ -165,13 +162,6 @@ impl KvStore {
             boot_nonce: self.inner.shared.boot_nonce,
             seq,
         }
-    }
-
-    /// Now plus the request timeout (saturating: a huge timeout means "a year").
-    fn deadline(&self) -> Instant {
-        let now = Instant::now();
-        now.checked_add(self.timeout())
-            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
     }
 
     fn timeout(&self) -> Duration {
