@@ -33,6 +33,29 @@ pub(crate) struct SnapshotEnvelope {
 
 pub(crate) const ENVELOPE_VERSION: u32 = 1;
 
+/// The envelope without its state bytes: decoding it checks the whole
+/// envelope's wire format and version but skips (never copies) the state.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EnvelopeHead {
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    #[prost(message, repeated, tag = "2")]
+    members: Vec<MemberRecord>,
+}
+
+/// Checks that `data` is an envelope this version can restore, without
+/// copying the state machine's bytes.
+pub(crate) fn check_envelope(data: &[u8]) -> Result<(), String> {
+    let head = EnvelopeHead::decode(data).map_err(|e| e.to_string())?;
+    if head.version != ENVELOPE_VERSION {
+        return Err(format!(
+            "snapshot envelope version {} is not supported (expected {ENVELOPE_VERSION})",
+            head.version
+        ));
+    }
+    Ok(())
+}
+
 impl SnapshotEnvelope {
     pub(crate) fn encode_to_bytes(&self) -> Vec<u8> {
         self.encode_to_vec()
@@ -67,10 +90,17 @@ mod tests {
         let bytes = envelope.encode_to_bytes();
         assert_eq!(SnapshotEnvelope::decode_from(&bytes).unwrap(), envelope);
         assert!(SnapshotEnvelope::decode_from(&[0xff, 0xff, 0xff]).is_err());
+        assert_eq!(check_envelope(&bytes), Ok(()));
+        assert!(check_envelope(&[0xff, 0xff, 0xff]).is_err());
+        assert!(
+            check_envelope(&bytes[..bytes.len() - 1]).is_err(),
+            "truncated state"
+        );
         let future = SnapshotEnvelope {
             version: 9,
             ..envelope
         };
         assert!(SnapshotEnvelope::decode_from(&future.encode_to_bytes()).is_err());
+        assert!(check_envelope(&future.encode_to_bytes()).is_err());
     }
 }

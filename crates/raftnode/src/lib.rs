@@ -76,6 +76,8 @@ mod checks;
 mod codec;
 mod config;
 mod disk;
+#[cfg(test)]
+mod fuzz_tests;
 mod interface;
 mod logger;
 mod raft_loop;

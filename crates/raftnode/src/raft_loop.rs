@@ -358,7 +358,12 @@ impl RaftLoop {
     }
 
     fn step(&mut self, msg: Message) {
-        if let Err(rejection) = check_peer_message(self.id, self.raw.store().conf_state(), &msg) {
+        if let Err(rejection) = check_peer_message(
+            self.id,
+            self.raw.store().conf_state(),
+            self.raw.store().last(),
+            &msg,
+        ) {
             warn!(
                 node = self.id,
                 from = msg.from,

@@ -271,3 +271,55 @@ impl TestCluster {
         }
     }
 }
+
+/// POSTs `body` to `path` on the peer port of the node at `url` with the
+/// identity headers of a message from `from` to `to` (cluster id 0), over
+/// plain HTTP/1.1 as a peer would; returns the status code.
+pub async fn post_as_peer(url: &str, path: &str, from: u64, to: u64, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\
+         {}: 0\r\n{}: {to}\r\n{}: {from}\r\nconnection: close\r\n\r\n",
+        body.len(),
+        transport::wire::HEADER_CLUSTER_ID,
+        transport::wire::HEADER_TO,
+        transport::wire::HEADER_FROM,
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
+}
+
+impl TestCluster {
+    /// Proposes `data` through the leader and waits until every node in
+    /// `ids` applied it: the nodes are alive and applying.
+    pub async fn applied_everywhere(&self, ids: &[u64], data: &[u8]) {
+        let leader = self.leader().await;
+        self.propose_applied(leader, data).await;
+        let deadline = Instant::now() + WAIT;
+        for id in ids {
+            while !self.node(*id).recorder.payloads().iter().any(|p| p == data) {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} never applied {data:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    /// Whether node `id`'s Raft loop has ended.
+    pub async fn has_stopped(&self, id: u64) -> bool {
+        tokio::time::timeout(Duration::from_millis(1), self.node(id).node.stopped())
+            .await
+            .is_ok()
+    }
+}
