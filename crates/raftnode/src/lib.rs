@@ -22,7 +22,11 @@
 //! * Votes and append responses leave only after the fdatasync of the state
 //!   they acknowledge.
 //! * A peer message is checked (recipient, sender membership, contiguous
-//!   entries) before `RawNode::step`: nothing a peer sends panics the node.
+//!   entries, indices and commit within bounds, a snapshot's envelope and
+//!   configuration) before `RawNode::step`: nothing a peer sends panics the
+//!   node.
+//! * A leader's snapshot is persisted only after the state machine restored
+//!   it: a snapshot that cannot be restored never bricks the data directory.
 //! * At most one membership change is in flight; it is answered when applied.
 //! * A fatal storage error stops the loop: the node never runs on after a
 //!   failed fsync.

@@ -400,9 +400,10 @@ impl RaftLoop {
         // 1. Messages that may go before persistence (a leader's appends and
         //    heartbeats): the leader writes its log while followers do.
         self.send(ready.take_messages());
-        // 2. A snapshot from the leader: snapshot file, WAL marker, restore.
+        // 2. A snapshot from the leader: restore, snapshot file, WAL marker.
         if !ready.snapshot().is_empty() {
-            self.install_snapshot(ready.snapshot().clone())?;
+            let snapshot = self.take_ready_snapshot(ready.snapshot());
+            self.install_snapshot(snapshot)?;
         }
         // 3. Read states: batches of reads whose read index is now known.
         self.reads.on_read_states(ready.take_read_states());
@@ -438,11 +439,35 @@ impl RaftLoop {
         }
     }
 
+    /// The Ready's snapshot, owned. raft-rs keeps the snapshot it accepted
+    /// in its unstable log until `advance` and hands the Ready a clone; the
+    /// data is moved out of the unstable copy instead of cloning it a second
+    /// time (raft reads only that copy's metadata before `advance` drops it,
+    /// and nothing steps raft in between).
+    fn take_ready_snapshot(&mut self, in_ready: &Snapshot) -> Snapshot {
+        let mut snapshot = Snapshot {
+            metadata: in_ready.metadata.clone(),
+            ..Default::default()
+        };
+        match self.raw.raft.raft_log.unstable.snapshot.as_mut() {
+            Some(unstable) if unstable.get_metadata() == in_ready.get_metadata() => {
+                snapshot.data = std::mem::take(&mut unstable.data);
+            }
+            _ => snapshot.data = in_ready.data.clone(),
+        }
+        snapshot
+    }
+
+    /// Installs a snapshot from the leader: the state machine first, then
+    /// the snapshot file and its WAL marker. A snapshot that does not
+    /// restore stops the loop with nothing persisted, so the next start
+    /// begins from the previous state and fetches a snapshot again (the
+    /// checks before `step` already refused envelopes that do not decode).
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
         let index = snapshot.get_metadata().index;
         info!(node = self.id, index, "installing snapshot from the leader");
-        self.disk.save_snapshot(&snapshot)?;
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
+        self.disk.save_snapshot(&snapshot)?;
         self.set_members(members);
         self.last_snapshot_bytes = snapshot.data.len() as u64;
         self.log_bytes_since_snapshot = 0;

@@ -20,6 +20,9 @@ pub type AppliedLog = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub applied: AppliedLog,
+    /// `(above, count)`: the next `count` restores of a snapshot at an
+    /// index above `above` fail.
+    pub restore_failures: Arc<Mutex<(u64, u32)>>,
 }
 
 impl StateMachine for Recorder {
@@ -33,6 +36,16 @@ impl StateMachine for Recorder {
     }
 
     fn restore(&mut self, index: u64, mut data: &[u8]) -> Result<(), RestoreError> {
+        {
+            let mut failures = self.restore_failures.lock();
+            if index > failures.0 && failures.1 > 0 {
+                failures.1 -= 1;
+                return Err(RestoreError {
+                    index,
+                    reason: "injected restore failure".into(),
+                });
+            }
+        }
         let bad = || RestoreError {
             index,
             reason: "truncated recorder snapshot".into(),
