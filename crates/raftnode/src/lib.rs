@@ -86,6 +86,7 @@ mod interface;
 mod logger;
 mod raft_loop;
 mod reads;
+mod reports;
 mod storage;
 
 use std::sync::Arc;
@@ -106,7 +107,8 @@ pub use interface::{
 };
 pub use raft_loop::StopReason;
 
-use raft_loop::{LoopParts, PeerEvent, RaftLoop, Request};
+use raft_loop::{LoopParts, RaftLoop, Request};
+use reports::Reports;
 
 /// Errors that stop a node (at start or while running).
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +173,8 @@ impl RaftNode {
 
         let (request_tx, request_rx) = bounded(config.request_queue_len);
         let (peer_tx, peer_rx) = bounded(config.inbound_queue_len);
+        let (reports, report_rings) = Reports::new();
+        let reports = Arc::new(reports);
         let (shutdown_tx, shutdown_rx) = bounded(1);
         let mut transport_config = TransportConfig::new(config.id, config.cluster_id);
         transport_config.enable_fault_routes = config.enable_fault_routes;
@@ -179,7 +183,10 @@ impl RaftNode {
         })?;
         let transport = Transport::try_new(
             transport_config,
-            Arc::new(Inbox { events: peer_tx }),
+            Arc::new(Inbox {
+                frames: peer_tx,
+                reports: Arc::clone(&reports),
+            }),
             runtime,
         )
         .map_err(|e| NodeError::Config(format!("transport: {e}")))?;
@@ -205,7 +212,9 @@ impl RaftNode {
             sm: state_machine,
             transport: transport.clone(),
             requests: request_rx,
-            peer_events: peer_rx,
+            peer_frames: peer_rx,
+            reports,
+            report_rings,
             shutdown: shutdown_rx,
             members: recovered.members,
             applied: recovered.applied,
@@ -309,20 +318,20 @@ fn initial_status(id: u64) -> Status {
     }
 }
 
-/// Where the transport delivers frames and reports: the Raft loop's queue.
+/// Where the transport delivers frames (the Raft loop's bounded queue) and
+/// reports (their own path, see `reports.rs`: never dropped).
 struct Inbox {
-    events: Sender<PeerEvent>,
+    frames: Sender<Vec<raft::eraftpb::Message>>,
+    reports: Arc<Reports>,
 }
 
 impl Delivery for Inbox {
     fn deliver(&self, msgs: Vec<raft::eraftpb::Message>) -> Result<(), Overloaded> {
-        self.events
-            .try_send(PeerEvent::Messages(msgs))
-            .map_err(|_| Overloaded)
+        self.frames.try_send(msgs).map_err(|_| Overloaded)
     }
 
     fn report_unreachable(&self, peer_id: u64) {
-        let _ = self.events.try_send(PeerEvent::Unreachable(peer_id));
+        self.reports.record(peer_id, |r| r.unreachable = true);
     }
 
     fn report_snapshot(&self, peer_id: u64, status: transport::SnapshotStatus) {
@@ -330,13 +339,11 @@ impl Delivery for Inbox {
             transport::SnapshotStatus::Finish => raft::SnapshotStatus::Finish,
             transport::SnapshotStatus::Failure => raft::SnapshotStatus::Failure,
         };
-        let _ = self
-            .events
-            .try_send(PeerEvent::SnapshotStatus(peer_id, status));
+        self.reports.record(peer_id, |r| r.snapshot = Some(status));
     }
 
     fn report_removed(&self, peer_id: u64) {
-        let _ = self.events.try_send(PeerEvent::RemovedBy(peer_id));
+        self.reports.record(peer_id, |r| r.removed_us = true);
     }
 }
 
@@ -387,5 +394,35 @@ impl Consensus for NodeHandle {
 
     fn status(&self) -> Status {
         self.status.read().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_reaches_the_loop_when_the_frame_queue_is_full() {
+        let (frames, queued) = bounded(1);
+        let (reports, rings) = Reports::new();
+        let inbox = Inbox {
+            frames,
+            reports: Arc::new(reports),
+        };
+        inbox.deliver(vec![Default::default()]).unwrap();
+        assert!(
+            inbox.deliver(vec![Default::default()]).is_err(),
+            "queue full"
+        );
+        inbox.report_snapshot(2, transport::SnapshotStatus::Finish);
+        assert_eq!(queued.len(), 1, "the frame queue is untouched");
+        assert!(rings.try_recv().is_ok(), "the loop is woken");
+        let seen: Vec<_> = inbox
+            .reports
+            .take()
+            .into_iter()
+            .filter_map(|(peer, report)| Some((peer, report.snapshot?)))
+            .collect();
+        assert_eq!(seen, vec![(2, raft::SnapshotStatus::Finish)]);
     }
 }

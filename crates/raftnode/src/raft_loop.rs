@@ -25,6 +25,7 @@ use transport::Transport;
 use crate::checks::check_peer_message;
 use crate::disk::{envelope, restore_state_machine, Disk};
 use crate::reads::ReadTracker;
+use crate::reports::Reports;
 use crate::storage::LogStore;
 use crate::{
     Member, MembershipChange, NodeConfig, NodeError, RaftError, Role, StateMachine, Status,
@@ -33,7 +34,7 @@ use crate::{
 /// Most requests and peer frames handled in one turn before the Ready is
 /// processed (bounds the latency of a turn).
 const DRAIN_REQUESTS_MAX: usize = 4096;
-const DRAIN_PEER_EVENTS_MAX: usize = 1024;
+const DRAIN_PEER_FRAMES_MAX: usize = 1024;
 
 /// A request from the layers above.
 pub(crate) enum Request {
@@ -48,15 +49,6 @@ pub(crate) enum Request {
         change: MembershipChange,
         reply: oneshot::Sender<Result<(), RaftError>>,
     },
-}
-
-/// Something the transport tells the node.
-pub(crate) enum PeerEvent {
-    Messages(Vec<Message>),
-    Unreachable(u64),
-    SnapshotStatus(u64, raft::SnapshotStatus),
-    /// A peer answered 410 Gone: it applied this node's removal.
-    RemovedBy(u64),
 }
 
 struct PendingChange {
@@ -81,7 +73,11 @@ pub(crate) struct RaftLoop {
     sm: Box<dyn StateMachine>,
     transport: Transport,
     requests: Receiver<Request>,
-    peer_events: Receiver<PeerEvent>,
+    /// Frames of peer messages, bounded (a full queue answers peers 503).
+    peer_frames: Receiver<Vec<Message>>,
+    /// Reports from the transport, never dropped; `report_rings` wakes us.
+    reports: Arc<Reports>,
+    report_rings: Receiver<()>,
     /// A message (or disconnection) here stops the loop; separate from the
     /// request queue so a full queue cannot delay a shutdown.
     shutdown: Receiver<()>,
@@ -117,7 +113,9 @@ pub(crate) struct LoopParts {
     pub sm: Box<dyn StateMachine>,
     pub transport: Transport,
     pub requests: Receiver<Request>,
-    pub peer_events: Receiver<PeerEvent>,
+    pub peer_frames: Receiver<Vec<Message>>,
+    pub reports: Arc<Reports>,
+    pub report_rings: Receiver<()>,
     pub shutdown: Receiver<()>,
     pub members: BTreeMap<u64, String>,
     /// Highest index the state machine holds at start.
@@ -137,7 +135,9 @@ impl RaftLoop {
             sm: parts.sm,
             transport: parts.transport,
             requests: parts.requests,
-            peer_events: parts.peer_events,
+            peer_frames: parts.peer_frames,
+            reports: parts.reports,
+            report_rings: parts.report_rings,
             shutdown: parts.shutdown,
             members: parts.members,
             reads: ReadTracker::new(timeout, retry),
@@ -201,11 +201,12 @@ impl RaftLoop {
                 Ok(request) => self.on_request(request),
                 Err(_) => self.stop = Some(StopReason::Shutdown),
             },
-            recv(self.peer_events) -> event => {
-                if let Ok(event) = event {
-                    self.on_peer_event(event);
+            recv(self.peer_frames) -> frame => {
+                if let Ok(frame) = frame {
+                    self.on_frame(frame);
                 }
             },
+            recv(self.report_rings) -> _ => {},
             recv(self.shutdown) -> _ => self.stop = Some(StopReason::Shutdown),
             recv(self.snapshot_done.1) -> outcome => {
                 if let Ok(outcome) = outcome {
@@ -214,12 +215,13 @@ impl RaftLoop {
             },
             default(timeout) => {},
         }
-        for _ in 0..DRAIN_PEER_EVENTS_MAX {
-            match self.peer_events.try_recv() {
-                Ok(event) => self.on_peer_event(event),
+        for _ in 0..DRAIN_PEER_FRAMES_MAX {
+            match self.peer_frames.try_recv() {
+                Ok(frame) => self.on_frame(frame),
                 Err(_) => break,
             }
         }
+        self.on_reports();
         for _ in 0..DRAIN_REQUESTS_MAX {
             match self.requests.try_recv() {
                 Ok(request) => self.on_request(request),
@@ -335,24 +337,27 @@ impl RaftLoop {
         }
     }
 
-    fn on_peer_event(&mut self, event: PeerEvent) {
-        match event {
-            PeerEvent::Messages(messages) => {
-                for msg in messages {
-                    self.step(msg);
-                }
+    fn on_frame(&mut self, messages: Vec<Message>) {
+        for msg in messages {
+            self.step(msg);
+        }
+    }
+
+    fn on_reports(&mut self) {
+        for (peer, report) in self.reports.take() {
+            if report.unreachable {
+                self.raw.report_unreachable(peer);
             }
-            PeerEvent::Unreachable(peer) => self.raw.report_unreachable(peer),
-            PeerEvent::RemovedBy(peer) => {
+            if let Some(status) = report.snapshot {
+                debug!(node = self.id, peer, ?status, "snapshot delivery reported");
+                self.raw.report_snapshot(peer, status);
+            }
+            if report.removed_us {
                 info!(
                     node = self.id,
                     peer, "a peer reports this node was removed from the cluster"
                 );
                 self.stop = Some(StopReason::Removed);
-            }
-            PeerEvent::SnapshotStatus(peer, status) => {
-                debug!(node = self.id, peer, ?status, "snapshot delivery reported");
-                self.raw.report_snapshot(peer, status)
             }
         }
     }
