@@ -128,6 +128,7 @@ impl RaftLoop {
         let config = parts.config;
         let timeout = Duration::from_millis(config.request_timeout_ms);
         let retry = Duration::from_millis(config.tick_ms * 3);
+        let nonce = boot_nonce();
         RaftLoop {
             id: config.id,
             raw: parts.raw,
@@ -140,9 +141,9 @@ impl RaftLoop {
             report_rings: parts.report_rings,
             shutdown: parts.shutdown,
             members: parts.members,
-            reads: ReadTracker::new(timeout, retry),
+            reads: ReadTracker::new(config.id, nonce, timeout, retry),
             pending_change: None,
-            next_change_id: boot_nonce(),
+            next_change_id: nonce,
             status: parts.status,
             config,
             applied: parts.applied,
@@ -731,8 +732,8 @@ impl RaftLoop {
     }
 }
 
-/// A per-process number so that membership request ids of two incarnations
-/// of a node do not collide.
+/// A per-process number so that membership request ids and ReadIndex
+/// contexts of two incarnations of a node do not collide.
 fn boot_nonce() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
