@@ -15,7 +15,7 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::RwLock;
 use prost::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
 };
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
@@ -277,7 +277,7 @@ impl RaftLoop {
                 id: request_id,
             },
         };
-        if let Err(e) = self.raw.propose_conf_change(Vec::new(), cc) {
+        if let Err(e) = self.propose_change_with_marker(cc) {
             let _ = reply.send(Err(RaftError::ProposalDropped(e.to_string())));
             return;
         }
@@ -292,6 +292,30 @@ impl RaftLoop {
             reply,
             deadline: Instant::now() + Duration::from_millis(self.config.request_timeout_ms),
         });
+    }
+
+    /// Proposes `cc` followed, in the same proposal, by an empty normal entry
+    /// whose context names the request ([`change_marker`]). raft-rs appends
+    /// both together, but a leader with a conf change pending replaces `cc`
+    /// with an empty entry, silently: when the marker is applied and the
+    /// change was not, the change was refused and nothing changed.
+    fn propose_change_with_marker(&mut self, cc: ConfChange) -> raft::Result<()> {
+        let request_id = cc.id;
+        let change = Entry {
+            entry_type: EntryType::EntryConfChange as i32,
+            data: cc.encode_to_vec(),
+            ..Default::default()
+        };
+        let marker = Entry {
+            entry_type: EntryType::EntryNormal as i32,
+            context: change_marker(request_id),
+            ..Default::default()
+        };
+        let mut msg = Message::default();
+        msg.set_msg_type(MessageType::MsgPropose);
+        msg.from = self.id;
+        msg.entries = vec![change, marker];
+        self.raw.raft.step(msg)
     }
 
     /// raft-rs accepts a second conf change while one is pending and then
@@ -497,7 +521,7 @@ impl RaftLoop {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
                     self.sm.apply(entry.index, &entry.data)
                 }
-                EntryType::EntryNormal => {}
+                EntryType::EntryNormal => self.apply_change_marker(&entry),
                 EntryType::EntryConfChange => self.apply_conf_change(&entry),
                 EntryType::EntryConfChangeV2 => match ConfChangeV2::decode(entry.data.as_slice()) {
                     Ok(cc) => {
@@ -548,6 +572,27 @@ impl RaftLoop {
         }
         self.answer_change(cc.id, Ok(()));
         self.publish_status(true);
+    }
+
+    /// The marker after a membership change: if that change is still
+    /// waiting here, the leader replaced it (another change was pending).
+    fn apply_change_marker(&mut self, entry: &Entry) {
+        let Some(request_id) = change_marker_id(&entry.context) else {
+            return;
+        };
+        if self
+            .pending_change
+            .as_ref()
+            .is_some_and(|p| p.request_id == request_id)
+        {
+            warn!(
+                node = self.id,
+                request_id,
+                index = entry.index,
+                "the leader dropped this membership change: another one was in progress"
+            );
+            self.answer_change(request_id, Err(RaftError::MembershipChangeInProgress));
+        }
     }
 
     fn answer_change(&mut self, request_id: u64, result: Result<(), RaftError>) {
@@ -732,6 +777,21 @@ impl RaftLoop {
     }
 }
 
+/// Context of the empty entry proposed right after a membership change
+/// (`propose_change_with_marker`): a tag and the change's request id.
+fn change_marker(request_id: u64) -> Vec<u8> {
+    [CHANGE_MARKER_TAG.as_slice(), &request_id.to_be_bytes()].concat()
+}
+
+/// The request id in a marker's context, if it is one.
+fn change_marker_id(context: &[u8]) -> Option<u64> {
+    let id = context.strip_prefix(CHANGE_MARKER_TAG.as_slice())?;
+    Some(u64::from_be_bytes(id.try_into().ok()?))
+}
+
+/// Tag of a membership change marker's context.
+const CHANGE_MARKER_TAG: &[u8; 8] = b"ccmarker";
+
 /// A per-process number so that membership request ids and ReadIndex
 /// contexts of two incarnations of a node do not collide.
 fn boot_nonce() -> u64 {
@@ -772,6 +832,13 @@ mod tests {
             last_snapshot_bytes: 1_000_000,
             log_percent,
         })
+    }
+
+    #[test]
+    fn change_markers_round_trip() {
+        assert_eq!(change_marker_id(&change_marker(42)), Some(42));
+        assert_eq!(change_marker_id(b""), None);
+        assert_eq!(change_marker_id(b"ccmarker1"), None);
     }
 
     #[test]
