@@ -156,7 +156,8 @@ impl RaftNode {
     /// from the newest snapshot, starts the transport and the Raft loop.
     ///
     /// Must be called inside a tokio runtime (the transport spawns tasks).
-    /// The caller serves [`RaftNode::peer_router`] on this node's peer URL.
+    /// The caller serves the transport's router (`node.transport().router()`)
+    /// on this node's peer URL.
     pub fn start(
         config: NodeConfig,
         mut state_machine: Box<dyn StateMachine>,
@@ -253,12 +254,9 @@ impl RaftNode {
         self.handle.clone()
     }
 
-    /// The peer-facing HTTP router (serve it on this node's peer URL).
-    pub fn peer_router(&self) -> axum::Router {
-        self.transport.router()
-    }
-
-    /// This node's transport (stats, fault injection in tests).
+    /// This node's transport: serve [`Transport::router`] on this node's
+    /// peer URL (raftnode speaks no HTTP itself); also stats and fault
+    /// injection in tests.
     pub fn transport(&self) -> &Transport {
         &self.transport
     }

@@ -157,7 +157,7 @@ impl TestCluster {
         };
         listener.set_nonblocking(true).unwrap();
         let listener = TcpListener::from_std(listener).unwrap();
-        let router = node.peer_router();
+        let router = node.transport().router();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
