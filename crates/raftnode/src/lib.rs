@@ -399,6 +399,164 @@ impl Consensus for NodeHandle {
 mod tests {
     use super::*;
 
+    use raft::eraftpb::{Entry, Message, MessageType};
+    use raft_loop::Traced;
+
+    /// Node 1 of members 1, 2, 3, freshly bootstrapped, as a loop that the
+    /// test drives turn by turn (no thread, no peers reachable).
+    fn test_loop(dir: &std::path::Path, runtime: &tokio::runtime::Runtime) -> RaftLoop {
+        let members = (1..=3)
+            .map(|id| (id, format!("http://127.0.0.1:{id}")))
+            .collect();
+        let config = NodeConfig::new(1, members, dir.to_path_buf());
+        let mut sm = NullMachine;
+        let recovered = disk::Disk::open(&config, &mut sm).unwrap();
+        let raw = RawNode::new(
+            &raft_config(&config, recovered.applied),
+            recovered.store,
+            &logger::raft_logger(1),
+        )
+        .unwrap();
+        let (frames, _) = bounded(1);
+        let (reports, report_rings) = Reports::new();
+        let reports = Arc::new(reports);
+        let transport = Transport::try_new(
+            TransportConfig::new(1, 0),
+            Arc::new(Inbox {
+                frames,
+                reports: Arc::clone(&reports),
+            }),
+            runtime.handle().clone(),
+        )
+        .unwrap();
+        let (_, requests) = bounded(1);
+        let (_, peer_frames) = bounded(1);
+        let (_, shutdown) = bounded(1);
+        RaftLoop::new(raft_loop::LoopParts {
+            config,
+            raw,
+            disk: recovered.disk,
+            sm: Box::new(NullMachine),
+            transport,
+            requests,
+            peer_frames,
+            reports,
+            report_rings,
+            shutdown,
+            members: recovered.members,
+            applied: recovered.applied,
+            status: Arc::new(RwLock::new(initial_status(1))),
+        })
+    }
+
+    struct NullMachine;
+
+    impl StateMachine for NullMachine {
+        fn apply(&mut self, _index: u64, _data: &[u8]) {}
+        fn snapshot(&mut self) -> SnapshotJob {
+            Box::new(Vec::new)
+        }
+        fn restore(&mut self, _index: u64, _data: &[u8]) -> Result<(), RestoreError> {
+            Ok(())
+        }
+    }
+
+    fn from_2(msg_type: MessageType, term: u64) -> Message {
+        let mut msg = Message::default();
+        msg.set_msg_type(msg_type);
+        (msg.from, msg.to, msg.term) = (2, 1, term);
+        msg
+    }
+
+    /// Votes and append acknowledgements leave only after the WAL write
+    /// (with its fdatasync) of the vote and entries they acknowledge, and
+    /// only persisted entries are applied: the trace of persists, sends and
+    /// applies of real Ready cycles is checked.
+    #[test]
+    fn nothing_claiming_durability_is_sent_or_applied_before_it_is_persisted() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let dir = tempfile::tempdir().unwrap();
+        let mut raft_loop = test_loop(dir.path(), &runtime);
+
+        let mut vote = from_2(MessageType::MsgRequestVote, 2);
+        (vote.index, vote.log_term) = (1, 1);
+        let mut append = from_2(MessageType::MsgAppend, 2);
+        (append.index, append.log_term, append.commit) = (1, 1, 1);
+        append.entries = (2..=4)
+            .map(|index| Entry {
+                index,
+                term: 2,
+                data: vec![index as u8],
+                ..Default::default()
+            })
+            .collect();
+        let mut append_more = from_2(MessageType::MsgAppend, 2);
+        (append_more.index, append_more.log_term, append_more.commit) = (4, 2, 4);
+        append_more.entries = vec![Entry {
+            index: 5,
+            term: 2,
+            ..Default::default()
+        }];
+        for frame in [vec![vote], vec![append], vec![append_more]] {
+            raft_loop.on_frame(frame);
+            raft_loop.on_ready().unwrap();
+        }
+
+        let (mut persisted_last, mut persisted_vote) = (0, (0, 0));
+        let (mut acks, mut votes, mut applied) = (0, 0, 0);
+        for event in raft_loop.trace.borrow().iter() {
+            match event {
+                Traced::Applied(index) => {
+                    applied = *index;
+                    assert!(
+                        *index <= persisted_last,
+                        "entry {index} applied with only {persisted_last} persisted"
+                    );
+                }
+                Traced::Persisted {
+                    last_index,
+                    hard_state,
+                } => {
+                    persisted_last = last_index.unwrap_or(persisted_last);
+                    if let Some(hs) = hard_state {
+                        persisted_vote = (hs.term, hs.vote);
+                    }
+                }
+                Traced::Sent(msg) if msg.reject => {}
+                Traced::Sent(msg) => match msg.get_msg_type() {
+                    MessageType::MsgAppendResponse => {
+                        acks += 1;
+                        assert!(
+                            msg.index <= persisted_last,
+                            "ack of index {} sent with only {persisted_last} persisted",
+                            msg.index
+                        );
+                    }
+                    MessageType::MsgRequestVoteResponse => {
+                        votes += 1;
+                        assert_eq!(
+                            persisted_vote,
+                            (msg.term, msg.to),
+                            "vote sent before it was persisted"
+                        );
+                    }
+                    _ => {}
+                },
+            }
+        }
+        assert_eq!(
+            (votes, acks),
+            (1, 2),
+            "the vote and both appends were acknowledged"
+        );
+        assert_eq!(applied, 4, "the committed entries were applied");
+        drop(raft_loop);
+    }
+
     #[test]
     fn a_report_reaches_the_loop_when_the_frame_queue_is_full() {
         let (frames, queued) = bounded(1);

@@ -96,6 +96,25 @@ pub(crate) struct RaftLoop {
     log_bytes_since_snapshot: u64,
     /// Size of the newest snapshot's data.
     last_snapshot_bytes: u64,
+    /// What was persisted and sent, in order (for the ordering tests).
+    #[cfg(test)]
+    pub(crate) trace: std::cell::RefCell<Vec<Traced>>,
+}
+
+/// One persist or send, recorded in order by tests.
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub(crate) enum Traced {
+    /// A WAL write (and fdatasync) returned: the last entry index written
+    /// (if any) and the hard state written (if any).
+    Persisted {
+        last_index: Option<u64>,
+        hard_state: Option<raft::eraftpb::HardState>,
+    },
+    /// A message handed to the transport.
+    Sent(Box<Message>),
+    /// A committed entry applied.
+    Applied(u64),
 }
 
 /// Bytes a log entry costs beyond its payload (index, term, framing), for
@@ -152,6 +171,8 @@ impl RaftLoop {
             snapshot_in_flight: false,
             log_bytes_since_snapshot: 0,
             last_snapshot_bytes: 0,
+            #[cfg(test)]
+            trace: Default::default(),
         }
     }
 
@@ -362,7 +383,7 @@ impl RaftLoop {
         }
     }
 
-    fn on_frame(&mut self, messages: Vec<Message>) {
+    pub(crate) fn on_frame(&mut self, messages: Vec<Message>) {
         for msg in messages {
             self.step(msg);
         }
@@ -422,7 +443,7 @@ impl RaftLoop {
     }
 
     /// Handles one Ready, in raft-rs's order.
-    fn on_ready(&mut self) -> Result<(), NodeError> {
+    pub(crate) fn on_ready(&mut self) -> Result<(), NodeError> {
         if !self.raw.has_ready() {
             return Ok(());
         }
@@ -444,6 +465,11 @@ impl RaftLoop {
         // entries can be moved out instead of cloned into the store.
         let entries = ready.take_entries();
         self.disk.persist(&entries, ready.hs())?;
+        #[cfg(test)]
+        self.trace.borrow_mut().push(Traced::Persisted {
+            last_index: entries.last().map(|e| e.index),
+            hard_state: ready.hs().cloned(),
+        });
         self.raw.mut_store().append(entries);
         if let Some(hard_state) = ready.hs() {
             self.raw.mut_store().set_hard_state(hard_state.clone());
@@ -464,6 +490,10 @@ impl RaftLoop {
     }
 
     fn send(&self, messages: Vec<Message>) {
+        #[cfg(test)]
+        self.trace
+            .borrow_mut()
+            .extend(messages.iter().cloned().map(|m| Traced::Sent(Box::new(m))));
         if !messages.is_empty() {
             self.transport.send(messages);
         }
@@ -534,6 +564,8 @@ impl RaftLoop {
             }
             self.log_bytes_since_snapshot += entry.data.len() as u64 + ENTRY_OVERHEAD_BYTES;
             self.applied = entry.index;
+            #[cfg(test)]
+            self.trace.borrow_mut().push(Traced::Applied(entry.index));
         }
     }
 
