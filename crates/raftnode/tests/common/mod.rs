@@ -141,10 +141,21 @@ impl TestCluster {
 
     /// Starts node `id` (fresh, restart or join) with `recorder`.
     pub fn boot(&mut self, id: u64, join: bool, recorder: Recorder) {
+        self.boot_machine(id, join, recorder.clone(), Box::new(recorder));
+    }
+
+    /// Starts node `id` with `machine` (which should apply into `recorder`).
+    pub fn boot_machine(
+        &mut self,
+        id: u64,
+        join: bool,
+        recorder: Recorder,
+        machine: Box<dyn StateMachine>,
+    ) {
         let mut config = NodeConfig::new(id, self.members.clone(), self.data_dir(id));
         config.join = join;
         (self.tune)(&mut config);
-        let node = RaftNode::start(config, Box::new(recorder.clone())).expect("node starts");
+        let node = RaftNode::start(config, machine).expect("node starts");
         let listener = match self.listeners[id as usize - 1].take() {
             Some(listener) => listener,
             None => {
