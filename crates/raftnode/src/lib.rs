@@ -557,6 +557,35 @@ mod tests {
         drop(raft_loop);
     }
 
+    /// The snapshot file is written (and synced) before its WAL marker: when
+    /// the file cannot be written, no marker may exist (a restart would
+    /// otherwise look for a snapshot that is not there).
+    #[test]
+    fn no_wal_marker_without_its_snapshot_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::new(1, vec![(1, "http://127.0.0.1:1".into())], dir.path().into());
+        let mut disk = disk::Disk::open(&config, &mut NullMachine).unwrap().disk;
+        // The snapshot directory becomes unwritable: a file in its place.
+        std::fs::remove_dir_all(&config.snap_dir).unwrap();
+        std::fs::write(&config.snap_dir, b"not a directory").unwrap();
+        let mut snapshot = raft::eraftpb::Snapshot {
+            data: disk::envelope(&Default::default(), vec![1, 2, 3]),
+            ..Default::default()
+        };
+        snapshot.mut_metadata().index = 50;
+        snapshot.mut_metadata().term = 2;
+        assert!(
+            disk.save_snapshot(&snapshot).is_err(),
+            "the file write fails"
+        );
+        drop(disk);
+        let markers = wal::Wal::markers(&config.wal_dir).unwrap();
+        assert!(
+            markers.iter().all(|m| m.index != 50),
+            "a marker without its snapshot file: {markers:?}"
+        );
+    }
+
     #[test]
     fn a_report_reaches_the_loop_when_the_frame_queue_is_full() {
         let (frames, queued) = bounded(1);
