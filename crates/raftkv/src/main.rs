@@ -105,7 +105,11 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let client_listener = bind(&client_addr).await?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let peer_server = serve(peer_listener, node.peer_router(), shutdown_rx.clone());
+    let peer_server = serve(
+        peer_listener,
+        node.transport().router(),
+        shutdown_rx.clone(),
+    );
     let api_router = api::router(
         kv,
         api::ApiConfig {

@@ -13,7 +13,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use tracing::{info, warn};
 use wal::{Marker, Metadata, SnapshotStore, Wal, WalConfig};
 
-use crate::codec::{MemberRecord, SnapshotEnvelope, ENVELOPE_VERSION};
+use crate::codec::{split_envelope, MemberRecord, SnapshotEnvelope, ENVELOPE_VERSION};
 use crate::storage::LogStore;
 use crate::{NodeConfig, NodeError, StartKind, StateMachine};
 
@@ -295,20 +295,17 @@ pub(crate) fn envelope(members: &BTreeMap<u64, String>, state: Vec<u8>) -> Vec<u
 }
 
 /// Restores the state machine from a Raft snapshot and returns its members.
+/// The state bytes are passed on borrowed from the snapshot, not copied.
 pub(crate) fn restore_state_machine(
     sm: &mut dyn StateMachine,
     snapshot: &Snapshot,
 ) -> Result<BTreeMap<u64, String>, NodeError> {
     let index = snapshot.get_metadata().index;
-    let envelope = SnapshotEnvelope::decode_from(&snapshot.data)
+    let (members, state) = split_envelope(&snapshot.data)
         .map_err(|e| NodeError::Corrupt(format!("snapshot at index {index}: {e}")))?;
-    sm.restore(index, &envelope.state)
+    sm.restore(index, state)
         .map_err(|e| NodeError::Corrupt(e.to_string()))?;
-    Ok(envelope
-        .members
-        .into_iter()
-        .map(|m| (m.id, m.peer_url))
-        .collect())
+    Ok(members.into_iter().map(|m| (m.id, m.peer_url)).collect())
 }
 
 fn decode_entries(records: &[wal::Entry]) -> Result<Vec<Entry>, NodeError> {

@@ -163,7 +163,9 @@ pub struct Status {
 ///   A read of the state machine after it is linearizable.
 /// * `change_membership` resolves `Ok` only after the change is applied on
 ///   this node. Only one change may be in flight: a second one gets
-///   [`RaftError::MembershipChangeInProgress`].
+///   [`RaftError::MembershipChangeInProgress`], also when it was proposed
+///   on a follower and the leader dropped it because it had a change
+///   pending (nothing changed then).
 pub trait Consensus: Send + Sync + 'static {
     /// Hands `data` to Raft for replication (see the trait docs).
     fn propose(&self, data: Vec<u8>) -> BoxFuture<'_, Result<(), RaftError>>;

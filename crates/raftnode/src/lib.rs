@@ -22,7 +22,11 @@
 //! * Votes and append responses leave only after the fdatasync of the state
 //!   they acknowledge.
 //! * A peer message is checked (recipient, sender membership, contiguous
-//!   entries) before `RawNode::step`: nothing a peer sends panics the node.
+//!   entries, indices and commit within bounds, a snapshot's envelope and
+//!   configuration) before `RawNode::step`: nothing a peer sends panics the
+//!   node.
+//! * A leader's snapshot is persisted only after the state machine restored
+//!   it: a snapshot that cannot be restored never bricks the data directory.
 //! * At most one membership change is in flight; it is answered when applied.
 //! * A fatal storage error stops the loop: the node never runs on after a
 //!   failed fsync.
@@ -76,10 +80,13 @@ mod checks;
 mod codec;
 mod config;
 mod disk;
+#[cfg(test)]
+mod fuzz_tests;
 mod interface;
 mod logger;
 mod raft_loop;
 mod reads;
+mod reports;
 mod storage;
 
 use std::sync::Arc;
@@ -100,7 +107,8 @@ pub use interface::{
 };
 pub use raft_loop::StopReason;
 
-use raft_loop::{LoopParts, PeerEvent, RaftLoop, Request};
+use raft_loop::{LoopParts, RaftLoop, Request};
+use reports::Reports;
 
 /// Errors that stop a node (at start or while running).
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +156,8 @@ impl RaftNode {
     /// from the newest snapshot, starts the transport and the Raft loop.
     ///
     /// Must be called inside a tokio runtime (the transport spawns tasks).
-    /// The caller serves [`RaftNode::peer_router`] on this node's peer URL.
+    /// The caller serves the transport's router (`node.transport().router()`)
+    /// on this node's peer URL.
     pub fn start(
         config: NodeConfig,
         mut state_machine: Box<dyn StateMachine>,
@@ -165,6 +174,8 @@ impl RaftNode {
 
         let (request_tx, request_rx) = bounded(config.request_queue_len);
         let (peer_tx, peer_rx) = bounded(config.inbound_queue_len);
+        let (reports, report_rings) = Reports::new();
+        let reports = Arc::new(reports);
         let (shutdown_tx, shutdown_rx) = bounded(1);
         let mut transport_config = TransportConfig::new(config.id, config.cluster_id);
         transport_config.enable_fault_routes = config.enable_fault_routes;
@@ -173,7 +184,10 @@ impl RaftNode {
         })?;
         let transport = Transport::try_new(
             transport_config,
-            Arc::new(Inbox { events: peer_tx }),
+            Arc::new(Inbox {
+                frames: peer_tx,
+                reports: Arc::clone(&reports),
+            }),
             runtime,
         )
         .map_err(|e| NodeError::Config(format!("transport: {e}")))?;
@@ -199,7 +213,9 @@ impl RaftNode {
             sm: state_machine,
             transport: transport.clone(),
             requests: request_rx,
-            peer_events: peer_rx,
+            peer_frames: peer_rx,
+            reports,
+            report_rings,
             shutdown: shutdown_rx,
             members: recovered.members,
             applied: recovered.applied,
@@ -238,12 +254,9 @@ impl RaftNode {
         self.handle.clone()
     }
 
-    /// The peer-facing HTTP router (serve it on this node's peer URL).
-    pub fn peer_router(&self) -> axum::Router {
-        self.transport.router()
-    }
-
-    /// This node's transport (stats, fault injection in tests).
+    /// This node's transport: serve [`Transport::router`] on this node's
+    /// peer URL (raftnode speaks no HTTP itself); also stats and fault
+    /// injection in tests.
     pub fn transport(&self) -> &Transport {
         &self.transport
     }
@@ -303,20 +316,20 @@ fn initial_status(id: u64) -> Status {
     }
 }
 
-/// Where the transport delivers frames and reports: the Raft loop's queue.
+/// Where the transport delivers frames (the Raft loop's bounded queue) and
+/// reports (their own path, see `reports.rs`: never dropped).
 struct Inbox {
-    events: Sender<PeerEvent>,
+    frames: Sender<Vec<raft::eraftpb::Message>>,
+    reports: Arc<Reports>,
 }
 
 impl Delivery for Inbox {
     fn deliver(&self, msgs: Vec<raft::eraftpb::Message>) -> Result<(), Overloaded> {
-        self.events
-            .try_send(PeerEvent::Messages(msgs))
-            .map_err(|_| Overloaded)
+        self.frames.try_send(msgs).map_err(|_| Overloaded)
     }
 
     fn report_unreachable(&self, peer_id: u64) {
-        let _ = self.events.try_send(PeerEvent::Unreachable(peer_id));
+        self.reports.record(peer_id, |r| r.unreachable = true);
     }
 
     fn report_snapshot(&self, peer_id: u64, status: transport::SnapshotStatus) {
@@ -324,13 +337,11 @@ impl Delivery for Inbox {
             transport::SnapshotStatus::Finish => raft::SnapshotStatus::Finish,
             transport::SnapshotStatus::Failure => raft::SnapshotStatus::Failure,
         };
-        let _ = self
-            .events
-            .try_send(PeerEvent::SnapshotStatus(peer_id, status));
+        self.reports.record(peer_id, |r| r.snapshot = Some(status));
     }
 
     fn report_removed(&self, peer_id: u64) {
-        let _ = self.events.try_send(PeerEvent::RemovedBy(peer_id));
+        self.reports.record(peer_id, |r| r.removed_us = true);
     }
 }
 
@@ -381,5 +392,222 @@ impl Consensus for NodeHandle {
 
     fn status(&self) -> Status {
         self.status.read().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use raft::eraftpb::{Entry, Message, MessageType};
+    use raft_loop::Traced;
+
+    /// Node 1 of members 1, 2, 3, freshly bootstrapped, as a loop that the
+    /// test drives turn by turn (no thread, no peers reachable).
+    fn test_loop(dir: &std::path::Path, runtime: &tokio::runtime::Runtime) -> RaftLoop {
+        let members = (1..=3)
+            .map(|id| (id, format!("http://127.0.0.1:{id}")))
+            .collect();
+        let config = NodeConfig::new(1, members, dir.to_path_buf());
+        let mut sm = NullMachine;
+        let recovered = disk::Disk::open(&config, &mut sm).unwrap();
+        let raw = RawNode::new(
+            &raft_config(&config, recovered.applied),
+            recovered.store,
+            &logger::raft_logger(1),
+        )
+        .unwrap();
+        let (frames, _) = bounded(1);
+        let (reports, report_rings) = Reports::new();
+        let reports = Arc::new(reports);
+        let transport = Transport::try_new(
+            TransportConfig::new(1, 0),
+            Arc::new(Inbox {
+                frames,
+                reports: Arc::clone(&reports),
+            }),
+            runtime.handle().clone(),
+        )
+        .unwrap();
+        let (_, requests) = bounded(1);
+        let (_, peer_frames) = bounded(1);
+        let (_, shutdown) = bounded(1);
+        RaftLoop::new(raft_loop::LoopParts {
+            config,
+            raw,
+            disk: recovered.disk,
+            sm: Box::new(NullMachine),
+            transport,
+            requests,
+            peer_frames,
+            reports,
+            report_rings,
+            shutdown,
+            members: recovered.members,
+            applied: recovered.applied,
+            status: Arc::new(RwLock::new(initial_status(1))),
+        })
+    }
+
+    struct NullMachine;
+
+    impl StateMachine for NullMachine {
+        fn apply(&mut self, _index: u64, _data: &[u8]) {}
+        fn snapshot(&mut self) -> SnapshotJob {
+            Box::new(Vec::new)
+        }
+        fn restore(&mut self, _index: u64, _data: &[u8]) -> Result<(), RestoreError> {
+            Ok(())
+        }
+    }
+
+    fn from_2(msg_type: MessageType, term: u64) -> Message {
+        let mut msg = Message::default();
+        msg.set_msg_type(msg_type);
+        (msg.from, msg.to, msg.term) = (2, 1, term);
+        msg
+    }
+
+    /// Votes and append acknowledgements leave only after the WAL write
+    /// (with its fdatasync) of the vote and entries they acknowledge, and
+    /// only persisted entries are applied: the trace of persists, sends and
+    /// applies of real Ready cycles is checked.
+    #[test]
+    fn nothing_claiming_durability_is_sent_or_applied_before_it_is_persisted() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let dir = tempfile::tempdir().unwrap();
+        let mut raft_loop = test_loop(dir.path(), &runtime);
+
+        let mut vote = from_2(MessageType::MsgRequestVote, 2);
+        (vote.index, vote.log_term) = (1, 1);
+        let mut append = from_2(MessageType::MsgAppend, 2);
+        (append.index, append.log_term, append.commit) = (1, 1, 1);
+        append.entries = (2..=4)
+            .map(|index| Entry {
+                index,
+                term: 2,
+                data: vec![index as u8],
+                ..Default::default()
+            })
+            .collect();
+        let mut append_more = from_2(MessageType::MsgAppend, 2);
+        (append_more.index, append_more.log_term, append_more.commit) = (4, 2, 4);
+        append_more.entries = vec![Entry {
+            index: 5,
+            term: 2,
+            ..Default::default()
+        }];
+        for frame in [vec![vote], vec![append], vec![append_more]] {
+            raft_loop.on_frame(frame);
+            raft_loop.on_ready().unwrap();
+        }
+
+        let (mut persisted_last, mut persisted_vote) = (0, (0, 0));
+        let (mut acks, mut votes, mut applied) = (0, 0, 0);
+        for event in raft_loop.trace.borrow().iter() {
+            match event {
+                Traced::Applied(index) => {
+                    applied = *index;
+                    assert!(
+                        *index <= persisted_last,
+                        "entry {index} applied with only {persisted_last} persisted"
+                    );
+                }
+                Traced::Persisted {
+                    last_index,
+                    hard_state,
+                } => {
+                    persisted_last = last_index.unwrap_or(persisted_last);
+                    if let Some(hs) = hard_state {
+                        persisted_vote = (hs.term, hs.vote);
+                    }
+                }
+                Traced::Sent(msg) if msg.reject => {}
+                Traced::Sent(msg) => match msg.get_msg_type() {
+                    MessageType::MsgAppendResponse => {
+                        acks += 1;
+                        assert!(
+                            msg.index <= persisted_last,
+                            "ack of index {} sent with only {persisted_last} persisted",
+                            msg.index
+                        );
+                    }
+                    MessageType::MsgRequestVoteResponse => {
+                        votes += 1;
+                        assert_eq!(
+                            persisted_vote,
+                            (msg.term, msg.to),
+                            "vote sent before it was persisted"
+                        );
+                    }
+                    _ => {}
+                },
+            }
+        }
+        assert_eq!(
+            (votes, acks),
+            (1, 2),
+            "the vote and both appends were acknowledged"
+        );
+        assert_eq!(applied, 4, "the committed entries were applied");
+        drop(raft_loop);
+    }
+
+    /// The snapshot file is written (and synced) before its WAL marker: when
+    /// the file cannot be written, no marker may exist (a restart would
+    /// otherwise look for a snapshot that is not there).
+    #[test]
+    fn no_wal_marker_without_its_snapshot_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::new(1, vec![(1, "http://127.0.0.1:1".into())], dir.path().into());
+        let mut disk = disk::Disk::open(&config, &mut NullMachine).unwrap().disk;
+        // The snapshot directory becomes unwritable: a file in its place.
+        std::fs::remove_dir_all(&config.snap_dir).unwrap();
+        std::fs::write(&config.snap_dir, b"not a directory").unwrap();
+        let mut snapshot = raft::eraftpb::Snapshot {
+            data: disk::envelope(&Default::default(), vec![1, 2, 3]),
+            ..Default::default()
+        };
+        snapshot.mut_metadata().index = 50;
+        snapshot.mut_metadata().term = 2;
+        assert!(
+            disk.save_snapshot(&snapshot).is_err(),
+            "the file write fails"
+        );
+        drop(disk);
+        let markers = wal::Wal::markers(&config.wal_dir).unwrap();
+        assert!(
+            markers.iter().all(|m| m.index != 50),
+            "a marker without its snapshot file: {markers:?}"
+        );
+    }
+
+    #[test]
+    fn a_report_reaches_the_loop_when_the_frame_queue_is_full() {
+        let (frames, queued) = bounded(1);
+        let (reports, rings) = Reports::new();
+        let inbox = Inbox {
+            frames,
+            reports: Arc::new(reports),
+        };
+        inbox.deliver(vec![Default::default()]).unwrap();
+        assert!(
+            inbox.deliver(vec![Default::default()]).is_err(),
+            "queue full"
+        );
+        inbox.report_snapshot(2, transport::SnapshotStatus::Finish);
+        assert_eq!(queued.len(), 1, "the frame queue is untouched");
+        assert!(rings.try_recv().is_ok(), "the loop is woken");
+        let seen: Vec<_> = inbox
+            .reports
+            .take()
+            .into_iter()
+            .filter_map(|(peer, report)| Some((peer, report.snapshot?)))
+            .collect();
+        assert_eq!(seen, vec![(2, raft::SnapshotStatus::Finish)]);
     }
 }

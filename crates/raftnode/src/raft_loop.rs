@@ -15,7 +15,7 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::RwLock;
 use prost::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
 };
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
@@ -25,6 +25,7 @@ use transport::Transport;
 use crate::checks::check_peer_message;
 use crate::disk::{envelope, restore_state_machine, Disk};
 use crate::reads::ReadTracker;
+use crate::reports::Reports;
 use crate::storage::LogStore;
 use crate::{
     Member, MembershipChange, NodeConfig, NodeError, RaftError, Role, StateMachine, Status,
@@ -33,7 +34,7 @@ use crate::{
 /// Most requests and peer frames handled in one turn before the Ready is
 /// processed (bounds the latency of a turn).
 const DRAIN_REQUESTS_MAX: usize = 4096;
-const DRAIN_PEER_EVENTS_MAX: usize = 1024;
+const DRAIN_PEER_FRAMES_MAX: usize = 1024;
 
 /// A request from the layers above.
 pub(crate) enum Request {
@@ -48,15 +49,6 @@ pub(crate) enum Request {
         change: MembershipChange,
         reply: oneshot::Sender<Result<(), RaftError>>,
     },
-}
-
-/// Something the transport tells the node.
-pub(crate) enum PeerEvent {
-    Messages(Vec<Message>),
-    Unreachable(u64),
-    SnapshotStatus(u64, raft::SnapshotStatus),
-    /// A peer answered 410 Gone: it applied this node's removal.
-    RemovedBy(u64),
 }
 
 struct PendingChange {
@@ -81,7 +73,11 @@ pub(crate) struct RaftLoop {
     sm: Box<dyn StateMachine>,
     transport: Transport,
     requests: Receiver<Request>,
-    peer_events: Receiver<PeerEvent>,
+    /// Frames of peer messages, bounded (a full queue answers peers 503).
+    peer_frames: Receiver<Vec<Message>>,
+    /// Reports from the transport, never dropped; `report_rings` wakes us.
+    reports: Arc<Reports>,
+    report_rings: Receiver<()>,
     /// A message (or disconnection) here stops the loop; separate from the
     /// request queue so a full queue cannot delay a shutdown.
     shutdown: Receiver<()>,
@@ -100,6 +96,25 @@ pub(crate) struct RaftLoop {
     log_bytes_since_snapshot: u64,
     /// Size of the newest snapshot's data.
     last_snapshot_bytes: u64,
+    /// What was persisted and sent, in order (for the ordering tests).
+    #[cfg(test)]
+    pub(crate) trace: std::cell::RefCell<Vec<Traced>>,
+}
+
+/// One persist or send, recorded in order by tests.
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub(crate) enum Traced {
+    /// A WAL write (and fdatasync) returned: the last entry index written
+    /// (if any) and the hard state written (if any).
+    Persisted {
+        last_index: Option<u64>,
+        hard_state: Option<raft::eraftpb::HardState>,
+    },
+    /// A message handed to the transport.
+    Sent(Box<Message>),
+    /// A committed entry applied.
+    Applied(u64),
 }
 
 /// Bytes a log entry costs beyond its payload (index, term, framing), for
@@ -117,7 +132,9 @@ pub(crate) struct LoopParts {
     pub sm: Box<dyn StateMachine>,
     pub transport: Transport,
     pub requests: Receiver<Request>,
-    pub peer_events: Receiver<PeerEvent>,
+    pub peer_frames: Receiver<Vec<Message>>,
+    pub reports: Arc<Reports>,
+    pub report_rings: Receiver<()>,
     pub shutdown: Receiver<()>,
     pub members: BTreeMap<u64, String>,
     /// Highest index the state machine holds at start.
@@ -130,6 +147,7 @@ impl RaftLoop {
         let config = parts.config;
         let timeout = Duration::from_millis(config.request_timeout_ms);
         let retry = Duration::from_millis(config.tick_ms * 3);
+        let nonce = boot_nonce();
         RaftLoop {
             id: config.id,
             raw: parts.raw,
@@ -137,12 +155,14 @@ impl RaftLoop {
             sm: parts.sm,
             transport: parts.transport,
             requests: parts.requests,
-            peer_events: parts.peer_events,
+            peer_frames: parts.peer_frames,
+            reports: parts.reports,
+            report_rings: parts.report_rings,
             shutdown: parts.shutdown,
             members: parts.members,
-            reads: ReadTracker::new(timeout, retry),
+            reads: ReadTracker::new(config.id, nonce, timeout, retry),
             pending_change: None,
-            next_change_id: boot_nonce(),
+            next_change_id: nonce,
             status: parts.status,
             config,
             applied: parts.applied,
@@ -151,6 +171,8 @@ impl RaftLoop {
             snapshot_in_flight: false,
             log_bytes_since_snapshot: 0,
             last_snapshot_bytes: 0,
+            #[cfg(test)]
+            trace: Default::default(),
         }
     }
 
@@ -201,11 +223,12 @@ impl RaftLoop {
                 Ok(request) => self.on_request(request),
                 Err(_) => self.stop = Some(StopReason::Shutdown),
             },
-            recv(self.peer_events) -> event => {
-                if let Ok(event) = event {
-                    self.on_peer_event(event);
+            recv(self.peer_frames) -> frame => {
+                if let Ok(frame) = frame {
+                    self.on_frame(frame);
                 }
             },
+            recv(self.report_rings) -> _ => {},
             recv(self.shutdown) -> _ => self.stop = Some(StopReason::Shutdown),
             recv(self.snapshot_done.1) -> outcome => {
                 if let Ok(outcome) = outcome {
@@ -214,12 +237,13 @@ impl RaftLoop {
             },
             default(timeout) => {},
         }
-        for _ in 0..DRAIN_PEER_EVENTS_MAX {
-            match self.peer_events.try_recv() {
-                Ok(event) => self.on_peer_event(event),
+        for _ in 0..DRAIN_PEER_FRAMES_MAX {
+            match self.peer_frames.try_recv() {
+                Ok(frame) => self.on_frame(frame),
                 Err(_) => break,
             }
         }
+        self.on_reports();
         for _ in 0..DRAIN_REQUESTS_MAX {
             match self.requests.try_recv() {
                 Ok(request) => self.on_request(request),
@@ -274,7 +298,7 @@ impl RaftLoop {
                 id: request_id,
             },
         };
-        if let Err(e) = self.raw.propose_conf_change(Vec::new(), cc) {
+        if let Err(e) = self.propose_change_with_marker(cc) {
             let _ = reply.send(Err(RaftError::ProposalDropped(e.to_string())));
             return;
         }
@@ -289,6 +313,30 @@ impl RaftLoop {
             reply,
             deadline: Instant::now() + Duration::from_millis(self.config.request_timeout_ms),
         });
+    }
+
+    /// Proposes `cc` followed, in the same proposal, by an empty normal entry
+    /// whose context names the request ([`change_marker`]). raft-rs appends
+    /// both together, but a leader with a conf change pending replaces `cc`
+    /// with an empty entry, silently: when the marker is applied and the
+    /// change was not, the change was refused and nothing changed.
+    fn propose_change_with_marker(&mut self, cc: ConfChange) -> raft::Result<()> {
+        let request_id = cc.id;
+        let change = Entry {
+            entry_type: EntryType::EntryConfChange as i32,
+            data: cc.encode_to_vec(),
+            ..Default::default()
+        };
+        let marker = Entry {
+            entry_type: EntryType::EntryNormal as i32,
+            context: change_marker(request_id),
+            ..Default::default()
+        };
+        let mut msg = Message::default();
+        msg.set_msg_type(MessageType::MsgPropose);
+        msg.from = self.id;
+        msg.entries = vec![change, marker];
+        self.raw.raft.step(msg)
     }
 
     /// raft-rs accepts a second conf change while one is pending and then
@@ -335,30 +383,38 @@ impl RaftLoop {
         }
     }
 
-    fn on_peer_event(&mut self, event: PeerEvent) {
-        match event {
-            PeerEvent::Messages(messages) => {
-                for msg in messages {
-                    self.step(msg);
-                }
+    pub(crate) fn on_frame(&mut self, messages: Vec<Message>) {
+        for msg in messages {
+            self.step(msg);
+        }
+    }
+
+    fn on_reports(&mut self) {
+        for (peer, report) in self.reports.take() {
+            if report.unreachable {
+                self.raw.report_unreachable(peer);
             }
-            PeerEvent::Unreachable(peer) => self.raw.report_unreachable(peer),
-            PeerEvent::RemovedBy(peer) => {
+            if let Some(status) = report.snapshot {
+                debug!(node = self.id, peer, ?status, "snapshot delivery reported");
+                self.raw.report_snapshot(peer, status);
+            }
+            if report.removed_us {
                 info!(
                     node = self.id,
                     peer, "a peer reports this node was removed from the cluster"
                 );
                 self.stop = Some(StopReason::Removed);
             }
-            PeerEvent::SnapshotStatus(peer, status) => {
-                debug!(node = self.id, peer, ?status, "snapshot delivery reported");
-                self.raw.report_snapshot(peer, status)
-            }
         }
     }
 
     fn step(&mut self, msg: Message) {
-        if let Err(rejection) = check_peer_message(self.id, self.raw.store().conf_state(), &msg) {
+        if let Err(rejection) = check_peer_message(
+            self.id,
+            self.raw.store().conf_state(),
+            self.raw.store().last(),
+            &msg,
+        ) {
             warn!(
                 node = self.id,
                 from = msg.from,
@@ -387,7 +443,7 @@ impl RaftLoop {
     }
 
     /// Handles one Ready, in raft-rs's order.
-    fn on_ready(&mut self) -> Result<(), NodeError> {
+    pub(crate) fn on_ready(&mut self) -> Result<(), NodeError> {
         if !self.raw.has_ready() {
             return Ok(());
         }
@@ -395,9 +451,10 @@ impl RaftLoop {
         // 1. Messages that may go before persistence (a leader's appends and
         //    heartbeats): the leader writes its log while followers do.
         self.send(ready.take_messages());
-        // 2. A snapshot from the leader: snapshot file, WAL marker, restore.
+        // 2. A snapshot from the leader: restore, snapshot file, WAL marker.
         if !ready.snapshot().is_empty() {
-            self.install_snapshot(ready.snapshot().clone())?;
+            let snapshot = self.take_ready_snapshot(ready.snapshot());
+            self.install_snapshot(snapshot)?;
         }
         // 3. Read states: batches of reads whose read index is now known.
         self.reads.on_read_states(ready.take_read_states());
@@ -408,6 +465,11 @@ impl RaftLoop {
         // entries can be moved out instead of cloned into the store.
         let entries = ready.take_entries();
         self.disk.persist(&entries, ready.hs())?;
+        #[cfg(test)]
+        self.trace.borrow_mut().push(Traced::Persisted {
+            last_index: entries.last().map(|e| e.index),
+            hard_state: ready.hs().cloned(),
+        });
         self.raw.mut_store().append(entries);
         if let Some(hard_state) = ready.hs() {
             self.raw.mut_store().set_hard_state(hard_state.clone());
@@ -428,16 +490,44 @@ impl RaftLoop {
     }
 
     fn send(&self, messages: Vec<Message>) {
+        #[cfg(test)]
+        self.trace
+            .borrow_mut()
+            .extend(messages.iter().cloned().map(|m| Traced::Sent(Box::new(m))));
         if !messages.is_empty() {
             self.transport.send(messages);
         }
     }
 
+    /// The Ready's snapshot, owned. raft-rs keeps the snapshot it accepted
+    /// in its unstable log until `advance` and hands the Ready a clone; the
+    /// data is moved out of the unstable copy instead of cloning it a second
+    /// time (raft reads only that copy's metadata before `advance` drops it,
+    /// and nothing steps raft in between).
+    fn take_ready_snapshot(&mut self, in_ready: &Snapshot) -> Snapshot {
+        let mut snapshot = Snapshot {
+            metadata: in_ready.metadata.clone(),
+            ..Default::default()
+        };
+        match self.raw.raft.raft_log.unstable.snapshot.as_mut() {
+            Some(unstable) if unstable.get_metadata() == in_ready.get_metadata() => {
+                snapshot.data = std::mem::take(&mut unstable.data);
+            }
+            _ => snapshot.data = in_ready.data.clone(),
+        }
+        snapshot
+    }
+
+    /// Installs a snapshot from the leader: the state machine first, then
+    /// the snapshot file and its WAL marker. A snapshot that does not
+    /// restore stops the loop with nothing persisted, so the next start
+    /// begins from the previous state and fetches a snapshot again (the
+    /// checks before `step` already refused envelopes that do not decode).
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
         let index = snapshot.get_metadata().index;
         info!(node = self.id, index, "installing snapshot from the leader");
-        self.disk.save_snapshot(&snapshot)?;
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
+        self.disk.save_snapshot(&snapshot)?;
         self.set_members(members);
         self.last_snapshot_bytes = snapshot.data.len() as u64;
         self.log_bytes_since_snapshot = 0;
@@ -461,7 +551,7 @@ impl RaftLoop {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
                     self.sm.apply(entry.index, &entry.data)
                 }
-                EntryType::EntryNormal => {}
+                EntryType::EntryNormal => self.apply_change_marker(&entry),
                 EntryType::EntryConfChange => self.apply_conf_change(&entry),
                 EntryType::EntryConfChangeV2 => match ConfChangeV2::decode(entry.data.as_slice()) {
                     Ok(cc) => {
@@ -474,6 +564,8 @@ impl RaftLoop {
             }
             self.log_bytes_since_snapshot += entry.data.len() as u64 + ENTRY_OVERHEAD_BYTES;
             self.applied = entry.index;
+            #[cfg(test)]
+            self.trace.borrow_mut().push(Traced::Applied(entry.index));
         }
     }
 
@@ -512,6 +604,27 @@ impl RaftLoop {
         }
         self.answer_change(cc.id, Ok(()));
         self.publish_status(true);
+    }
+
+    /// The marker after a membership change: if that change is still
+    /// waiting here, the leader replaced it (another change was pending).
+    fn apply_change_marker(&mut self, entry: &Entry) {
+        let Some(request_id) = change_marker_id(&entry.context) else {
+            return;
+        };
+        if self
+            .pending_change
+            .as_ref()
+            .is_some_and(|p| p.request_id == request_id)
+        {
+            warn!(
+                node = self.id,
+                request_id,
+                index = entry.index,
+                "the leader dropped this membership change: another one was in progress"
+            );
+            self.answer_change(request_id, Err(RaftError::MembershipChangeInProgress));
+        }
     }
 
     fn answer_change(&mut self, request_id: u64, result: Result<(), RaftError>) {
@@ -696,8 +809,23 @@ impl RaftLoop {
     }
 }
 
-/// A per-process number so that membership request ids of two incarnations
-/// of a node do not collide.
+/// Context of the empty entry proposed right after a membership change
+/// (`propose_change_with_marker`): a tag and the change's request id.
+fn change_marker(request_id: u64) -> Vec<u8> {
+    [CHANGE_MARKER_TAG.as_slice(), &request_id.to_be_bytes()].concat()
+}
+
+/// The request id in a marker's context, if it is one.
+fn change_marker_id(context: &[u8]) -> Option<u64> {
+    let id = context.strip_prefix(CHANGE_MARKER_TAG.as_slice())?;
+    Some(u64::from_be_bytes(id.try_into().ok()?))
+}
+
+/// Tag of a membership change marker's context.
+const CHANGE_MARKER_TAG: &[u8; 8] = b"ccmarker";
+
+/// A per-process number so that membership request ids and ReadIndex
+/// contexts of two incarnations of a node do not collide.
 fn boot_nonce() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -736,6 +864,13 @@ mod tests {
             last_snapshot_bytes: 1_000_000,
             log_percent,
         })
+    }
+
+    #[test]
+    fn change_markers_round_trip() {
+        assert_eq!(change_marker_id(&change_marker(42)), Some(42));
+        assert_eq!(change_marker_id(b""), None);
+        assert_eq!(change_marker_id(b"ccmarker1"), None);
     }
 
     #[test]

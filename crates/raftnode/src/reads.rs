@@ -8,6 +8,11 @@
 //! raft-rs silently drops a ReadIndex request when there is no leader or the
 //! leader has not committed an entry in its term, so issued batches are
 //! re-issued every few ticks and answered with a timeout at their deadline.
+//!
+//! A ReadIndex context is (node id, boot nonce, sequence number): a leader's
+//! late answer to a request of a previous incarnation of this node (whose
+//! sequence numbers also started at 1) or of another node confirms nothing
+//! here; with a bare counter it confirmed a new batch at an older index.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -30,18 +35,28 @@ pub(crate) struct ReadTracker {
     new: Vec<Reply>,
     issued: BTreeMap<u64, Issued>,
     confirmed: Vec<(u64, Vec<Reply>)>,
-    next_ctx: u64,
+    /// This node's id and this process's boot nonce, in every context.
+    node_id: u64,
+    boot_nonce: u64,
+    next_seq: u64,
     timeout: Duration,
     retry_after: Duration,
 }
 
 impl ReadTracker {
-    pub(crate) fn new(timeout: Duration, retry_after: Duration) -> ReadTracker {
+    pub(crate) fn new(
+        node_id: u64,
+        boot_nonce: u64,
+        timeout: Duration,
+        retry_after: Duration,
+    ) -> ReadTracker {
         ReadTracker {
             new: Vec::new(),
             issued: BTreeMap::new(),
             confirmed: Vec::new(),
-            next_ctx: 1,
+            node_id,
+            boot_nonce,
+            next_seq: 1,
             timeout,
             retry_after,
         }
@@ -64,12 +79,12 @@ impl ReadTracker {
             answer(replies, Err(RaftError::NoLeader));
             return;
         }
-        let ctx = self.next_ctx;
-        self.next_ctx += 1;
-        read_index(ctx.to_be_bytes().to_vec());
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        read_index(self.context(seq));
         let now = Instant::now();
         self.issued.insert(
-            ctx,
+            seq,
             Issued {
                 replies,
                 deadline: now + self.timeout,
@@ -81,13 +96,29 @@ impl ReadTracker {
     /// Moves batches whose ReadIndex came back to the confirmed stage.
     pub(crate) fn on_read_states(&mut self, states: Vec<ReadState>) {
         for state in states {
-            let Ok(ctx_bytes) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+            let Some(seq) = self.sequence_of(&state.request_ctx) else {
                 continue;
             };
-            if let Some(issued) = self.issued.remove(&u64::from_be_bytes(ctx_bytes)) {
+            if let Some(issued) = self.issued.remove(&seq) {
                 self.confirmed.push((state.index, issued.replies));
             }
         }
+    }
+
+    /// The context of batch `seq`: node id, boot nonce, `seq` (big-endian).
+    fn context(&self, seq: u64) -> Vec<u8> {
+        [self.node_id, self.boot_nonce, seq]
+            .iter()
+            .flat_map(|n| n.to_be_bytes())
+            .collect()
+    }
+
+    /// The sequence number in `ctx` if this incarnation of this node made it.
+    fn sequence_of(&self, ctx: &[u8]) -> Option<u64> {
+        let bytes = <[u8; 24]>::try_from(ctx).ok()?;
+        let field =
+            |i: usize| u64::from_be_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        (field(0) == self.node_id && field(1) == self.boot_nonce).then(|| field(2))
     }
 
     /// Answers every confirmed batch whose read index is applied.
@@ -117,11 +148,15 @@ impl ReadTracker {
                 answer(issued.replies, Err(self.timeout_error()));
             }
         }
-        for (ctx, issued) in self.issued.iter_mut() {
+        let mut resend = Vec::new();
+        for (seq, issued) in self.issued.iter_mut() {
             if now.duration_since(issued.last_sent) >= self.retry_after {
                 issued.last_sent = now;
-                read_index(ctx.to_be_bytes().to_vec());
+                resend.push(*seq);
             }
+        }
+        for seq in resend {
+            read_index(self.context(seq));
         }
     }
 
@@ -154,6 +189,10 @@ fn answer(replies: Vec<Reply>, result: Result<(), RaftError>) {
 mod tests {
     use super::*;
 
+    fn tracker(node: u64, nonce: u64, (timeout, retry): (Duration, Duration)) -> ReadTracker {
+        ReadTracker::new(node, nonce, timeout, retry)
+    }
+
     fn read(tracker: &mut ReadTracker) -> oneshot::Receiver<Result<(), RaftError>> {
         let (tx, rx) = oneshot::channel();
         tracker.push(tx);
@@ -162,7 +201,8 @@ mod tests {
 
     #[test]
     fn one_read_index_per_batch_answered_once_applied() {
-        let mut tracker = ReadTracker::new(Duration::from_secs(5), Duration::from_millis(200));
+        let mut tracker =
+            ReadTracker::new(1, 7, Duration::from_secs(5), Duration::from_millis(200));
         let mut a = read(&mut tracker);
         let mut b = read(&mut tracker);
         let mut sent = Vec::new();
@@ -184,7 +224,8 @@ mod tests {
 
     #[test]
     fn no_leader_fails_fast_and_expired_reads_time_out() {
-        let mut tracker = ReadTracker::new(Duration::from_millis(10), Duration::from_millis(1));
+        let mut tracker =
+            ReadTracker::new(1, 7, Duration::from_millis(10), Duration::from_millis(1));
         let mut a = read(&mut tracker);
         tracker.flush(false, |_| panic!("no ReadIndex without a leader"));
         assert_eq!(a.try_recv().unwrap(), Err(RaftError::NoLeader));
@@ -203,8 +244,31 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_to_a_previous_incarnation_confirms_nothing() {
+        let timeouts = (Duration::from_secs(5), Duration::from_secs(1));
+        let mut before_restart = tracker(1, 0x1111, timeouts);
+        let mut old_ctx = Vec::new();
+        before_restart.push(oneshot::channel().0);
+        before_restart.flush(true, |ctx| old_ctx = ctx);
+
+        let mut after_restart = tracker(1, 0x2222, timeouts);
+        let mut read = read(&mut after_restart);
+        after_restart.flush(true, |_| {});
+        // The leader's late answer to the old request, at an old index.
+        after_restart.on_read_states(vec![ReadState {
+            index: 3,
+            request_ctx: old_ctx,
+        }]);
+        after_restart.on_applied(3);
+        assert!(
+            read.try_recv().is_err(),
+            "a new read was confirmed by an answer to another request"
+        );
+    }
+
+    #[test]
     fn unknown_read_states_are_ignored() {
-        let mut tracker = ReadTracker::new(Duration::from_secs(1), Duration::from_secs(1));
+        let mut tracker = ReadTracker::new(1, 7, Duration::from_secs(1), Duration::from_secs(1));
         tracker.on_read_states(vec![ReadState {
             index: 3,
             request_ctx: vec![1, 2],

@@ -20,6 +20,9 @@ pub type AppliedLog = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub applied: AppliedLog,
+    /// `(above, count)`: the next `count` restores of a snapshot at an
+    /// index above `above` fail.
+    pub restore_failures: Arc<Mutex<(u64, u32)>>,
 }
 
 impl StateMachine for Recorder {
@@ -33,6 +36,16 @@ impl StateMachine for Recorder {
     }
 
     fn restore(&mut self, index: u64, mut data: &[u8]) -> Result<(), RestoreError> {
+        {
+            let mut failures = self.restore_failures.lock();
+            if index > failures.0 && failures.1 > 0 {
+                failures.1 -= 1;
+                return Err(RestoreError {
+                    index,
+                    reason: "injected restore failure".into(),
+                });
+            }
+        }
         let bad = || RestoreError {
             index,
             reason: "truncated recorder snapshot".into(),
@@ -128,10 +141,21 @@ impl TestCluster {
 
     /// Starts node `id` (fresh, restart or join) with `recorder`.
     pub fn boot(&mut self, id: u64, join: bool, recorder: Recorder) {
+        self.boot_machine(id, join, recorder.clone(), Box::new(recorder));
+    }
+
+    /// Starts node `id` with `machine` (which should apply into `recorder`).
+    pub fn boot_machine(
+        &mut self,
+        id: u64,
+        join: bool,
+        recorder: Recorder,
+        machine: Box<dyn StateMachine>,
+    ) {
         let mut config = NodeConfig::new(id, self.members.clone(), self.data_dir(id));
         config.join = join;
         (self.tune)(&mut config);
-        let node = RaftNode::start(config, Box::new(recorder.clone())).expect("node starts");
+        let node = RaftNode::start(config, machine).expect("node starts");
         let listener = match self.listeners[id as usize - 1].take() {
             Some(listener) => listener,
             None => {
@@ -144,7 +168,7 @@ impl TestCluster {
         };
         listener.set_nonblocking(true).unwrap();
         let listener = TcpListener::from_std(listener).unwrap();
-        let router = node.peer_router();
+        let router = node.transport().router();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -269,5 +293,57 @@ impl TestCluster {
         for id in self.running() {
             self.node(id).node.transport().faults().heal_all();
         }
+    }
+}
+
+/// POSTs `body` to `path` on the peer port of the node at `url` with the
+/// identity headers of a message from `from` to `to` (cluster id 0), over
+/// plain HTTP/1.1 as a peer would; returns the status code.
+pub async fn post_as_peer(url: &str, path: &str, from: u64, to: u64, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\
+         {}: 0\r\n{}: {to}\r\n{}: {from}\r\nconnection: close\r\n\r\n",
+        body.len(),
+        transport::wire::HEADER_CLUSTER_ID,
+        transport::wire::HEADER_TO,
+        transport::wire::HEADER_FROM,
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
+}
+
+impl TestCluster {
+    /// Proposes `data` through the leader and waits until every node in
+    /// `ids` applied it: the nodes are alive and applying.
+    pub async fn applied_everywhere(&self, ids: &[u64], data: &[u8]) {
+        let leader = self.leader().await;
+        self.propose_applied(leader, data).await;
+        let deadline = Instant::now() + WAIT;
+        for id in ids {
+            while !self.node(*id).recorder.payloads().iter().any(|p| p == data) {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} never applied {data:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    /// Whether node `id`'s Raft loop has ended.
+    pub async fn has_stopped(&self, id: u64) -> bool {
+        tokio::time::timeout(Duration::from_millis(1), self.node(id).node.stopped())
+            .await
+            .is_ok()
     }
 }
