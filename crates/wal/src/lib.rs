@@ -15,10 +15,14 @@
 //! # Invariants
 //! - Every record read back passed its CRC, and CRCs are chained across records and segments:
 //!   a stale, foreign or reordered record never passes as current.
-//! - A torn write at the tail of the newest segment is cut off on open, with a warning; any
-//!   other damage (bad checksum before the tail, missing segment, segment of another WAL or
-//!   node) is refused with [`WalError::Corrupt`] naming the file and byte offset. Committed
-//!   data is never silently skipped.
+//! - A torn write at the tail of the newest segment is cut off on open, with a warning. A
+//!   record is torn only if nothing after it validates *and* a 512-byte-aligned sector
+//!   overlapping it is all zero (what a write that never fully reached a preallocated segment
+//!   leaves). Any other damage (a flipped bit or garbage even in the last record, a bad
+//!   checksum before the tail, a missing segment, a segment of another WAL or node) is refused
+//!   with [`WalError::Corrupt`] naming the file and byte offset, and nothing is wiped: the
+//!   record was fsynced and may have been acknowledged. Committed data is never silently
+//!   skipped. The checks are bounded ([`TAIL_CHECK_BYTES_MAX`]).
 //! - `save` is one `write` and one `fdatasync` (none when there is nothing to write); when
 //!   it returns, the batch survives a crash.
 //! - Every segment starts with the metadata, the latest marker and the latest hard state, so
@@ -76,6 +80,7 @@ mod types;
 mod wal;
 
 pub use crate::error::{Corruption, WalError};
+pub use crate::scan::TAIL_CHECK_BYTES_MAX;
 pub use crate::snapshot::{SnapshotStore, StoredSnapshot, SNAPSHOT_FLUSH_BYTES};
 pub use crate::types::{
     Entry, Marker, Metadata, Recovered, WalConfig, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES,

@@ -198,9 +198,10 @@ impl Wal {
     /// [`Marker::ZERO`]) and reads it back: metadata, latest hard state and every entry after
     /// `at.index`.
     ///
-    /// Every record's checksum is verified. A torn write at the tail of the newest segment is
-    /// cut off (with a warning) and its bytes zeroed; any other damage is refused with
-    /// [`WalError::Corrupt`] naming the file and byte offset.
+    /// Every record's checksum is verified. A torn write at the tail of the newest segment (an
+    /// invalid record with nothing valid after it and an all-zero 512-byte sector) is cut off
+    /// (with a warning) and its bytes zeroed; any other damage is refused with
+    /// [`WalError::Corrupt`] naming the file and byte offset, and left in place.
     pub fn open(dir: &Path, at: Marker, config: WalConfig) -> Result<(Wal, Recovered), WalError> {
         config.validate()?;
         require_dir(dir)?;
