@@ -215,13 +215,14 @@ impl Disk {
         Ok(())
     }
 
-    /// Writes a snapshot file (fsynced) and then its WAL marker.
+    /// Writes a snapshot from the leader (or the bootstrap snapshot) to a
+    /// file (fsynced) and then its WAL marker, as a *received* marker: the
+    /// snapshot replaces the log, as raft-rs replaces its in-memory log.
     ///
-    /// For a snapshot from the leader beyond the local log, the marker also
-    /// moves the WAL's end to the snapshot: the next entries follow it.
-    /// Stale entries after a snapshot inside the local log stay until the
-    /// leader's entries replace them; they are uncommitted, like any
-    /// follower's conflicting tail.
+    /// raft-rs installs a snapshot (S, T) only when the local log does not
+    /// hold index S with term T, so every local entry above S, and the one at
+    /// S, is a divergent or stale tail: the WAL drops them, now and on
+    /// replay, and the log ends at S with term T. The next entries follow it.
     pub(crate) fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
         let meta = snapshot.get_metadata();
         assert!(
@@ -230,7 +231,12 @@ impl Disk {
         );
         self.snaps
             .save(meta.term, meta.index, &snapshot.encode_to_vec())?;
-        self.save_marker(meta.index, meta.term)
+        let marker = Marker {
+            index: meta.index,
+            term: meta.term,
+        };
+        self.wal.save_received_snapshot_marker(marker)?;
+        self.marker_saved(marker)
     }
 
     /// The snapshot store, for the background snapshot writer.
@@ -238,8 +244,9 @@ impl Disk {
         Arc::clone(&self.snaps)
     }
 
-    /// Records the WAL marker of a snapshot whose file is already saved
-    /// and fsynced (by the background writer).
+    /// Records the WAL marker of a snapshot taken locally whose file is
+    /// already saved and fsynced (by the background writer). The entries
+    /// above it stay: they are this node's log after the snapshot.
     pub(crate) fn save_marker(&mut self, index: u64, term: u64) -> Result<(), NodeError> {
         assert!(
             index >= self.snapshot_index,
@@ -247,7 +254,11 @@ impl Disk {
         );
         let marker = Marker { index, term };
         self.wal.save_snapshot_marker(marker)?;
-        self.snapshot_index = index;
+        self.marker_saved(marker)
+    }
+
+    fn marker_saved(&mut self, marker: Marker) -> Result<(), NodeError> {
+        self.snapshot_index = marker.index;
         // Old snapshot files go only now that the new marker is durable.
         self.snaps.purge(marker)?;
         Ok(())

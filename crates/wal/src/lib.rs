@@ -28,7 +28,10 @@
 //! - Every segment starts with the metadata, the latest marker and the latest hard state, so
 //!   releasing old segments never loses them.
 //! - Replay reproduces log conflicts exactly: an entry at an index at or below the last one
-//!   replaces the old tail from that index.
+//!   replaces the old tail from that index, and a snapshot received from a leader
+//!   ([`Wal::save_received_snapshot_marker`]) replaces the log up to its index (entries above
+//!   it are dropped). A locally taken snapshot's marker ([`Wal::save_snapshot_marker`]) keeps
+//!   them.
 //!
 //! The on-disk format is described byte by byte in the workspace ARCHITECTURE.md ("On-disk format").
 //!

@@ -69,7 +69,11 @@ pub(crate) enum Check {
 #[derive(Debug)]
 pub(crate) enum Event<'a> {
     HardState(&'a [u8]),
-    Marker(Marker),
+    /// A snapshot marker; `received` when the snapshot came from a leader and replaces the log.
+    Marker {
+        marker: Marker,
+        received: bool,
+    },
     Entry {
         index: u64,
         term: u64,
@@ -216,7 +220,14 @@ fn scan_segment(
                     .map_err(|why| corrupt(path, offset, Corruption::BadRecord(why)))?;
                 let event = match body {
                     Body::HardState(bytes) => Event::HardState(bytes),
-                    Body::Marker(marker) => Event::Marker(marker),
+                    Body::Marker(marker) => Event::Marker {
+                        marker,
+                        received: false,
+                    },
+                    Body::ReceivedMarker(marker) => Event::Marker {
+                        marker,
+                        received: true,
+                    },
                     Body::Entry { index, term, data } => Event::Entry { index, term, data },
                     Body::SegmentHeader(_) | Body::Metadata(_) => {
                         let why = "segment header or metadata after the preamble";

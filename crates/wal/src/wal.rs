@@ -89,7 +89,9 @@ fn encode_preamble(
     encode_segment_header(buf, crc, header);
     encode_metadata(buf, crc, metadata);
     if marker != Marker::ZERO {
-        encode_marker(buf, crc, marker);
+        // Always a plain marker: replayed at the start of a segment, it must not cut the
+        // entries the previous segment holds above it.
+        encode_marker(buf, crc, RecordType::Marker, marker);
     }
     if let Some(state) = hard_state {
         encode(buf, crc, RecordType::HardState, &[state]);
@@ -270,7 +272,7 @@ impl Wal {
         }
         let mut markers: Vec<Marker> = Vec::new();
         scan(dir, &names, &mut |event, _, _| {
-            if let Event::Marker(marker) = event {
+            if let Event::Marker { marker, .. } = event {
                 if markers.last() != Some(&marker) {
                     markers.push(marker);
                 }
@@ -321,10 +323,27 @@ impl Wal {
         Ok(())
     }
 
-    /// Records a snapshot marker durably (one write, one fdatasync). Markers must not go
-    /// backwards. A marker beyond [`Wal::last_index`] (a snapshot received from a leader)
-    /// moves the log's end to it: the next entry saved is `marker.index + 1`.
+    /// Records the marker of a snapshot taken locally, durably (one write, one fdatasync).
+    /// Markers must not go backwards. The entries above it stay: they are the log after the
+    /// snapshot. A marker beyond [`Wal::last_index`] moves the log's end to it (WALs written
+    /// before [`Wal::save_received_snapshot_marker`] existed recorded received snapshots so).
     pub fn save_snapshot_marker(&mut self, marker: Marker) -> Result<(), WalError> {
+        self.write_marker(RecordType::Marker, marker)?;
+        self.last_index = self.last_index.max(marker.index);
+        Ok(())
+    }
+
+    /// Records the marker of a snapshot received from a leader, durably (one write, one
+    /// fdatasync). The snapshot replaces the log: every entry above `marker.index` is dropped
+    /// (a divergent tail the leader's snapshot superseded), now and on replay, and the log
+    /// ends at the marker. The next entry saved is `marker.index + 1`.
+    pub fn save_received_snapshot_marker(&mut self, marker: Marker) -> Result<(), WalError> {
+        self.write_marker(RecordType::ReceivedMarker, marker)?;
+        self.last_index = marker.index;
+        Ok(())
+    }
+
+    fn write_marker(&mut self, kind: RecordType, marker: Marker) -> Result<(), WalError> {
         self.check_usable()?;
         if marker.index == u64::MAX {
             return Err(WalError::IndexOutOfRange {
@@ -337,9 +356,10 @@ impl Wal {
                 latest_index: self.marker.index,
             });
         }
-        self.write_batch(record_bytes(16), |buf, crc| encode_marker(buf, crc, marker))?;
+        self.write_batch(record_bytes(16), |buf, crc| {
+            encode_marker(buf, crc, kind, marker)
+        })?;
         self.marker = marker;
-        self.last_index = self.last_index.max(marker.index);
         Ok(())
     }
 
