@@ -76,6 +76,7 @@
 mod error;
 mod fs;
 mod record;
+mod repair;
 mod replay;
 mod scan;
 mod snapshot;
@@ -83,6 +84,7 @@ mod types;
 mod wal;
 
 pub use crate::error::{Corruption, WalError};
+pub use crate::repair::{Damage, DroppedKind, DroppedRange, DroppedRecord, RepairReport};
 pub use crate::scan::TAIL_CHECK_BYTES_MAX;
 pub use crate::snapshot::{SnapshotStore, StoredSnapshot, SNAPSHOT_FLUSH_BYTES};
 pub use crate::types::{

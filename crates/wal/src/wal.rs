@@ -13,6 +13,7 @@ use crate::record::{
     encode, encode_entry, encode_marker, encode_metadata, encode_segment_header, record_bytes,
     RecordType, SegmentHeader, ENTRY_PREFIX_BYTES, MAX_PAYLOAD_BYTES,
 };
+use crate::repair::RepairReport;
 use crate::replay::Replay;
 use crate::scan::{scan, Event, ScanOutcome};
 use crate::types::{Entry, Marker, Metadata, Recovered, WalConfig};
@@ -257,6 +258,21 @@ impl Wal {
             "opened WAL"
         );
         Ok((wal, recovered))
+    }
+
+    /// The operator's explicit repair of a WAL that [`Wal::open`] refuses as corrupt: keeps
+    /// every record before the first damaged one, zeroes the rest of that segment and deletes
+    /// every later segment (a segment damaged in its header or metadata is deleted whole).
+    /// With `dry_run`, changes nothing. The report names every file, offset and byte count
+    /// dropped and the records that can be identified there.
+    ///
+    /// What is dropped was fsynced and may have been acknowledged: a Raft node that lost
+    /// entries or a vote can break the cluster's guarantees. Only an operator decides this;
+    /// nothing calls it on its own. A WAL that opens as it is (a provable torn tail included)
+    /// is left alone, and damage in the first segment's header or metadata cannot be repaired.
+    pub fn repair(dir: &Path, dry_run: bool) -> Result<RepairReport, WalError> {
+        require_dir(dir)?;
+        crate::repair::repair(dir, dry_run)
     }
 
     /// Every snapshot marker recorded in the WAL in `dir`, oldest first, without duplicates.
