@@ -32,6 +32,7 @@ pub(crate) struct RepairFlags {
 }
 
 /// Runs the subcommand; `args` starts with the program name.
+#[allow(clippy::print_stdout)] // The subcommand's output is the report.
 pub(crate) fn main(args: impl Iterator<Item = String>) -> ExitCode {
     let flags = RepairFlags::parse_from(args);
     let wal_dir = flags.data_dir.join("wal");
@@ -41,7 +42,7 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cannot repair {}: {e}", wal_dir.display());
+            tracing::error!("cannot repair {}: {e}", wal_dir.display());
             ExitCode::FAILURE
         }
     }

@@ -6,6 +6,8 @@
 //!   directory that is locked (flock on `LOCK`) while open.
 //! - [`SnapshotStore`]: one checksummed file per snapshot in its own directory, written
 //!   atomically, newest valid one loaded, old ones purged.
+//! - [`Wal::repair`]: the operator's explicit cut of a WAL that `open` refuses, reporting
+//!   every file, offset, byte count and identifiable record it drops ([`RepairReport`]).
 //!
 //! # What it does not own
 //! It knows nothing of Raft or protobuf (**architecture invariant**: only raftnode imports
