@@ -9,6 +9,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 mod flags;
+mod repair;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -23,6 +24,9 @@ use flags::Flags;
 
 fn main() -> ExitCode {
     init_tracing();
+    if std::env::args().nth(1).as_deref() == Some("repair-wal") {
+        return repair::main(std::env::args().skip(1));
+    }
     let flags = Flags::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -156,7 +156,14 @@ impl Disk {
             // recorded next to it is older (apply may run ahead of the
             // persisted commit index).
             hard_state.commit = hard_state.commit.max(marker.index);
-            hard_state.term = hard_state.term.max(marker.term);
+            if marker.term > hard_state.term {
+                // The snapshot's hard state was not written (stopped between the
+                // marker and it). The recorded vote belongs to the older term;
+                // in the snapshot's term this node cast none (a vote is
+                // persisted before it is sent), so it must not carry over.
+                hard_state.term = marker.term;
+                hard_state.vote = raft::INVALID_ID;
+            }
             if hard_state.commit > store.last() {
                 return Err(NodeError::Corrupt(format!(
                     "hard state commit {} is beyond the last log index {}",
@@ -215,13 +222,14 @@ impl Disk {
         Ok(())
     }
 
-    /// Writes a snapshot file (fsynced) and then its WAL marker.
+    /// Writes a snapshot from the leader (or the bootstrap snapshot) to a
+    /// file (fsynced) and then its WAL marker, as a *received* marker: the
+    /// snapshot replaces the log, as raft-rs replaces its in-memory log.
     ///
-    /// For a snapshot from the leader beyond the local log, the marker also
-    /// moves the WAL's end to the snapshot: the next entries follow it.
-    /// Stale entries after a snapshot inside the local log stay until the
-    /// leader's entries replace them; they are uncommitted, like any
-    /// follower's conflicting tail.
+    /// raft-rs installs a snapshot (S, T) only when the local log does not
+    /// hold index S with term T, so every local entry above S, and the one at
+    /// S, is a divergent or stale tail: the WAL drops them, now and on
+    /// replay, and the log ends at S with term T. The next entries follow it.
     pub(crate) fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
         let meta = snapshot.get_metadata();
         assert!(
@@ -230,7 +238,12 @@ impl Disk {
         );
         self.snaps
             .save(meta.term, meta.index, &snapshot.encode_to_vec())?;
-        self.save_marker(meta.index, meta.term)
+        let marker = Marker {
+            index: meta.index,
+            term: meta.term,
+        };
+        self.wal.save_received_snapshot_marker(marker)?;
+        self.marker_saved(marker)
     }
 
     /// The snapshot store, for the background snapshot writer.
@@ -238,8 +251,9 @@ impl Disk {
         Arc::clone(&self.snaps)
     }
 
-    /// Records the WAL marker of a snapshot whose file is already saved
-    /// and fsynced (by the background writer).
+    /// Records the WAL marker of a snapshot taken locally whose file is
+    /// already saved and fsynced (by the background writer). The entries
+    /// above it stay: they are this node's log after the snapshot.
     pub(crate) fn save_marker(&mut self, index: u64, term: u64) -> Result<(), NodeError> {
         assert!(
             index >= self.snapshot_index,
@@ -247,7 +261,11 @@ impl Disk {
         );
         let marker = Marker { index, term };
         self.wal.save_snapshot_marker(marker)?;
-        self.snapshot_index = index;
+        self.marker_saved(marker)
+    }
+
+    fn marker_saved(&mut self, marker: Marker) -> Result<(), NodeError> {
+        self.snapshot_index = marker.index;
         // Old snapshot files go only now that the new marker is durable.
         self.snaps.purge(marker)?;
         Ok(())
@@ -349,4 +367,69 @@ fn check_metadata(config: &NodeConfig, metadata: &Metadata) -> Result<(), NodeEr
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RestoreError, SnapshotJob};
+
+    /// A state machine with no state.
+    struct Empty;
+
+    impl StateMachine for Empty {
+        fn apply(&mut self, _index: u64, _data: &[u8]) {}
+
+        fn snapshot(&mut self) -> SnapshotJob {
+            Box::new(Vec::new)
+        }
+
+        fn restore(&mut self, _index: u64, _data: &[u8]) -> Result<(), RestoreError> {
+            Ok(())
+        }
+    }
+
+    /// A snapshot from a leader of a later term is written (file, then WAL marker) but the
+    /// hard state of the same Ready is not (the process stopped in between). The restart
+    /// raises the term to the snapshot's; the vote recorded belongs to the older term and must
+    /// not carry over to the new one.
+    #[test]
+    fn a_restart_that_raises_the_term_to_a_markers_clears_the_old_vote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let members = vec![(1, "http://127.0.0.1:1".to_string())];
+        let config = NodeConfig::new(1, members, dir.path().to_path_buf());
+        let mut disk = Disk::open(&config, &mut Empty).expect("bootstrap").disk;
+        let voted = HardState {
+            term: 2,
+            vote: 3,
+            commit: 1,
+        };
+        disk.persist(&[], Some(&voted)).expect("persist");
+        let members: BTreeMap<u64, String> = config.initial_members.iter().cloned().collect();
+        let mut snapshot = bootstrap_snapshot(&members, Vec::new());
+        snapshot.mut_metadata().index = 5;
+        snapshot.mut_metadata().term = 4;
+        disk.save_snapshot(&snapshot).expect("snapshot");
+        drop(disk);
+
+        let recovered = Disk::open(&config, &mut Empty).expect("restart");
+        let hard_state = recovered.store.hard_state();
+        assert_eq!((hard_state.term, hard_state.commit), (4, 5));
+        assert_eq!(
+            hard_state.vote, 0,
+            "a vote of term 2 carried over to term 4"
+        );
+
+        // When the recorded term is not below the marker's, the vote stays.
+        let mut disk = recovered.disk;
+        let voted = HardState {
+            term: 4,
+            vote: 1,
+            commit: 5,
+        };
+        disk.persist(&[], Some(&voted)).expect("persist");
+        drop(disk);
+        let recovered = Disk::open(&config, &mut Empty).expect("restart");
+        assert_eq!(recovered.store.hard_state(), &voted);
+    }
 }

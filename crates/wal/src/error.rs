@@ -40,6 +40,13 @@ pub enum Corruption {
     /// Valid records follow an invalid one in the newest segment, so the damage is not a torn
     /// write at the tail.
     NotATornTail,
+    /// Deciding whether the damage is a torn write would hash more than
+    /// [`crate::TAIL_CHECK_BYTES_MAX`] bytes (many plausible record headers after it), so it
+    /// is not proven torn.
+    CheckBudgetExhausted {
+        /// Bytes hashed before giving up.
+        bytes: u64,
+    },
 }
 
 impl std::fmt::Display for Corruption {
@@ -73,6 +80,10 @@ impl std::fmt::Display for Corruption {
             Self::NotATornTail => write!(
                 f,
                 "invalid record followed by valid records (damage before the tail)"
+            ),
+            Self::CheckBudgetExhausted { bytes } => write!(
+                f,
+                "invalid record not proven to be a torn write (gave up after hashing {bytes} bytes)"
             ),
         }
     }

@@ -6,6 +6,8 @@
 //!   directory that is locked (flock on `LOCK`) while open.
 //! - [`SnapshotStore`]: one checksummed file per snapshot in its own directory, written
 //!   atomically, newest valid one loaded, old ones purged.
+//! - [`Wal::repair`]: the operator's explicit cut of a WAL that `open` refuses, reporting
+//!   every file, offset, byte count and identifiable record it drops ([`RepairReport`]).
 //!
 //! # What it does not own
 //! It knows nothing of Raft or protobuf (**architecture invariant**: only raftnode imports
@@ -15,16 +17,23 @@
 //! # Invariants
 //! - Every record read back passed its CRC, and CRCs are chained across records and segments:
 //!   a stale, foreign or reordered record never passes as current.
-//! - A torn write at the tail of the newest segment is cut off on open, with a warning; any
-//!   other damage (bad checksum before the tail, missing segment, segment of another WAL or
-//!   node) is refused with [`WalError::Corrupt`] naming the file and byte offset. Committed
-//!   data is never silently skipped.
+//! - A torn write at the tail of the newest segment is cut off on open, with a warning. A
+//!   record is torn only if nothing after it validates *and* a 512-byte-aligned sector
+//!   overlapping it is all zero (what a write that never fully reached a preallocated segment
+//!   leaves). Any other damage (a flipped bit or garbage even in the last record, a bad
+//!   checksum before the tail, a missing segment, a segment of another WAL or node) is refused
+//!   with [`WalError::Corrupt`] naming the file and byte offset, and nothing is wiped: the
+//!   record was fsynced and may have been acknowledged. Committed data is never silently
+//!   skipped. The checks are bounded ([`TAIL_CHECK_BYTES_MAX`]).
 //! - `save` is one `write` and one `fdatasync` (none when there is nothing to write); when
 //!   it returns, the batch survives a crash.
 //! - Every segment starts with the metadata, the latest marker and the latest hard state, so
 //!   releasing old segments never loses them.
 //! - Replay reproduces log conflicts exactly: an entry at an index at or below the last one
-//!   replaces the old tail from that index.
+//!   replaces the old tail from that index, and a snapshot received from a leader
+//!   ([`Wal::save_received_snapshot_marker`]) replaces the log up to its index (entries above
+//!   it are dropped). A locally taken snapshot's marker ([`Wal::save_snapshot_marker`]) keeps
+//!   them.
 //!
 //! The on-disk format is described byte by byte in the workspace ARCHITECTURE.md ("On-disk format").
 //!
@@ -69,6 +78,7 @@
 mod error;
 mod fs;
 mod record;
+mod repair;
 mod replay;
 mod scan;
 mod snapshot;
@@ -76,6 +86,8 @@ mod types;
 mod wal;
 
 pub use crate::error::{Corruption, WalError};
+pub use crate::repair::{Damage, DroppedKind, DroppedRange, DroppedRecord, RepairReport};
+pub use crate::scan::TAIL_CHECK_BYTES_MAX;
 pub use crate::snapshot::{SnapshotStore, StoredSnapshot, SNAPSHOT_FLUSH_BYTES};
 pub use crate::types::{
     Entry, Marker, Metadata, Recovered, WalConfig, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES,

@@ -31,6 +31,8 @@ pub(crate) enum RecordType {
     HardState = 3,
     Marker = 4,
     Entry = 5,
+    /// A snapshot received from a leader: replaces the log up to and including its index.
+    ReceivedMarker = 6,
 }
 
 impl RecordType {
@@ -41,6 +43,7 @@ impl RecordType {
             3 => Some(Self::HardState),
             4 => Some(Self::Marker),
             5 => Some(Self::Entry),
+            6 => Some(Self::ReceivedMarker),
             _ => None,
         }
     }
@@ -61,6 +64,7 @@ pub(crate) enum Body<'a> {
     Metadata(Metadata),
     HardState(&'a [u8]),
     Marker(Marker),
+    ReceivedMarker(Marker),
     Entry {
         index: u64,
         term: u64,
@@ -124,9 +128,16 @@ pub(crate) fn encode_metadata(buf: &mut Vec<u8>, crc: &mut u32, metadata: Metada
     encode(buf, crc, RecordType::Metadata, &parts);
 }
 
-pub(crate) fn encode_marker(buf: &mut Vec<u8>, crc: &mut u32, marker: Marker) {
+/// Encodes a snapshot marker: `RecordType::Marker` for a snapshot taken locally (the log
+/// above it stays), `RecordType::ReceivedMarker` for one received from a leader (it replaces
+/// the log).
+pub(crate) fn encode_marker(buf: &mut Vec<u8>, crc: &mut u32, kind: RecordType, marker: Marker) {
+    assert!(matches!(
+        kind,
+        RecordType::Marker | RecordType::ReceivedMarker
+    ));
     let parts: [&[u8]; 2] = [&marker.index.to_le_bytes(), &marker.term.to_le_bytes()];
-    encode(buf, crc, RecordType::Marker, &parts);
+    encode(buf, crc, kind, &parts);
 }
 
 pub(crate) fn encode_entry(buf: &mut Vec<u8>, crc: &mut u32, index: u64, term: u64, data: &[u8]) {
@@ -251,6 +262,11 @@ pub(crate) fn decode<'a>(parsed: &Parsed<'a>) -> Result<Body<'a>, &'static str> 
             term: u64_at(p, 8),
         })),
         RecordType::Marker => Err("snapshot marker record has the wrong size"),
+        RecordType::ReceivedMarker if p.len() == 16 => Ok(Body::ReceivedMarker(Marker {
+            index: u64_at(p, 0),
+            term: u64_at(p, 8),
+        })),
+        RecordType::ReceivedMarker => Err("received snapshot marker record has the wrong size"),
         RecordType::Entry if p.len() >= ENTRY_PREFIX_BYTES => Ok(Body::Entry {
             index: u64_at(p, 0),
             term: u64_at(p, 8),

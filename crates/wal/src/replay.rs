@@ -23,6 +23,9 @@ pub(crate) struct Replay {
     at_recorded: bool,
     /// Term of the live entry at `at.index`, if the log holds it.
     at_term_found: Option<u64>,
+    /// A snapshot received after `at` replaced the log up to this index: the entries between
+    /// `at` and it are not held.
+    replaced_through: Option<u64>,
 }
 
 impl Replay {
@@ -36,6 +39,7 @@ impl Replay {
             latest_marker: Marker::ZERO,
             at_recorded: at == Marker::ZERO,
             at_term_found: None,
+            replaced_through: None,
         }
     }
 
@@ -52,8 +56,12 @@ impl Replay {
                 state.clear();
                 state.extend_from_slice(bytes);
             }
-            Event::Marker(marker) => {
-                self.last_index = self.last_index.max(marker.index);
+            Event::Marker { marker, received } => {
+                if received {
+                    self.replace_log(marker);
+                } else {
+                    self.last_index = self.last_index.max(marker.index);
+                }
                 self.at_recorded |= marker == self.at;
                 self.latest_marker = marker;
             }
@@ -91,6 +99,12 @@ impl Replay {
         if index <= self.at.index {
             return Ok(());
         }
+        if self.replaced_through.is_some() {
+            return Err(WalError::EntriesUnavailable {
+                marker: self.at,
+                found_index: index,
+            });
+        }
         let expected = self
             .entries
             .last()
@@ -124,10 +138,31 @@ impl Replay {
         }
     }
 
+    /// A snapshot received from a leader: the log is replaced up to and including its index,
+    /// so every entry above it (a divergent tail) is dropped and the log ends at it, with the
+    /// snapshot's term there.
+    fn replace_log(&mut self, marker: Marker) {
+        self.truncate_from(marker.index.saturating_add(1));
+        self.last_index = marker.index;
+        if marker.index == self.at.index {
+            self.at_term_found = Some(marker.term);
+        } else if marker.index > self.at.index {
+            // The entries held between `at` and the snapshot are the local, replaced ones.
+            self.entries.clear();
+            self.replaced_through = Some(marker.index);
+        }
+    }
+
     /// Checks that `at` is usable.
     pub(crate) fn check_marker(&self) -> Result<(), WalError> {
         if !self.at_recorded {
             return Err(WalError::MarkerNotFound { marker: self.at });
+        }
+        if let Some(index) = self.replaced_through {
+            return Err(WalError::EntriesUnavailable {
+                marker: self.at,
+                found_index: index,
+            });
         }
         match self.at_term_found {
             Some(found_term) if found_term != self.at.term => Err(WalError::MarkerMismatch {

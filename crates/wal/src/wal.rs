@@ -13,6 +13,7 @@ use crate::record::{
     encode, encode_entry, encode_marker, encode_metadata, encode_segment_header, record_bytes,
     RecordType, SegmentHeader, ENTRY_PREFIX_BYTES, MAX_PAYLOAD_BYTES,
 };
+use crate::repair::RepairReport;
 use crate::replay::Replay;
 use crate::scan::{scan, Event, ScanOutcome};
 use crate::types::{Entry, Marker, Metadata, Recovered, WalConfig};
@@ -89,7 +90,9 @@ fn encode_preamble(
     encode_segment_header(buf, crc, header);
     encode_metadata(buf, crc, metadata);
     if marker != Marker::ZERO {
-        encode_marker(buf, crc, marker);
+        // Always a plain marker: replayed at the start of a segment, it must not cut the
+        // entries the previous segment holds above it.
+        encode_marker(buf, crc, RecordType::Marker, marker);
     }
     if let Some(state) = hard_state {
         encode(buf, crc, RecordType::HardState, &[state]);
@@ -198,9 +201,10 @@ impl Wal {
     /// [`Marker::ZERO`]) and reads it back: metadata, latest hard state and every entry after
     /// `at.index`.
     ///
-    /// Every record's checksum is verified. A torn write at the tail of the newest segment is
-    /// cut off (with a warning) and its bytes zeroed; any other damage is refused with
-    /// [`WalError::Corrupt`] naming the file and byte offset.
+    /// Every record's checksum is verified. A torn write at the tail of the newest segment (an
+    /// invalid record with nothing valid after it and an all-zero 512-byte sector) is cut off
+    /// (with a warning) and its bytes zeroed; any other damage is refused with
+    /// [`WalError::Corrupt`] naming the file and byte offset, and left in place.
     pub fn open(dir: &Path, at: Marker, config: WalConfig) -> Result<(Wal, Recovered), WalError> {
         config.validate()?;
         require_dir(dir)?;
@@ -256,6 +260,21 @@ impl Wal {
         Ok((wal, recovered))
     }
 
+    /// The operator's explicit repair of a WAL that [`Wal::open`] refuses as corrupt: keeps
+    /// every record before the first damaged one, zeroes the rest of that segment and deletes
+    /// every later segment (a segment damaged in its header or metadata is deleted whole).
+    /// With `dry_run`, changes nothing. The report names every file, offset and byte count
+    /// dropped and the records that can be identified there.
+    ///
+    /// What is dropped was fsynced and may have been acknowledged: a Raft node that lost
+    /// entries or a vote can break the cluster's guarantees. Only an operator decides this;
+    /// nothing calls it on its own. A WAL that opens as it is (a provable torn tail included)
+    /// is left alone, and damage in the first segment's header or metadata cannot be repaired.
+    pub fn repair(dir: &Path, dry_run: bool) -> Result<RepairReport, WalError> {
+        require_dir(dir)?;
+        crate::repair::repair(dir, dry_run)
+    }
+
     /// Every snapshot marker recorded in the WAL in `dir`, oldest first, without duplicates.
     /// Validates the whole WAL like [`Wal::open`] but repairs nothing.
     pub fn markers(dir: &Path) -> Result<Vec<Marker>, WalError> {
@@ -269,7 +288,7 @@ impl Wal {
         }
         let mut markers: Vec<Marker> = Vec::new();
         scan(dir, &names, &mut |event, _, _| {
-            if let Event::Marker(marker) = event {
+            if let Event::Marker { marker, .. } = event {
                 if markers.last() != Some(&marker) {
                     markers.push(marker);
                 }
@@ -320,10 +339,27 @@ impl Wal {
         Ok(())
     }
 
-    /// Records a snapshot marker durably (one write, one fdatasync). Markers must not go
-    /// backwards. A marker beyond [`Wal::last_index`] (a snapshot received from a leader)
-    /// moves the log's end to it: the next entry saved is `marker.index + 1`.
+    /// Records the marker of a snapshot taken locally, durably (one write, one fdatasync).
+    /// Markers must not go backwards. The entries above it stay: they are the log after the
+    /// snapshot. A marker beyond [`Wal::last_index`] moves the log's end to it (WALs written
+    /// before [`Wal::save_received_snapshot_marker`] existed recorded received snapshots so).
     pub fn save_snapshot_marker(&mut self, marker: Marker) -> Result<(), WalError> {
+        self.write_marker(RecordType::Marker, marker)?;
+        self.last_index = self.last_index.max(marker.index);
+        Ok(())
+    }
+
+    /// Records the marker of a snapshot received from a leader, durably (one write, one
+    /// fdatasync). The snapshot replaces the log: every entry above `marker.index` is dropped
+    /// (a divergent tail the leader's snapshot superseded), now and on replay, and the log
+    /// ends at the marker. The next entry saved is `marker.index + 1`.
+    pub fn save_received_snapshot_marker(&mut self, marker: Marker) -> Result<(), WalError> {
+        self.write_marker(RecordType::ReceivedMarker, marker)?;
+        self.last_index = marker.index;
+        Ok(())
+    }
+
+    fn write_marker(&mut self, kind: RecordType, marker: Marker) -> Result<(), WalError> {
         self.check_usable()?;
         if marker.index == u64::MAX {
             return Err(WalError::IndexOutOfRange {
@@ -336,9 +372,10 @@ impl Wal {
                 latest_index: self.marker.index,
             });
         }
-        self.write_batch(record_bytes(16), |buf, crc| encode_marker(buf, crc, marker))?;
+        self.write_batch(record_bytes(16), |buf, crc| {
+            encode_marker(buf, crc, kind, marker)
+        })?;
         self.marker = marker;
-        self.last_index = self.last_index.max(marker.index);
         Ok(())
     }
 

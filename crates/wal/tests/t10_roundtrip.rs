@@ -277,6 +277,49 @@ fn marker_term_must_match_the_logged_entry() {
 }
 
 #[test]
+fn a_received_snapshot_inside_the_log_replaces_the_entries_above_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wal = Wal::create(dir.path(), META, SMALL).expect("create");
+    wal.save(Some(b"hs 1"), &entries(1..=10, 1)).expect("save");
+    // A leader's snapshot at 5 of another term: the local 5..=10 diverged from it.
+    wal.save_received_snapshot_marker(marker(5, 2))
+        .expect("marker");
+    assert_eq!(wal.last_index(), 5);
+    wal.close().expect("close");
+
+    let (mut wal, rec) = Wal::open(dir.path(), marker(5, 2), SMALL).expect("reopen");
+    assert_eq!(wal.last_index(), 5);
+    assert!(rec.entries.is_empty(), "{:?}", rec.entries);
+    // The leader's entries follow the snapshot, across rotations.
+    wal.save(Some(b"hs 2"), &entries(6..=60, 2)).expect("save");
+    assert!(wal.segment_count() > 1, "rotated");
+    wal.close().expect("close");
+    let (_wal, rec) = Wal::open(dir.path(), marker(5, 2), SMALL).expect("reopen");
+    assert_eq!(rec.entries, entries(6..=60, 2));
+    assert_eq!(rec.hard_state.as_deref(), Some(&b"hs 2"[..]));
+    drop(_wal);
+    // Opening at an older point: the log between it and the snapshot is not held.
+    let zero = Wal::open(dir.path(), Marker::ZERO, SMALL);
+    assert!(
+        matches!(zero, Err(WalError::EntriesUnavailable { .. })),
+        "{zero:?}"
+    );
+}
+
+#[test]
+fn a_local_snapshot_marker_keeps_the_entries_above_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wal = Wal::create(dir.path(), META, SMALL).expect("create");
+    wal.save(None, &entries(1..=10, 1)).expect("save");
+    wal.save_snapshot_marker(marker(5, 1)).expect("marker");
+    assert_eq!(wal.last_index(), 10);
+    wal.close().expect("close");
+    let (wal, rec) = Wal::open(dir.path(), marker(5, 1), SMALL).expect("reopen");
+    assert_eq!(wal.last_index(), 10);
+    assert_eq!(rec.entries, entries(6..=10, 1));
+}
+
+#[test]
 fn a_received_snapshot_moves_the_log_end() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut wal = Wal::create(dir.path(), META, SMALL).expect("create");

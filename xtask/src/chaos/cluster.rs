@@ -24,6 +24,8 @@ pub(crate) struct NodeFlags {
     pub tick_ms: u64,
     pub election_ticks: u64,
     pub request_timeout_ms: u64,
+    pub snapshot_count: u64,
+    pub catch_up_entries: u64,
 }
 
 struct NodeProc {
@@ -179,6 +181,11 @@ impl Cluster {
             .args([
                 "--request-timeout-ms",
                 &self.flags.request_timeout_ms.to_string(),
+            ])
+            .args(["--snapshot-count", &self.flags.snapshot_count.to_string()])
+            .args([
+                "--catch-up-entries",
+                &self.flags.catch_up_entries.to_string(),
             ])
             .arg("--enable-fault-injection")
             .env("RUST_LOG", "info,raft_rs=warn")

@@ -149,6 +149,12 @@ pub struct ChaosConfig {
     pub liveness_election_timeouts: u64,
     /// Step budget of the linearizability search, per key.
     pub checker_max_steps: u64,
+    /// Every node's `--snapshot-count`: small, so that snapshots are taken,
+    /// sent and installed during a run.
+    pub snapshot_count: u64,
+    /// Every node's `--catch-up-entries`: small, so that a node cut off for
+    /// a while needs a snapshot.
+    pub catch_up_entries: u64,
 }
 
 impl ChaosConfig {
@@ -171,6 +177,8 @@ impl ChaosConfig {
             request_timeout_ms: 2_000,
             liveness_election_timeouts: 20,
             checker_max_steps: 20_000_000,
+            snapshot_count: 50,
+            catch_up_entries: 10,
         }
     }
 
@@ -235,6 +243,8 @@ pub fn run_suite(config: &ChaosConfig) -> Result<Report, ChaosError> {
         tick_ms: config.tick_ms,
         election_ticks: config.election_ticks,
         request_timeout_ms: config.request_timeout_ms,
+        snapshot_count: config.snapshot_count,
+        catch_up_entries: config.catch_up_entries,
     };
     let logs = config.out_dir.join("logs");
     let mut cluster = Cluster::start(&config.binary, flags, config.nodes, data.path(), &logs)?;

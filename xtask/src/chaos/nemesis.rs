@@ -33,11 +33,16 @@ pub enum FaultKind {
     /// Remove a follower, then add a brand-new node (fresh id and data
     /// dir) with `--join`.
     Membership,
+    /// Cut the leader off and fire many writes at it (appended, never
+    /// committed) while the majority moves on past its catch-up entries;
+    /// heal, let it install the new leader's snapshot inside its divergent
+    /// log, then kill -9 and restart it.
+    IsolatedLeaderWrites,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::Pause,
@@ -45,6 +50,7 @@ impl FaultKind {
         FaultKind::Split,
         FaultKind::Bridge,
         FaultKind::Membership,
+        FaultKind::IsolatedLeaderWrites,
     ];
 
     /// The name used on the command line and in reports.
@@ -57,6 +63,7 @@ impl FaultKind {
             FaultKind::Split => "split",
             FaultKind::Bridge => "bridge",
             FaultKind::Membership => "membership",
+            FaultKind::IsolatedLeaderWrites => "isolated-leader-writes",
         }
     }
 }
@@ -180,6 +187,7 @@ pub(crate) fn inject(
         }
         FaultKind::Bridge => bridge(cluster, rng, hold)?,
         FaultKind::Membership => membership(cluster, rng, hold)?,
+        FaultKind::IsolatedLeaderWrites => isolated_leader_writes(cluster, hold)?,
     };
     let heal_us = timing.now_us();
     tracing::info!(fault = %kind, %detail, "healed");
@@ -263,4 +271,84 @@ fn membership(
     std::thread::sleep(hold);
     let added = cluster.add_fresh_member(Duration::from_secs(30))?;
     Ok(format!("removed {victim}, added fresh {added}"))
+}
+
+/// Writes fired at the isolated leader: it appends them all before check
+/// quorum makes it step down, and they must outnumber what the majority
+/// writes meanwhile, so that the snapshot it later gets lies inside its own
+/// divergent log.
+const ISOLATED_WRITES: usize = 600;
+/// Threads firing them, each abandoning a write after `ISOLATED_WRITE_WAIT`.
+const ISOLATED_WRITERS: usize = 24;
+/// How long a fired write is waited for: long enough to be appended, far
+/// shorter than the election timeout.
+const ISOLATED_WRITE_WAIT: Duration = Duration::from_millis(25);
+/// Writes the majority commits after the cut (beyond the workload's), so
+/// that it snapshots and compacts past the old leader's match.
+const MAJORITY_WRITES: usize = 100;
+
+/// Isolates the leader, fires writes it can never commit (keys outside the
+/// workload's, so the checkers never see them), lets the majority commit
+/// more, heals, waits for the old leader to install a snapshot and restarts
+/// it with kill -9.
+fn isolated_leader_writes(cluster: &mut Cluster, hold: Duration) -> Result<String, ChaosError> {
+    let leader = cluster.wait_leader(Duration::from_secs(10))?;
+    let rest: Vec<u64> = cluster
+        .members()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    cluster.cut(&[leader], &rest)?;
+    let url = cluster.url(leader, "/nemesis-lost-");
+    std::thread::scope(|scope| {
+        for writer in 0..ISOLATED_WRITERS {
+            let url = url.clone();
+            scope.spawn(move || {
+                let Ok(client) = reqwest::blocking::Client::builder()
+                    .timeout(ISOLATED_WRITE_WAIT)
+                    .build()
+                else {
+                    return;
+                };
+                for i in (writer..ISOLATED_WRITES).step_by(ISOLATED_WRITERS) {
+                    let _ = client.put(format!("{url}{i}")).body("lost").send();
+                }
+            });
+        }
+    });
+    let mut committed = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while committed < MAJORITY_WRITES && Instant::now() < deadline {
+        let node = rest[committed % rest.len()];
+        let response = cluster
+            .http()
+            .put(cluster.url(node, &format!("/nemesis-kept-{committed}")))
+            .body("kept")
+            .send();
+        match response {
+            Ok(r) if r.status().is_success() => committed += 1,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let snapshot_index = |cluster: &Cluster| {
+        cluster
+            .status(leader)
+            .and_then(|s| s["snapshot_index"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = snapshot_index(cluster);
+    std::thread::sleep(hold);
+    cluster.heal_network()?;
+    // Restart right after the install, before a snapshot of its own (with
+    // the marker of which a restart would not replay the divergent tail).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshot_index(cluster) <= before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let installed = snapshot_index(cluster);
+    kill_and_restart(cluster, leader, Duration::ZERO)?;
+    Ok(format!(
+        "isolated leader {leader} got {ISOLATED_WRITES} writes, majority {rest:?} \
+         committed {committed}; snapshot index {before} -> {installed}; restarted {leader}"
+    ))
 }
