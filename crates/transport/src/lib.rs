@@ -21,8 +21,11 @@
 //!
 //! # Invariants
 //! - Messages from this node to one peer are delivered in the order they were passed to
-//!   [`Transport::send`], or dropped; never reordered. (A frame may be delivered twice if a
-//!   kept-alive connection dies after the peer read it; Raft tolerates duplicates.)
+//!   [`Transport::send`], or dropped; never reordered. A frame is sent at most once: it is
+//!   retried (once, on a new connection) only when the connection closed before any byte of
+//!   it was written; after a timeout or a failure mid-request it is dropped, never resent,
+//!   because the peer may have delivered it (a resent frame could carry a forwarded proposal
+//!   a second time).
 //! - Every queue is bounded: `peer_queue_len` messages per peer plus one frame being sent,
 //!   `snapshot_queue_len` snapshots per peer, `max_frame_bytes` per received frame,
 //!   `max_snapshot_bytes` per received snapshot. Lengths read from the network are checked

@@ -132,6 +132,11 @@ enum SendError {
     Handshake(hyper::Error),
     #[error("request failed: {0}")]
     Request(hyper::Error),
+    /// The connection closed before any byte of the request was written: the peer
+    /// cannot have seen it, so it is the only failure that may be retried.
+    #[error("request not sent: {0}")]
+    NotSent(hyper::Error),
+    /// There was no connection to send on: nothing was sent.
     #[error("no open connection")]
     NotConnected,
     #[error("timed out after {0} ms")]
@@ -191,6 +196,15 @@ fn request<B>(
     req
 }
 
+impl SendError {
+    /// True when the peer provably did not receive any byte of the request, so sending it
+    /// again cannot duplicate it. A timeout or an error after the request started is never
+    /// such a case: the peer may have read and delivered it.
+    fn provably_not_sent(&self) -> bool {
+        matches!(self, SendError::NotSent(_) | SendError::NotConnected)
+    }
+}
+
 /// Sends `req` and reads the whole (small) response; returns its status and body text.
 async fn round_trip<B>(
     send: &mut SendRequest<B>,
@@ -199,8 +213,16 @@ async fn round_trip<B>(
 where
     B: Body + Send + 'static,
 {
-    send.ready().await.map_err(SendError::Request)?;
-    let resp = send.send_request(req).await.map_err(SendError::Request)?;
+    // A connection that closes while idle fails `ready` before the request is handed over.
+    send.ready().await.map_err(SendError::NotSent)?;
+    let resp = send.try_send_request(req).await.map_err(|mut e| {
+        // hyper gives the request back only when it never started writing it.
+        if e.take_message().is_some() {
+            SendError::NotSent(e.into_error())
+        } else {
+            SendError::Request(e.into_error())
+        }
+    })?;
     let status = resp.status();
     let body = resp
         .into_body()
@@ -341,12 +363,15 @@ impl FrameSender {
         count
     }
 
-    /// Posts one frame; retries once on a fresh connection if a reused one failed.
+    /// Posts one frame; retries once on a fresh connection if a reused one failed before
+    /// any byte of the request was written. Anything else (a timeout, a reset after the
+    /// request started) is not retried: the peer may have delivered the frame, and a second
+    /// copy could apply a forwarded proposal twice.
     async fn deliver(&mut self, frame: Bytes, count: u64) {
         let reused = self.conn.as_ref().is_some_and(|c| c.reused);
         let mut result = self.post(frame.clone()).await;
-        if result.is_err() && reused {
-            tracing::debug!("reused connection failed; retrying on a new one");
+        if reused && result.as_ref().is_err_and(SendError::provably_not_sent) {
+            tracing::debug!("reused connection closed before the frame was sent; retrying on a new one");
             result = match self.ensure_connected().await {
                 Ok(()) => self.post(frame.clone()).await,
                 Err(e) => Err(e),
