@@ -28,6 +28,11 @@
 //!   payloads, and [`raftnode::StateMachine::snapshot`] is a canonical
 //!   encoding of the map, so nodes fed the same log produce byte-identical
 //!   snapshots. Payloads that do not decode are logged and skipped.
+//! * A command is applied at most once: the apply side skips a command whose
+//!   request id it has already applied (a frame resent by a transport, a
+//!   proposal in the log twice). The window of applied ids is bounded and
+//!   depends only on the log, and is part of the snapshot (the `dedup`
+//!   module, [`DedupWindow`]).
 //! * Applied indexes strictly increase (asserted).
 //! * At most `max_in_flight_writes` writes wait at a time; one more gets
 //!   [`KvError::Busy`] at once, before anything is proposed.
@@ -60,6 +65,7 @@
 //! ```
 
 mod command;
+mod dedup;
 mod error;
 mod snapshot;
 mod state;
@@ -71,6 +77,7 @@ pub mod testing;
 use std::sync::Arc;
 
 pub use command::RequestId;
+pub use dedup::{Admission, DedupWindow, MAX_ORIGINS, WINDOW_SEQS};
 pub use error::KvError;
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::KvStateMachine;

@@ -371,7 +371,9 @@ impl FrameSender {
         let reused = self.conn.as_ref().is_some_and(|c| c.reused);
         let mut result = self.post(frame.clone()).await;
         if reused && result.as_ref().is_err_and(SendError::provably_not_sent) {
-            tracing::debug!("reused connection closed before the frame was sent; retrying on a new one");
+            tracing::debug!(
+                "reused connection closed before the frame was sent; retrying on a new one"
+            );
             result = match self.ensure_connected().await {
                 Ok(()) => self.post(frame.clone()).await,
                 Err(e) => Err(e),
