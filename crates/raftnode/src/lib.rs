@@ -310,8 +310,18 @@ struct Inbox {
 
 impl Delivery for Inbox {
     fn deliver(&self, msgs: Vec<raft::eraftpb::Message>) -> Result<(), Overloaded> {
+        self.deliver_frame(msgs, transport::InboundPermit::unbudgeted())
+    }
+
+    /// Queues the frame with its permit, so the queue stays within the
+    /// transport's inbound byte budget until the loop has stepped it.
+    fn deliver_frame(
+        &self,
+        msgs: Vec<raft::eraftpb::Message>,
+        permit: transport::InboundPermit,
+    ) -> Result<(), Overloaded> {
         self.events
-            .try_send(PeerEvent::Messages(msgs))
+            .try_send(PeerEvent::Messages(msgs, permit))
             .map_err(|_| Overloaded)
     }
 

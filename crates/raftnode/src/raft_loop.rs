@@ -52,7 +52,9 @@ pub(crate) enum Request {
 
 /// Something the transport tells the node.
 pub(crate) enum PeerEvent {
-    Messages(Vec<Message>),
+    /// A received frame, with its share of the transport's inbound byte budget
+    /// (released when the event is dropped, after its messages are stepped).
+    Messages(Vec<Message>, transport::InboundPermit),
     Unreachable(u64),
     SnapshotStatus(u64, raft::SnapshotStatus),
     /// A peer answered 410 Gone: it applied this node's removal.
@@ -337,7 +339,7 @@ impl RaftLoop {
 
     fn on_peer_event(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Messages(messages) => {
+            PeerEvent::Messages(messages, _inbound_permit) => {
                 for msg in messages {
                     self.step(msg);
                 }

@@ -334,12 +334,17 @@ impl FrameSender {
     fn build_frame(&mut self, drop_probability: f64) -> u64 {
         let max_frame_bytes = self.ctx.config.max_frame_bytes;
         let mut count = 0;
+        let mut entries = 0;
         while let Some(msg) = self.pending.front() {
             let msg_bytes = msg.encoded_len();
-            if wire::LEN_PREFIX_BYTES + msg_bytes > max_frame_bytes {
+            let msg_entries = msg.entries.len();
+            if wire::LEN_PREFIX_BYTES + msg_bytes > max_frame_bytes
+                || msg_entries > wire::FRAME_ENTRIES_MAX
+            {
                 tracing::error!(
                     msg_bytes,
                     max_frame_bytes,
+                    msg_entries,
                     "message larger than a frame: dropped"
                 );
                 self.pending.pop_front();
@@ -347,7 +352,8 @@ impl FrameSender {
                 continue;
             }
             let frame_full = self.buf.len() + wire::LEN_PREFIX_BYTES + msg_bytes > max_frame_bytes
-                || count as usize == wire::FRAME_MESSAGES_MAX;
+                || count as usize == wire::FRAME_MESSAGES_MAX
+                || entries + msg_entries > wire::FRAME_ENTRIES_MAX;
             if count > 0 && frame_full {
                 break;
             }
@@ -359,6 +365,7 @@ impl FrameSender {
             wire::put_message(&mut self.buf, msg, msg_bytes);
             self.pending.pop_front();
             count += 1;
+            entries += msg_entries;
         }
         count
     }

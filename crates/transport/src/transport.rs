@@ -27,6 +27,8 @@ pub(crate) struct Ctx {
     pub counters: CounterTable,
     /// Ids removed with `remove_peer`; their requests get 410 Gone.
     pub removed: RwLock<HashSet<u64>>,
+    /// Bounds of the receiving side: concurrent requests and the inbound byte budget.
+    pub limits: crate::server::Limits,
 }
 
 /// One configured peer: its shared queue, its snapshot queue and its two tasks.
@@ -90,7 +92,9 @@ impl Transport {
         runtime: Handle,
     ) -> Result<Transport, TransportError> {
         config.validate()?;
+        let limits = crate::server::Limits::new(&config);
         let ctx = Ctx {
+            limits,
             config,
             node,
             faults: Faults::default(),
@@ -270,6 +274,7 @@ impl Transport {
     pub fn stats(&self) -> TransportStats {
         let mut stats = TransportStats {
             peers: self.inner.ctx.counters.snapshot(),
+            inbound_bytes: self.inner.ctx.limits.inbound_bytes(),
         };
         for (id, peer) in self.inner.peers.read().iter() {
             let entry = stats.peers.entry(*id).or_default();
