@@ -96,10 +96,13 @@ pub struct KvConfig {
 
 impl KvConfig {
     /// Default request timeout: five election timeouts of raftexample's
-    /// configuration (1 s each), enough to ride out one leader change.
+    /// configuration (1 s each), enough to ride out one leader change. The
+    /// one definition the binary's `--request-timeout-ms` and the API's
+    /// membership timeout derive from.
     pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
-    /// Default bound on writes in flight.
-    pub const DEFAULT_MAX_IN_FLIGHT_WRITES: usize = 4_096;
+    /// Default bound on writes in flight: the one definition the binary's
+    /// `--max-in-flight-writes` and the API's request cap derive from.
+    pub const DEFAULT_MAX_IN_FLIGHT_WRITES: usize = 16_384;
 
     /// The defaults for node `node_id`.
     pub fn new(node_id: u64) -> Self {
