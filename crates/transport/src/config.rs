@@ -42,6 +42,9 @@ pub struct TransportConfig {
 }
 
 impl TransportConfig {
+    /// Default of [`TransportConfig::request_timeout_ms`].
+    pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+
     /// A configuration with production defaults for the given node and cluster.
     pub fn new(node_id: u64, cluster_id: u64) -> TransportConfig {
         TransportConfig {
@@ -56,7 +59,7 @@ impl TransportConfig {
             max_inbound_bytes: 256 * 1024 * 1024,
             enable_fault_routes: false,
             connect_timeout_ms: 1_000,
-            request_timeout_ms: 5_000,
+            request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
             snapshot_timeout_ms: 600_000,
             backoff_initial_ms: 50,
             backoff_max_ms: 1_000,

@@ -310,7 +310,13 @@ async fn receive_messages(
     let bytes = read_body(take_body(body)?, headers, ctx.config.max_frame_bytes).await?;
     let msgs = wire::decode_frame(&bytes)?;
     check_messages(ctx, from, &msgs)?;
-    hand_over(ctx, from, msgs, bytes.len() as u64)
+    hand_over(ctx, from, msgs, bytes.len() as u64)?;
+    let stall_ms = ctx.faults.link(from).stall_ms;
+    if stall_ms > 0 {
+        // Fault injection: the frame is delivered, the answer comes late.
+        tokio::time::sleep(Duration::from_millis(stall_ms)).await;
+    }
+    Ok(())
 }
 
 /// Gives decoded messages to the node, unless the link is cut or the inbound byte budget is

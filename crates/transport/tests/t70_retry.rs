@@ -64,3 +64,33 @@ async fn frame_timed_out_after_delivery_is_not_sent_again() {
         "the frame that timed out after delivery was delivered again"
     );
 }
+
+/// The `stall` fault: node 2 delivers node 1's frames but answers after node 1's request
+/// timeout. Every frame arrives exactly once, and node 1 sees the link as failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_link_delivers_each_frame_once() {
+    let mut config = test_config(1);
+    config.request_timeout_ms = REQUEST_TIMEOUT_MS;
+    let n1 = start_node(config).await;
+    let n2 = start_node(test_config(2)).await;
+    n1.transport.add_peer(2, &n2.url).expect("add peer");
+    n1.transport.send(vec![heartbeat(1, 2, 1)]);
+    wait_until("first frame", || n2.recorder.count_from(1) == 1).await;
+
+    n2.transport
+        .faults()
+        .apply_command(&format!("stall 1 {}", REQUEST_TIMEOUT_MS * 2))
+        .expect("stall command");
+    n1.transport.send(vec![heartbeat(1, 2, 2)]);
+    wait_until("stalled frame reported unreachable", || {
+        n1.recorder.was_reported_unreachable(2)
+    })
+    .await;
+    n2.transport.faults().heal(1);
+    n1.transport.send(vec![heartbeat(1, 2, 3)]);
+    wait_until("frame after the heal", || {
+        n2.recorder.indexes_from(1).contains(&3)
+    })
+    .await;
+    assert_eq!(n2.recorder.indexes_from(1), vec![1, 2, 3]);
+}

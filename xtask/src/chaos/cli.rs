@@ -14,7 +14,7 @@ Usage: cargo xtask chaos [options]
   --time DURATION     how long faults are injected, e.g. 300s, 5m (default 60s;
                       never less than one fault of every selected kind)
   --faults LIST       all, or a comma-separated list of: kill, kill-leader,
-                      pause, partition-leader, split, bridge, membership
+                      pause, partition-leader, split, bridge, membership, stall
   --seed S            seed of the fault schedule and workload (default: clock)
   --nodes N           cluster size, 3 to 7 (default 3)
   --clients N         concurrent clients (default 4)
