@@ -340,7 +340,13 @@ impl Delivery for Inbox {
     }
 
     fn report_removed(&self, peer_id: u64) {
-        let _ = self.events.try_send(PeerEvent::RemovedBy(peer_id));
+        self.report_removed_at(peer_id, None);
+    }
+
+    fn report_removed_at(&self, peer_id: u64, removed_at_index: Option<u64>) {
+        let _ = self
+            .events
+            .try_send(PeerEvent::RemovedBy(peer_id, removed_at_index));
     }
 }
 

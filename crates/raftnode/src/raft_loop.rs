@@ -57,8 +57,9 @@ pub(crate) enum PeerEvent {
     Messages(Vec<Message>, transport::InboundPermit),
     Unreachable(u64),
     SnapshotStatus(u64, raft::SnapshotStatus),
-    /// A peer answered 410 Gone: it applied this node's removal.
-    RemovedBy(u64),
+    /// A peer answered 410 Gone: it applied this node's removal (at this
+    /// log index, when it said).
+    RemovedBy(u64, Option<u64>),
 }
 
 struct PendingChange {
@@ -345,7 +346,18 @@ impl RaftLoop {
                 }
             }
             PeerEvent::Unreachable(peer) => self.raw.report_unreachable(peer),
-            PeerEvent::RemovedBy(peer) => {
+            PeerEvent::RemovedBy(peer, Some(removed_at)) if self.applied >= removed_at => {
+                // Applying our own removal would have stopped us: this id
+                // was added again since, and the peer has not applied that.
+                info!(
+                    node = self.id,
+                    peer,
+                    removed_at,
+                    applied = self.applied,
+                    "a lagging peer reports a removal this node applied past; ignored"
+                );
+            }
+            PeerEvent::RemovedBy(peer, _) => {
                 info!(
                     node = self.id,
                     peer, "a peer reports this node was removed from the cluster"
@@ -440,7 +452,7 @@ impl RaftLoop {
         info!(node = self.id, index, "installing snapshot from the leader");
         self.disk.save_snapshot(&snapshot)?;
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
-        self.set_members(members);
+        self.set_members(members, index);
         self.last_snapshot_bytes = snapshot.data.len() as u64;
         self.log_bytes_since_snapshot = 0;
         self.raw.mut_store().install_snapshot(snapshot);
@@ -508,7 +520,7 @@ impl RaftLoop {
                 if cc.node_id == self.id {
                     self.stop = Some(StopReason::Removed);
                 } else {
-                    self.transport.remove_peer(cc.node_id);
+                    self.transport.remove_peer_at(cc.node_id, entry.index);
                 }
             }
         }
@@ -537,11 +549,13 @@ impl RaftLoop {
         self.members.insert(id, url);
     }
 
-    /// Replaces the member list (from a snapshot) and the transport's peers.
-    fn set_members(&mut self, members: BTreeMap<u64, String>) {
+    /// Replaces the member list (from a snapshot at `index`) and the
+    /// transport's peers. A member missing from the snapshot was removed at
+    /// or before `index`.
+    fn set_members(&mut self, members: BTreeMap<u64, String>, index: u64) {
         for old in self.members.keys() {
             if !members.contains_key(old) && *old != self.id {
-                self.transport.remove_peer(*old);
+                self.transport.remove_peer_at(*old, index);
             }
         }
         for (id, url) in &members {

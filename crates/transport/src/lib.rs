@@ -150,6 +150,15 @@ pub trait Delivery: Send + Sync + 'static {
     fn report_removed(&self, peer_id: u64) {
         let _ = peer_id;
     }
+    /// Like [`Delivery::report_removed`], with the log index at which `peer_id` applied this
+    /// node's removal, when it said. A node that has applied entries at or past that index
+    /// cannot be the removed one (it would have stopped on applying its removal): it was
+    /// added again with the same id, and the peer has not applied that yet, so it should
+    /// ignore the answer. The default treats every 410 as [`Delivery::report_removed`].
+    fn report_removed_at(&self, peer_id: u64, removed_at_index: Option<u64>) {
+        let _ = removed_at_index;
+        self.report_removed(peer_id);
+    }
 }
 
 /// Checks that `url` is a peer URL this transport can use

@@ -205,11 +205,17 @@ impl SendError {
     }
 }
 
-/// Sends `req` and reads the whole (small) response; returns its status and body text.
-async fn round_trip<B>(
-    send: &mut SendRequest<B>,
-    req: Request<B>,
-) -> Result<(StatusCode, String), SendError>
+/// A peer's answer to one request.
+struct Answer {
+    status: StatusCode,
+    /// The start of the body (an error message for refusals).
+    text: String,
+    /// For a 410: the log index at which the peer applied this node's removal.
+    removed_at_index: Option<u64>,
+}
+
+/// Sends `req` and reads the whole (small) response.
+async fn round_trip<B>(send: &mut SendRequest<B>, req: Request<B>) -> Result<Answer, SendError>
 where
     B: Body + Send + 'static,
 {
@@ -224,6 +230,11 @@ where
         }
     })?;
     let status = resp.status();
+    let removed_at_index = resp
+        .headers()
+        .get(wire::HEADER_REMOVED_AT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
     let body = resp
         .into_body()
         .collect()
@@ -231,7 +242,11 @@ where
         .map_err(SendError::Request)?
         .to_bytes();
     let text = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
-    Ok((status, text))
+    Ok(Answer {
+        status,
+        text,
+        removed_at_index,
+    })
 }
 
 async fn with_timeout<T>(
@@ -387,13 +402,13 @@ impl FrameSender {
             };
         }
         match result {
-            Ok((status, _)) if status.is_success() => self.on_success(count, frame.len()),
-            Ok((status, text)) => self.on_refused(status, &text, count),
+            Ok(answer) if answer.status.is_success() => self.on_success(count, frame.len()),
+            Ok(answer) => self.on_refused(&answer, count),
             Err(e) => self.on_failure(e, count).await,
         }
     }
 
-    async fn post(&mut self, frame: Bytes) -> Result<(StatusCode, String), SendError> {
+    async fn post(&mut self, frame: Bytes) -> Result<Answer, SendError> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(SendError::NotConnected);
         };
@@ -423,13 +438,22 @@ impl FrameSender {
         }
     }
 
-    fn on_refused(&mut self, status: StatusCode, text: &str, count: u64) {
+    fn on_refused(&mut self, answer: &Answer, count: u64) {
+        let (status, text) = (answer.status, answer.text.as_str());
         add(&self.peer.counters.msgs_dropped, count);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::debug!(count, reason = text, "peer busy: frame dropped");
         } else if status == StatusCode::GONE {
-            tracing::warn!(count, reason = text, "peer says this node was removed");
-            self.ctx.node.report_removed(self.peer.id);
+            let removed_at_index = answer.removed_at_index;
+            tracing::warn!(
+                count,
+                reason = text,
+                removed_at_index,
+                "peer says this node was removed"
+            );
+            self.ctx
+                .node
+                .report_removed_at(self.peer.id, removed_at_index);
         } else {
             tracing::warn!(%status, count, reason = text, "peer refused frame");
         }
@@ -512,8 +536,8 @@ async fn send_snapshot(ctx: &Ctx, peer: &PeerShared, msg: Message) -> Result<u64
     })
     .await;
     match outcome {
-        Ok((status, _)) if status.is_success() => Ok(total_bytes),
-        Ok((status, text)) => Err(format!("peer answered {status}: {text}")),
+        Ok(answer) if answer.status.is_success() => Ok(total_bytes),
+        Ok(answer) => Err(format!("peer answered {}: {}", answer.status, answer.text)),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -143,8 +143,8 @@ enum Rejection {
     ClusterMismatch { ours: u64, theirs: u64 },
     #[error("request addressed to member {theirs}, this is member {ours}")]
     WrongRecipient { ours: u64, theirs: u64 },
-    #[error("member {0} was removed from the cluster")]
-    RemovedMember(u64),
+    #[error("member {id} was removed from the cluster")]
+    RemovedMember { id: u64, at_index: Option<u64> },
     #[error("body of {bytes} bytes exceeds the limit of {limit} bytes")]
     TooLarge { bytes: u64, limit: u64 },
     #[error("body could not be read: {0}")]
@@ -177,7 +177,7 @@ impl Rejection {
             Rejection::ClusterMismatch { .. } | Rejection::WrongRecipient { .. } => {
                 StatusCode::PRECONDITION_FAILED
             }
-            Rejection::RemovedMember(_) => StatusCode::GONE,
+            Rejection::RemovedMember { .. } => StatusCode::GONE,
             Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::Cut | Rejection::Overloaded | Rejection::Busy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -193,7 +193,17 @@ impl Rejection {
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        (self.status(), self.to_string()).into_response()
+        let mut response = (self.status(), self.to_string()).into_response();
+        if let Rejection::RemovedMember {
+            at_index: Some(index),
+            ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(wire::HEADER_REMOVED_AT, index.into());
+        }
+        response
     }
 }
 
@@ -362,8 +372,11 @@ fn check_identity(ctx: &Ctx, headers: &HeaderMap) -> Result<u64, Rejection> {
     if from == 0 {
         return Err(Rejection::ZeroSender);
     }
-    if ctx.removed.read().contains(&from) {
-        return Err(Rejection::RemovedMember(from));
+    if let Some(at_index) = ctx.removed.read().get(&from) {
+        return Err(Rejection::RemovedMember {
+            id: from,
+            at_index: *at_index,
+        });
     }
     Ok(from)
 }

@@ -18,6 +18,9 @@ pub const HEADER_FROM: &str = "x-raft-from";
 pub const HEADER_TO: &str = "x-raft-to";
 /// Header carrying the cluster id (decimal).
 pub const HEADER_CLUSTER_ID: &str = "x-raft-cluster-id";
+/// Header of a 410 answer: the log index at which the answering member applied the
+/// sender's removal (decimal), when it knows it.
+pub const HEADER_REMOVED_AT: &str = "x-raft-removed-at";
 
 /// Bytes of the length prefix in front of each message of a frame.
 pub const LEN_PREFIX_BYTES: usize = 4;
