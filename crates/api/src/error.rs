@@ -1,6 +1,8 @@
 //! One error type for every failed request, and its HTTP status.
 
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kvstore::KvError;
 use raftnode::RaftError;
@@ -98,8 +100,14 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed { allow } => Some(*allow),
             _ => None,
         };
-        tracing::debug!(%status, error = %self, "request failed");
-        let mut response = (status, format!("{self}\n")).into_response();
+        let message = self.to_string();
+        let mut response = (status, format!("{message}\n")).into_response();
+        if status.is_server_error() {
+            // Logged once, by `log_server_errors`, which knows the request.
+            response
+                .extensions_mut()
+                .insert(ServerErrorMessage(message));
+        }
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -113,4 +121,26 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The message of a 5xx [`ApiError`], carried on its response to the logging
+/// layer.
+#[derive(Debug, Clone)]
+struct ServerErrorMessage(String);
+
+/// The outermost layer of the router: logs every 5xx answer once, at warn,
+/// with the request's method and path and the error's message.
+pub(crate) async fn log_server_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_server_error() {
+        let error = response
+            .extensions()
+            .get::<ServerErrorMessage>()
+            .map_or("", |m| m.0.as_str());
+        tracing::warn!(%method, path, status = status.as_u16(), error, "request failed");
+    }
+    response
 }

@@ -21,7 +21,8 @@
 //! | any other method | | 405 with `Allow: GET, HEAD, PUT, POST, DELETE` |
 //!
 //! Every 503 carries `Retry-After: 1`; every error body is a plain-text
-//! message. A write answered 503 "outcome unknown" may or may not have
+//! message. Every 5xx is logged once, at warn, with method, path, status and
+//! message (by the outermost layer); 4xx answers are not logged. A write answered 503 "outcome unknown" may or may not have
 //! taken effect.
 //!
 //! # Differences from raftexample
@@ -100,10 +101,19 @@ impl ApiConfig {
     /// Default value limit: 1.5 MiB, so a value fits in one 2 MiB Raft
     /// message with its command framing.
     pub const DEFAULT_MAX_VALUE_BYTES: usize = 1536 * 1024;
-    /// Default membership change timeout.
-    pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
-    /// Default bound on requests in progress.
-    pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4_096;
+    /// Default membership change timeout: the store's request timeout.
+    pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = kvstore::KvConfig::DEFAULT_REQUEST_TIMEOUT_MS;
+    /// Default bound on requests in progress: room for every write the store
+    /// lets wait ([`kvstore::KvConfig::DEFAULT_MAX_IN_FLIGHT_WRITES`]) and as
+    /// many reads, so the store's write bound is reachable.
+    pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize =
+        2 * kvstore::KvConfig::DEFAULT_MAX_IN_FLIGHT_WRITES;
+
+    /// The request cap that leaves room for `max_in_flight_writes` writes and
+    /// as many reads: what the binary uses unless told otherwise.
+    pub fn concurrent_requests_for(max_in_flight_writes: usize) -> usize {
+        max_in_flight_writes.saturating_mul(2)
+    }
 }
 
 impl Default for ApiConfig {
@@ -151,5 +161,6 @@ pub fn router(kv: KvStore, config: ApiConfig) -> Router {
             in_progress,
             handlers::shed_load,
         ))
+        .layer(axum::middleware::from_fn(error::log_server_errors))
         .with_state(state)
 }

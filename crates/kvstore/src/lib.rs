@@ -28,6 +28,11 @@
 //!   payloads, and [`raftnode::StateMachine::snapshot`] is a canonical
 //!   encoding of the map, so nodes fed the same log produce byte-identical
 //!   snapshots. Payloads that do not decode are logged and skipped.
+//! * A command is applied at most once: the apply side skips a command whose
+//!   request id it has already applied (a frame resent by a transport, a
+//!   proposal in the log twice). The window of applied ids is bounded and
+//!   depends only on the log, and is part of the snapshot (the `dedup`
+//!   module, [`DedupWindow`]).
 //! * Applied indexes strictly increase (asserted).
 //! * At most `max_in_flight_writes` writes wait at a time; one more gets
 //!   [`KvError::Busy`] at once, before anything is proposed.
@@ -60,6 +65,7 @@
 //! ```
 
 mod command;
+mod dedup;
 mod error;
 mod snapshot;
 mod state;
@@ -71,6 +77,7 @@ pub mod testing;
 use std::sync::Arc;
 
 pub use command::RequestId;
+pub use dedup::{Admission, DedupWindow, MAX_ORIGINS, WINDOW_SEQS};
 pub use error::KvError;
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::KvStateMachine;
@@ -89,10 +96,13 @@ pub struct KvConfig {
 
 impl KvConfig {
     /// Default request timeout: five election timeouts of raftexample's
-    /// configuration (1 s each), enough to ride out one leader change.
+    /// configuration (1 s each), enough to ride out one leader change. The
+    /// one definition the binary's `--request-timeout-ms` and the API's
+    /// membership timeout derive from.
     pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
-    /// Default bound on writes in flight.
-    pub const DEFAULT_MAX_IN_FLIGHT_WRITES: usize = 4_096;
+    /// Default bound on writes in flight: the one definition the binary's
+    /// `--max-in-flight-writes` and the API's request cap derive from.
+    pub const DEFAULT_MAX_IN_FLIGHT_WRITES: usize = 16_384;
 
     /// The defaults for node `node_id`.
     pub fn new(node_id: u64) -> Self {

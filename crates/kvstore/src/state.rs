@@ -11,6 +11,7 @@ use raftnode::{RestoreError, SnapshotJob, StateMachine};
 use tokio::sync::oneshot;
 
 use crate::command::{self, CommandPb, Op, RequestId};
+use crate::dedup::{Admission, DedupWindow};
 use crate::error::KvError;
 use crate::snapshot;
 
@@ -114,11 +115,16 @@ impl Drop for Waiter {
 /// every in-flight `put` that the node stopped.
 pub struct KvStateMachine {
     shared: Arc<Shared>,
+    /// Request ids already applied: a command in the log twice applies once.
+    dedup: DedupWindow,
 }
 
 impl KvStateMachine {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        KvStateMachine { shared }
+        KvStateMachine {
+            shared,
+            dedup: DedupWindow::new(),
+        }
     }
 
     /// The node this state machine belongs to.
@@ -133,7 +139,7 @@ impl KvStateMachine {
 
     /// Encodes the whole map now (the same bytes the snapshot job produces).
     pub fn snapshot(&self) -> Vec<u8> {
-        snapshot::encode(&self.shared.data.read())
+        snapshot::encode(&self.shared.data.read(), &self.dedup)
     }
 
     /// Number of keys in the map.
@@ -146,7 +152,22 @@ impl KvStateMachine {
         self.shared.data.read().is_empty()
     }
 
-    fn apply_command(&self, index: u64, command: CommandPb) {
+    fn apply_command(&mut self, index: u64, command: CommandPb) {
+        if let Some(id) = command.request_id.as_ref().map(RequestId::from) {
+            match self.dedup.admit(index, id) {
+                Admission::New => {}
+                admission => {
+                    tracing::warn!(
+                        index,
+                        node = id.node_id,
+                        seq = id.seq,
+                        ?admission,
+                        "skipping a command whose request was already applied"
+                    );
+                    return;
+                }
+            }
+        }
         match command.op {
             Some(Op::Put(put)) => {
                 self.shared.data.write().insert(put.key, put.value);
@@ -184,13 +205,16 @@ impl StateMachine for KvStateMachine {
     /// Captures the map in O(1) (a persistent-map clone); the job encodes it.
     fn snapshot(&mut self) -> SnapshotJob {
         let view = self.shared.data.read().clone();
-        Box::new(move || snapshot::encode(&view))
+        let dedup = self.dedup.clone();
+        Box::new(move || snapshot::encode(&view, &dedup))
     }
 
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), RestoreError> {
-        let map = snapshot::decode(data).map_err(|reason| RestoreError { index, reason })?;
+        let (map, dedup) =
+            snapshot::decode(data).map_err(|reason| RestoreError { index, reason })?;
         let keys = map.len();
         *self.shared.data.write() = map;
+        self.dedup = dedup;
         self.shared.applied_index.store(index, Ordering::Release);
         tracing::info!(index, keys, "restored snapshot");
         Ok(())

@@ -49,6 +49,10 @@ fn framed(version: u32, entry_count: u64, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&entry_count.to_le_bytes());
     out.extend_from_slice(body);
+    if version >= 2 {
+        // An empty dedup window: no origins.
+        out.extend_from_slice(&0u64.to_le_bytes());
+    }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -233,5 +237,35 @@ fn the_snapshot_job_encodes_the_state_at_capture_time() {
         machine.snapshot(),
         expected,
         "the later write is in the map"
+    );
+}
+
+/// Snapshots written before the dedup window (version 1) still restore,
+/// with an empty window; a newer version is refused with a clear error.
+#[test]
+fn version_1_snapshots_restore_and_newer_versions_are_named() {
+    let v1 = framed(1, 2, &[entry(b"/a", b"1"), entry(b"/b", b"2")].concat());
+    let mut target = fed(2, &log());
+    target
+        .restore(10, &v1)
+        .expect("a version 1 snapshot restores");
+    assert_eq!(target.len(), 2);
+    assert_eq!(target.applied_index(), 10);
+    // Re-encoded in the current version, with an empty window.
+    assert_eq!(
+        target.snapshot(),
+        framed(
+            SNAPSHOT_VERSION,
+            2,
+            &[entry(b"/a", b"1"), entry(b"/b", b"2")].concat()
+        )
+    );
+    let error = target
+        .restore(11, &framed(SNAPSHOT_VERSION + 1, 0, &[]))
+        .expect_err("future version");
+    assert!(
+        error.reason.contains("unsupported snapshot version 3"),
+        "{}",
+        error.reason
     );
 }

@@ -57,7 +57,7 @@ pub(crate) struct Flags {
 
     /// How long a write, read or membership change may take before the
     /// client gets 503 (for a write: outcome unknown).
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = kvstore::KvConfig::DEFAULT_REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
 
     /// Largest value accepted by PUT, in bytes (larger: 413).
@@ -65,8 +65,14 @@ pub(crate) struct Flags {
     pub max_value_bytes: usize,
 
     /// Writes in flight on this node before new ones get 503.
-    #[arg(long, default_value_t = 16_384)]
+    #[arg(long, default_value_t = kvstore::KvConfig::DEFAULT_MAX_IN_FLIGHT_WRITES)]
     pub max_in_flight_writes: usize,
+
+    /// Client requests served at once before new ones get 503 (default:
+    /// twice --max-in-flight-writes, room for as many reads as writes). Must
+    /// be above --max-in-flight-writes, or that bound could not be reached.
+    #[arg(long)]
+    pub max_concurrent_requests: Option<usize>,
 
     /// Length of a Raft tick.
     #[arg(long, default_value_t = 100)]

@@ -71,8 +71,86 @@ enum MainError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("server error: {0}")]
-    Serve(std::io::Error),
+    #[error("{server} server error: {source}")]
+    Serve {
+        server: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{server} server stopped unexpectedly: {reason}")]
+    ServerTask {
+        server: &'static str,
+        reason: String,
+    },
+}
+
+/// The limits of the layers, each derived from one flag, so that no layer's
+/// bound makes another's unreachable.
+#[derive(Debug)]
+struct Limits {
+    kv: kvstore::KvConfig,
+    api: api::ApiConfig,
+    /// raftnode's request queue: at least one slot per request the API admits.
+    request_queue_len: usize,
+}
+
+fn limits(flags: &Flags) -> Result<Limits, MainError> {
+    let max_concurrent_requests = flags
+        .max_concurrent_requests
+        .unwrap_or_else(|| api::ApiConfig::concurrent_requests_for(flags.max_in_flight_writes));
+    if flags.max_in_flight_writes == 0 || max_concurrent_requests <= flags.max_in_flight_writes {
+        return Err(MainError::Flags(format!(
+            "--max-concurrent-requests ({max_concurrent_requests}) must be above \
+             --max-in-flight-writes ({}), which must be positive",
+            flags.max_in_flight_writes
+        )));
+    }
+    let kv = kvstore::KvConfig {
+        node_id: flags.id,
+        request_timeout_ms: flags.request_timeout_ms,
+        max_in_flight_writes: flags.max_in_flight_writes,
+    };
+    let api = api::ApiConfig {
+        max_value_bytes: flags.max_value_bytes,
+        request_timeout_ms: flags.request_timeout_ms,
+        max_concurrent_requests,
+    };
+    let request_queue_len = NodeConfig::new(flags.id, Vec::new(), flags.data_dir())
+        .request_queue_len
+        .max(max_concurrent_requests);
+    Ok(Limits {
+        kv,
+        api,
+        request_queue_len,
+    })
+}
+
+/// What a server task's end means for the process: an error or a panic is
+/// reported (the process then exits non-zero), a clean end is fine.
+fn server_outcome(
+    server: &'static str,
+    joined: Result<Result<(), MainError>, tokio::task::JoinError>,
+) -> Result<(), MainError> {
+    match joined {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => Err(MainError::ServerTask {
+            server,
+            reason: format!("panicked: {}", panic_message(e.into_panic())),
+        }),
+        Err(e) => Err(MainError::ServerTask {
+            server,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(non-text panic payload)".to_string()
+    }
 }
 
 async fn run(flags: Flags) -> Result<(), MainError> {
@@ -80,13 +158,11 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let signal = tokio::spawn(shutdown_signal());
     let members = flags.members().map_err(MainError::Flags)?;
     let own_url = flags.own_peer_url(&members).map_err(MainError::Flags)?;
-    let config = node_config(&flags, members.clone());
+    let limits = limits(&flags)?;
+    let mut config = node_config(&flags, members.clone());
+    config.request_queue_len = limits.request_queue_len;
 
-    let (unattached, machine) = kvstore::new(kvstore::KvConfig {
-        node_id: flags.id,
-        request_timeout_ms: flags.request_timeout_ms,
-        max_in_flight_writes: flags.max_in_flight_writes,
-    });
+    let (unattached, machine) = kvstore::new(limits.kv);
     let node = RaftNode::start(config, Box::new(machine))?;
     let start = match node.start_kind() {
         StartKind::Fresh => "fresh start",
@@ -110,43 +186,58 @@ async fn run(flags: Flags) -> Result<(), MainError> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let peer_server = serve(
+        "peer",
         peer_listener,
         node.transport().router(),
         shutdown_rx.clone(),
     );
-    let api_router = api::router(
-        kv,
-        api::ApiConfig {
-            max_value_bytes: flags.max_value_bytes,
-            request_timeout_ms: flags.request_timeout_ms,
-            ..api::ApiConfig::default()
-        },
-    );
-    let client_server = serve(client_listener, api_router, shutdown_rx);
-    let peer_task = tokio::spawn(peer_server);
-    let client_task = tokio::spawn(client_server);
+    let api_router = api::router(kv, limits.api);
+    let client_server = serve("client", client_listener, api_router, shutdown_rx);
+    let mut peer_task = tokio::spawn(peer_server);
+    let mut client_task = tokio::spawn(client_server);
 
+    // A server that ends on its own (an accept error, a panic) stops the
+    // process too, with its error.
+    let mut failure: Option<MainError> = None;
+    let mut client_done = false;
     tokio::select! {
         signal = signal => {
             let signal = signal.unwrap_or("signal");
             info!(signal, "shutting down: draining requests")
         }
         _ = node.stopped() => info!("raft node stopped; shutting down"),
+        joined = &mut client_task => {
+            client_done = true;
+            failure = server_outcome("client", joined).err();
+            error!("client server ended; shutting down");
+        }
+        joined = &mut peer_task => {
+            failure = server_outcome("peer", joined).err();
+            error!("peer server ended; shutting down");
+        }
     }
     // Stop accepting clients and let in-flight requests finish (bounded),
     // then stop the Raft loop: everything acknowledged is already fsynced.
     let _ = shutdown_tx.send(true);
-    let drain = async {
-        let _ = client_task.await;
-    };
-    if tokio::time::timeout(Duration::from_secs(5), drain)
-        .await
-        .is_err()
-    {
-        warn!("client requests still in flight after 5 s; stopping anyway");
+    if !client_done {
+        match tokio::time::timeout(Duration::from_secs(5), &mut client_task).await {
+            Ok(joined) => {
+                if let Err(e) = server_outcome("client", joined) {
+                    failure.get_or_insert(e);
+                }
+            }
+            Err(_elapsed) => {
+                warn!("client requests still in flight after 5 s; stopping anyway");
+                client_task.abort();
+            }
+        }
     }
-    let reason = node.shutdown().await?;
+    let reason = node.shutdown().await;
     peer_task.abort();
+    let reason = reason?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     info!(?reason, "raftkv stopped");
     Ok(())
 }
@@ -176,6 +267,7 @@ async fn bind(addr: &str) -> Result<TcpListener, MainError> {
 }
 
 async fn serve(
+    server: &'static str,
     listener: TcpListener,
     router: axum::Router,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -186,7 +278,7 @@ async fn serve(
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
         .await
-        .map_err(MainError::Serve)
+        .map_err(|source| MainError::Serve { server, source })
 }
 
 async fn shutdown_signal() -> &'static str {
@@ -202,5 +294,76 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_bound_flag_is_reachable_through_every_layer() {
+        for args in [
+            vec!["raftkv"],
+            vec!["raftkv", "--max-in-flight-writes", "100000"],
+            vec![
+                "raftkv",
+                "--max-in-flight-writes",
+                "10",
+                "--max-concurrent-requests",
+                "11",
+            ],
+        ] {
+            let flags = Flags::parse_from(&args);
+            let limits = limits(&flags).expect("valid limits");
+            assert_eq!(limits.kv.max_in_flight_writes, flags.max_in_flight_writes);
+            assert!(
+                limits.api.max_concurrent_requests > flags.max_in_flight_writes,
+                "{args:?}: the API cap hides the write bound"
+            );
+            assert!(
+                limits.request_queue_len >= limits.api.max_concurrent_requests,
+                "{args:?}: raftnode's queue hides the write bound"
+            );
+        }
+        let defaults = limits(&Flags::parse_from(["raftkv"])).expect("defaults");
+        assert_eq!(
+            defaults.kv.max_in_flight_writes,
+            kvstore::KvConfig::DEFAULT_MAX_IN_FLIGHT_WRITES
+        );
+        assert_eq!(
+            defaults.api.max_concurrent_requests,
+            api::ApiConfig::DEFAULT_MAX_CONCURRENT_REQUESTS
+        );
+        assert_eq!(
+            defaults.kv.request_timeout_ms,
+            kvstore::KvConfig::DEFAULT_REQUEST_TIMEOUT_MS
+        );
+        let hidden = Flags::parse_from([
+            "raftkv",
+            "--max-in-flight-writes",
+            "10",
+            "--max-concurrent-requests",
+            "10",
+        ]);
+        assert!(limits(&hidden).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_server_error_or_panic_is_reported() {
+        let panicked = tokio::spawn(async { panic!("boom") }).await;
+        let error = server_outcome("client", panicked).unwrap_err();
+        assert!(error
+            .to_string()
+            .contains("client server stopped unexpectedly: panicked: boom"));
+        let failed = Ok(Err(MainError::Serve {
+            server: "client",
+            source: std::io::Error::other("accept failed"),
+        }));
+        assert!(server_outcome("client", failed)
+            .unwrap_err()
+            .to_string()
+            .contains("accept failed"));
+        assert!(server_outcome("client", Ok(Ok(()))).is_ok());
     }
 }

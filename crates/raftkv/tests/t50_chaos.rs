@@ -50,7 +50,9 @@ fn run_and_check(mut config: ChaosConfig) -> Report {
 fn every_fault_kind_keeps_reads_linearizable_and_writes_durable() {
     let mut config = ChaosConfig::new(binary(), PathBuf::new());
     config.seed = seed();
-    config.duration = Duration::from_secs(35);
+    // 35 s for the short faults, plus the stall fault, which must outlast
+    // the peer request timeout.
+    config.duration = Duration::from_secs(35) + Duration::from_millis(xtask::chaos::STALL_MS);
     config.fault_hold_ms = 1_500;
     config.recover_ms = 800;
     let report = run_and_check(config);

@@ -107,7 +107,7 @@ pub use interface::{
 };
 pub use raft_loop::StopReason;
 
-use raft_loop::{LoopParts, RaftLoop, Request};
+use raft_loop::{Frame, LoopParts, RaftLoop, Request};
 use reports::Reports;
 
 /// Errors that stop a node (at start or while running).
@@ -319,13 +319,25 @@ fn initial_status(id: u64) -> Status {
 /// Where the transport delivers frames (the Raft loop's bounded queue) and
 /// reports (their own path, see `reports.rs`: never dropped).
 struct Inbox {
-    frames: Sender<Vec<raft::eraftpb::Message>>,
+    frames: Sender<Frame>,
     reports: Arc<Reports>,
 }
 
 impl Delivery for Inbox {
     fn deliver(&self, msgs: Vec<raft::eraftpb::Message>) -> Result<(), Overloaded> {
-        self.frames.try_send(msgs).map_err(|_| Overloaded)
+        self.deliver_frame(msgs, transport::InboundPermit::unbudgeted())
+    }
+
+    /// Queues the frame with its permit, so the queue stays within the
+    /// transport's inbound byte budget until the loop has stepped it.
+    fn deliver_frame(
+        &self,
+        msgs: Vec<raft::eraftpb::Message>,
+        permit: transport::InboundPermit,
+    ) -> Result<(), Overloaded> {
+        self.frames
+            .try_send(Frame { msgs, permit })
+            .map_err(|_| Overloaded)
     }
 
     fn report_unreachable(&self, peer_id: u64) {
@@ -341,7 +353,12 @@ impl Delivery for Inbox {
     }
 
     fn report_removed(&self, peer_id: u64) {
-        self.reports.record(peer_id, |r| r.removed_us = true);
+        self.report_removed_at(peer_id, None);
+    }
+
+    fn report_removed_at(&self, peer_id: u64, removed_at_index: Option<u64>) {
+        self.reports
+            .record(peer_id, |r| r.merge_removed_us(removed_at_index));
     }
 }
 
@@ -502,7 +519,10 @@ mod tests {
             ..Default::default()
         }];
         for frame in [vec![vote], vec![append], vec![append_more]] {
-            raft_loop.on_frame(frame);
+            raft_loop.on_frame(Frame {
+                msgs: frame,
+                permit: transport::InboundPermit::unbudgeted(),
+            });
             raft_loop.on_ready().unwrap();
         }
 

@@ -51,6 +51,13 @@ pub(crate) enum Request {
     },
 }
 
+/// A received frame, with its share of the transport's inbound byte budget
+/// (released when the frame is dropped, after its messages are stepped).
+pub(crate) struct Frame {
+    pub msgs: Vec<Message>,
+    pub permit: transport::InboundPermit,
+}
+
 struct PendingChange {
     request_id: u64,
     reply: oneshot::Sender<Result<(), RaftError>>,
@@ -74,7 +81,7 @@ pub(crate) struct RaftLoop {
     transport: Transport,
     requests: Receiver<Request>,
     /// Frames of peer messages, bounded (a full queue answers peers 503).
-    peer_frames: Receiver<Vec<Message>>,
+    peer_frames: Receiver<Frame>,
     /// Reports from the transport, never dropped; `report_rings` wakes us.
     reports: Arc<Reports>,
     report_rings: Receiver<()>,
@@ -132,7 +139,7 @@ pub(crate) struct LoopParts {
     pub sm: Box<dyn StateMachine>,
     pub transport: Transport,
     pub requests: Receiver<Request>,
-    pub peer_frames: Receiver<Vec<Message>>,
+    pub peer_frames: Receiver<Frame>,
     pub reports: Arc<Reports>,
     pub report_rings: Receiver<()>,
     pub shutdown: Receiver<()>,
@@ -383,10 +390,12 @@ impl RaftLoop {
         }
     }
 
-    pub(crate) fn on_frame(&mut self, messages: Vec<Message>) {
-        for msg in messages {
+    pub(crate) fn on_frame(&mut self, frame: Frame) {
+        let Frame { msgs, permit } = frame;
+        for msg in msgs {
             self.step(msg);
         }
+        drop(permit);
     }
 
     fn on_reports(&mut self) {
@@ -398,12 +407,26 @@ impl RaftLoop {
                 debug!(node = self.id, peer, ?status, "snapshot delivery reported");
                 self.raw.report_snapshot(peer, status);
             }
-            if report.removed_us {
-                info!(
-                    node = self.id,
-                    peer, "a peer reports this node was removed from the cluster"
-                );
-                self.stop = Some(StopReason::Removed);
+            match report.removed_us {
+                None => {}
+                Some(Some(removed_at)) if self.applied >= removed_at => {
+                    // Applying our own removal would have stopped us: this id
+                    // was added again since, and the peer has not applied that.
+                    info!(
+                        node = self.id,
+                        peer,
+                        removed_at,
+                        applied = self.applied,
+                        "a lagging peer reports a removal this node applied past; ignored"
+                    );
+                }
+                Some(_) => {
+                    info!(
+                        node = self.id,
+                        peer, "a peer reports this node was removed from the cluster"
+                    );
+                    self.stop = Some(StopReason::Removed);
+                }
             }
         }
     }
@@ -528,7 +551,7 @@ impl RaftLoop {
         info!(node = self.id, index, "installing snapshot from the leader");
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
         self.disk.save_snapshot(&snapshot)?;
-        self.set_members(members);
+        self.set_members(members, index);
         self.last_snapshot_bytes = snapshot.data.len() as u64;
         self.log_bytes_since_snapshot = 0;
         self.raw.mut_store().install_snapshot(snapshot);
@@ -598,7 +621,7 @@ impl RaftLoop {
                 if cc.node_id == self.id {
                     self.stop = Some(StopReason::Removed);
                 } else {
-                    self.transport.remove_peer(cc.node_id);
+                    self.transport.remove_peer_at(cc.node_id, entry.index);
                 }
             }
         }
@@ -648,11 +671,13 @@ impl RaftLoop {
         self.members.insert(id, url);
     }
 
-    /// Replaces the member list (from a snapshot) and the transport's peers.
-    fn set_members(&mut self, members: BTreeMap<u64, String>) {
+    /// Replaces the member list (from a snapshot at `index`) and the
+    /// transport's peers. A member missing from the snapshot was removed at
+    /// or before `index`.
+    fn set_members(&mut self, members: BTreeMap<u64, String>, index: u64) {
         for old in self.members.keys() {
             if !members.contains_key(old) && *old != self.id {
-                self.transport.remove_peer(*old);
+                self.transport.remove_peer_at(*old, index);
             }
         }
         for (id, url) in &members {

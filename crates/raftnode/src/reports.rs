@@ -21,8 +21,23 @@ pub(crate) struct PeerReport {
     /// How the latest snapshot sent to it ended (raft-rs has at most one
     /// in flight per peer, so the newest outcome is the one it waits for).
     pub snapshot: Option<raft::SnapshotStatus>,
-    /// The peer answered 410 Gone: it applied this node's removal.
-    pub removed_us: bool,
+    /// The peer answered 410 Gone: it applied this node's removal, at this
+    /// log index when it said so (`Some(None)`: it did not say).
+    pub removed_us: Option<Option<u64>>,
+}
+
+impl PeerReport {
+    /// Merges a 410 into the pending report. The strongest claim wins: a
+    /// removal without an index (the loop cannot rule it out) over one with
+    /// an index, and a later index over an earlier one (the loop ignores a
+    /// removal it has applied past, so the latest is the one that matters).
+    pub(crate) fn merge_removed_us(&mut self, removed_at_index: Option<u64>) {
+        self.removed_us = Some(match (self.removed_us, removed_at_index) {
+            (Some(None), _) | (_, None) => None,
+            (Some(Some(a)), Some(b)) => Some(a.max(b)),
+            (None, Some(b)) => Some(b),
+        });
+    }
 }
 
 /// The transport's side: records reports and wakes the loop.
@@ -65,7 +80,10 @@ mod tests {
         reports.record(2, |r| r.unreachable = true);
         reports.record(2, |r| r.snapshot = Some(raft::SnapshotStatus::Failure));
         reports.record(2, |r| r.snapshot = Some(raft::SnapshotStatus::Finish));
-        reports.record(3, |r| r.removed_us = true);
+        reports.record(3, |r| r.merge_removed_us(Some(7)));
+        reports.record(3, |r| r.merge_removed_us(Some(5)));
+        reports.record(4, |r| r.merge_removed_us(Some(9)));
+        reports.record(4, |r| r.merge_removed_us(None));
         assert_eq!(rings.len(), 1, "one pending wake-up");
         let taken = reports.take();
         assert_eq!(
@@ -73,10 +91,19 @@ mod tests {
             PeerReport {
                 unreachable: true,
                 snapshot: Some(raft::SnapshotStatus::Finish),
-                removed_us: false
+                removed_us: None
             }
         );
-        assert!(taken[&3].removed_us);
+        assert_eq!(
+            taken[&3].removed_us,
+            Some(Some(7)),
+            "the latest removal index"
+        );
+        assert_eq!(
+            taken[&4].removed_us,
+            Some(None),
+            "an unindexed removal wins"
+        );
         assert!(reports.take().is_empty());
     }
 }

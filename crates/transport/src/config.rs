@@ -17,6 +17,16 @@ pub struct TransportConfig {
     pub peer_queue_len: usize,
     /// Bound of each peer's outgoing snapshot queue; a snapshot beyond it is reported as failed.
     pub snapshot_queue_len: usize,
+    /// Message requests served at once; more get 503 at once (load shedding). Each may
+    /// buffer up to `max_frame_bytes`. A peer sends one frame at a time, so a cluster needs
+    /// one per peer.
+    pub max_concurrent_frames: usize,
+    /// Snapshot uploads received at once; more get 503 at once.
+    pub max_concurrent_snapshots: usize,
+    /// Budget of received frames handed to the node and not yet processed by it, in bytes
+    /// of decoded memory (estimated); a frame beyond it gets 503. A frame larger than the
+    /// whole budget (a big snapshot) is accepted when nothing else is held.
+    pub max_inbound_bytes: u64,
     /// Serve `POST /raft/faults` on the router. Off by default: only for chaos testing.
     pub enable_fault_routes: bool,
     /// Time allowed to open a TCP connection to a peer.
@@ -32,6 +42,9 @@ pub struct TransportConfig {
 }
 
 impl TransportConfig {
+    /// Default of [`TransportConfig::request_timeout_ms`].
+    pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+
     /// A configuration with production defaults for the given node and cluster.
     pub fn new(node_id: u64, cluster_id: u64) -> TransportConfig {
         TransportConfig {
@@ -41,9 +54,12 @@ impl TransportConfig {
             max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
             peer_queue_len: 8192,
             snapshot_queue_len: 2,
+            max_concurrent_frames: 16,
+            max_concurrent_snapshots: 1,
+            max_inbound_bytes: 256 * 1024 * 1024,
             enable_fault_routes: false,
             connect_timeout_ms: 1_000,
-            request_timeout_ms: 5_000,
+            request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
             snapshot_timeout_ms: 600_000,
             backoff_initial_ms: 50,
             backoff_max_ms: 1_000,
@@ -58,6 +74,12 @@ impl TransportConfig {
         }
         if self.max_frame_bytes < 1024 || self.max_frame_bytes > u32::MAX as usize {
             return bad("max_frame_bytes must be within [1024, 2^32 - 1]");
+        }
+        if self.max_concurrent_frames == 0 || self.max_concurrent_snapshots == 0 {
+            return bad("max_concurrent_frames and max_concurrent_snapshots must be at least 1");
+        }
+        if self.max_inbound_bytes < self.max_frame_bytes as u64 {
+            return bad("max_inbound_bytes must be at least max_frame_bytes");
         }
         if self.peer_queue_len == 0 || self.snapshot_queue_len == 0 {
             return bad("peer_queue_len and snapshot_queue_len must be at least 1");

@@ -28,7 +28,7 @@ pub enum TransportError {
 /// A malformed fault-injection command (see [`crate::Faults::apply_command`]).
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum FaultError {
-    /// The command word is not one of `cut`, `heal`, `heal-all`, `drop`, `delay`.
+    /// The command word is not one of `cut`, `heal`, `heal-all`, `drop`, `delay`, `stall`.
     #[error("unknown fault command {0:?}")]
     UnknownCommand(String),
     /// An argument is missing, extra, or not a number.

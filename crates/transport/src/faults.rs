@@ -2,7 +2,10 @@
 //!
 //! Faults are per link, identified by the peer id. A *cut* link drops everything this node
 //! sends to the peer and everything it receives from it. A *drop probability* and a *delay*
-//! apply to outgoing traffic only; set them on both ends for a symmetric effect.
+//! apply to outgoing traffic only; set them on both ends for a symmetric effect. A *stall*
+//! applies to incoming message frames: each is delivered, then its answer is held back, so a
+//! stall longer than the peer's request timeout makes the peer give up on a frame this node
+//! did deliver (the case where resending would duplicate it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +26,8 @@ pub struct LinkFault {
     pub drop_probability: f64,
     /// Delay added before each outgoing frame or snapshot.
     pub delay_ms: u64,
+    /// Time each incoming message frame's answer is held back after the frame was delivered.
+    pub stall_ms: u64,
 }
 
 impl LinkFault {
@@ -91,6 +96,17 @@ impl Faults {
         Ok(())
     }
 
+    /// Holds back the answer to each message frame received from `peer_id` by `stall_ms`
+    /// (at most 60 s), after the frame was delivered.
+    pub fn set_stall_ms(&self, peer_id: u64, stall_ms: u64) -> Result<(), FaultError> {
+        if stall_ms > MAX_FAULT_DELAY_MS {
+            return Err(FaultError::DelayTooLong(stall_ms));
+        }
+        self.update(peer_id, |f| f.stall_ms = stall_ms);
+        tracing::info!(peer = peer_id, stall_ms, "fault: answers stalled");
+        Ok(())
+    }
+
     /// The faults currently set on the link to `peer_id`.
     pub fn link(&self, peer_id: u64) -> LinkFault {
         if !self.active.load(Ordering::Acquire) {
@@ -101,7 +117,7 @@ impl Faults {
 
     /// Applies commands in the text format of `POST /raft/faults`: one per line, blank lines
     /// ignored: `cut <peer>`, `heal <peer>`, `heal-all`, `drop <peer> <probability>`,
-    /// `delay <peer> <ms>`. Lines before a bad one stay applied.
+    /// `delay <peer> <ms>`, `stall <peer> <ms>`. Lines before a bad one stay applied.
     pub fn apply_command(&self, text: &str) -> Result<(), FaultError> {
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
             self.apply_line(line)?;
@@ -144,6 +160,11 @@ impl Faults {
                 arity(3)?;
                 let ms: u64 = words[2].parse().map_err(|_| bad("expected milliseconds"))?;
                 self.set_delay_ms(peer()?, ms)
+            }
+            "stall" => {
+                arity(3)?;
+                let ms: u64 = words[2].parse().map_err(|_| bad("expected milliseconds"))?;
+                self.set_stall_ms(peer()?, ms)
             }
             other => Err(FaultError::UnknownCommand(other.to_string())),
         }

@@ -21,12 +21,20 @@
 //!
 //! # Invariants
 //! - Messages from this node to one peer are delivered in the order they were passed to
-//!   [`Transport::send`], or dropped; never reordered. (A frame may be delivered twice if a
-//!   kept-alive connection dies after the peer read it; Raft tolerates duplicates.)
+//!   [`Transport::send`], or dropped; never reordered. A frame is sent at most once: it is
+//!   retried (once, on a new connection) only when the connection closed before any byte of
+//!   it was written; after a timeout or a failure mid-request it is dropped, never resent,
+//!   because the peer may have delivered it (a resent frame could carry a forwarded proposal
+//!   a second time).
 //! - Every queue is bounded: `peer_queue_len` messages per peer plus one frame being sent,
-//!   `snapshot_queue_len` snapshots per peer, `max_frame_bytes` per received frame,
-//!   `max_snapshot_bytes` per received snapshot. Lengths read from the network are checked
-//!   against these bounds before anything is allocated for them.
+//!   `snapshot_queue_len` snapshots per peer, `max_frame_bytes` and
+//!   [`wire::FRAME_ENTRIES_MAX`] entries per received frame, `max_snapshot_bytes` per
+//!   received snapshot. Lengths and entry counts read from the network are checked against
+//!   these bounds before anything is allocated for them.
+//! - The receiving side's memory is bounded: at most `max_concurrent_frames` message
+//!   requests and `max_concurrent_snapshots` snapshot uploads at once (more get 503 at
+//!   once), and at most `max_inbound_bytes` of received frames held by the node
+//!   ([`InboundPermit`], [`Delivery::deliver_frame`]; more get 503).
 //! - Every received message has `to` equal to this node and `from` equal to the sender header;
 //!   bad input gets a 4xx and a log line, never a panic.
 //! - `send`, `add_peer`, `remove_peer` and `update_peer` never block and need no runtime
@@ -92,6 +100,7 @@ pub use config::TransportConfig;
 pub use error::{FaultError, TransportError};
 pub use faults::{Faults, LinkFault};
 pub use raft_proto::eraftpb::Message;
+pub use server::InboundPermit;
 pub use stats::{PeerStats, TransportStats};
 pub use transport::Transport;
 
@@ -122,6 +131,15 @@ pub enum SnapshotStatus {
 pub trait Delivery: Send + Sync + 'static {
     /// Hands one received frame of messages (one sender, in order) to the node.
     fn deliver(&self, msgs: Vec<Message>) -> Result<(), Overloaded>;
+    /// Like [`Delivery::deliver`], with the frame's share of the inbound byte budget
+    /// (`max_inbound_bytes`). A node that queues frames keeps the permit with the messages
+    /// and drops it once it has processed them, so the queue is bounded in bytes. The
+    /// default releases the permit as soon as `deliver` returns.
+    fn deliver_frame(&self, msgs: Vec<Message>, permit: InboundPermit) -> Result<(), Overloaded> {
+        let result = self.deliver(msgs);
+        drop(permit);
+        result
+    }
     /// Tells the node that `peer_id` could not be reached (raft's `report_unreachable`).
     fn report_unreachable(&self, peer_id: u64);
     /// Tells the node how sending a snapshot to `peer_id` ended (raft's `report_snapshot`).
@@ -131,6 +149,15 @@ pub trait Delivery: Send + Sync + 'static {
     /// node that missed its own removal entry can stop. The default ignores it.
     fn report_removed(&self, peer_id: u64) {
         let _ = peer_id;
+    }
+    /// Like [`Delivery::report_removed`], with the log index at which `peer_id` applied this
+    /// node's removal, when it said. A node that has applied entries at or past that index
+    /// cannot be the removed one (it would have stopped on applying its removal): it was
+    /// added again with the same id, and the peer has not applied that yet, so it should
+    /// ignore the answer. The default treats every 410 as [`Delivery::report_removed`].
+    fn report_removed_at(&self, peer_id: u64, removed_at_index: Option<u64>) {
+        let _ = removed_at_index;
+        self.report_removed(peer_id);
     }
 }
 

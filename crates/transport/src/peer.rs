@@ -132,6 +132,11 @@ enum SendError {
     Handshake(hyper::Error),
     #[error("request failed: {0}")]
     Request(hyper::Error),
+    /// The connection closed before any byte of the request was written: the peer
+    /// cannot have seen it, so it is the only failure that may be retried.
+    #[error("request not sent: {0}")]
+    NotSent(hyper::Error),
+    /// There was no connection to send on: nothing was sent.
     #[error("no open connection")]
     NotConnected,
     #[error("timed out after {0} ms")]
@@ -191,17 +196,45 @@ fn request<B>(
     req
 }
 
-/// Sends `req` and reads the whole (small) response; returns its status and body text.
-async fn round_trip<B>(
-    send: &mut SendRequest<B>,
-    req: Request<B>,
-) -> Result<(StatusCode, String), SendError>
+impl SendError {
+    /// True when the peer provably did not receive any byte of the request, so sending it
+    /// again cannot duplicate it. A timeout or an error after the request started is never
+    /// such a case: the peer may have read and delivered it.
+    fn provably_not_sent(&self) -> bool {
+        matches!(self, SendError::NotSent(_) | SendError::NotConnected)
+    }
+}
+
+/// A peer's answer to one request.
+struct Answer {
+    status: StatusCode,
+    /// The start of the body (an error message for refusals).
+    text: String,
+    /// For a 410: the log index at which the peer applied this node's removal.
+    removed_at_index: Option<u64>,
+}
+
+/// Sends `req` and reads the whole (small) response.
+async fn round_trip<B>(send: &mut SendRequest<B>, req: Request<B>) -> Result<Answer, SendError>
 where
     B: Body + Send + 'static,
 {
-    send.ready().await.map_err(SendError::Request)?;
-    let resp = send.send_request(req).await.map_err(SendError::Request)?;
+    // A connection that closes while idle fails `ready` before the request is handed over.
+    send.ready().await.map_err(SendError::NotSent)?;
+    let resp = send.try_send_request(req).await.map_err(|mut e| {
+        // hyper gives the request back only when it never started writing it.
+        if e.take_message().is_some() {
+            SendError::NotSent(e.into_error())
+        } else {
+            SendError::Request(e.into_error())
+        }
+    })?;
     let status = resp.status();
+    let removed_at_index = resp
+        .headers()
+        .get(wire::HEADER_REMOVED_AT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
     let body = resp
         .into_body()
         .collect()
@@ -209,7 +242,11 @@ where
         .map_err(SendError::Request)?
         .to_bytes();
     let text = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
-    Ok((status, text))
+    Ok(Answer {
+        status,
+        text,
+        removed_at_index,
+    })
 }
 
 async fn with_timeout<T>(
@@ -312,12 +349,17 @@ impl FrameSender {
     fn build_frame(&mut self, drop_probability: f64) -> u64 {
         let max_frame_bytes = self.ctx.config.max_frame_bytes;
         let mut count = 0;
+        let mut entries = 0;
         while let Some(msg) = self.pending.front() {
             let msg_bytes = msg.encoded_len();
-            if wire::LEN_PREFIX_BYTES + msg_bytes > max_frame_bytes {
+            let msg_entries = msg.entries.len();
+            if wire::LEN_PREFIX_BYTES + msg_bytes > max_frame_bytes
+                || msg_entries > wire::FRAME_ENTRIES_MAX
+            {
                 tracing::error!(
                     msg_bytes,
                     max_frame_bytes,
+                    msg_entries,
                     "message larger than a frame: dropped"
                 );
                 self.pending.pop_front();
@@ -325,7 +367,8 @@ impl FrameSender {
                 continue;
             }
             let frame_full = self.buf.len() + wire::LEN_PREFIX_BYTES + msg_bytes > max_frame_bytes
-                || count as usize == wire::FRAME_MESSAGES_MAX;
+                || count as usize == wire::FRAME_MESSAGES_MAX
+                || entries + msg_entries > wire::FRAME_ENTRIES_MAX;
             if count > 0 && frame_full {
                 break;
             }
@@ -337,29 +380,35 @@ impl FrameSender {
             wire::put_message(&mut self.buf, msg, msg_bytes);
             self.pending.pop_front();
             count += 1;
+            entries += msg_entries;
         }
         count
     }
 
-    /// Posts one frame; retries once on a fresh connection if a reused one failed.
+    /// Posts one frame; retries once on a fresh connection if a reused one failed before
+    /// any byte of the request was written. Anything else (a timeout, a reset after the
+    /// request started) is not retried: the peer may have delivered the frame, and a second
+    /// copy could apply a forwarded proposal twice.
     async fn deliver(&mut self, frame: Bytes, count: u64) {
         let reused = self.conn.as_ref().is_some_and(|c| c.reused);
         let mut result = self.post(frame.clone()).await;
-        if result.is_err() && reused {
-            tracing::debug!("reused connection failed; retrying on a new one");
+        if reused && result.as_ref().is_err_and(SendError::provably_not_sent) {
+            tracing::debug!(
+                "reused connection closed before the frame was sent; retrying on a new one"
+            );
             result = match self.ensure_connected().await {
                 Ok(()) => self.post(frame.clone()).await,
                 Err(e) => Err(e),
             };
         }
         match result {
-            Ok((status, _)) if status.is_success() => self.on_success(count, frame.len()),
-            Ok((status, text)) => self.on_refused(status, &text, count),
+            Ok(answer) if answer.status.is_success() => self.on_success(count, frame.len()),
+            Ok(answer) => self.on_refused(&answer, count),
             Err(e) => self.on_failure(e, count).await,
         }
     }
 
-    async fn post(&mut self, frame: Bytes) -> Result<(StatusCode, String), SendError> {
+    async fn post(&mut self, frame: Bytes) -> Result<Answer, SendError> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(SendError::NotConnected);
         };
@@ -389,13 +438,22 @@ impl FrameSender {
         }
     }
 
-    fn on_refused(&mut self, status: StatusCode, text: &str, count: u64) {
+    fn on_refused(&mut self, answer: &Answer, count: u64) {
+        let (status, text) = (answer.status, answer.text.as_str());
         add(&self.peer.counters.msgs_dropped, count);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::debug!(count, reason = text, "peer busy: frame dropped");
         } else if status == StatusCode::GONE {
-            tracing::warn!(count, reason = text, "peer says this node was removed");
-            self.ctx.node.report_removed(self.peer.id);
+            let removed_at_index = answer.removed_at_index;
+            tracing::warn!(
+                count,
+                reason = text,
+                removed_at_index,
+                "peer says this node was removed"
+            );
+            self.ctx
+                .node
+                .report_removed_at(self.peer.id, removed_at_index);
         } else {
             tracing::warn!(%status, count, reason = text, "peer refused frame");
         }
@@ -478,8 +536,8 @@ async fn send_snapshot(ctx: &Ctx, peer: &PeerShared, msg: Message) -> Result<u64
     })
     .await;
     match outcome {
-        Ok((status, _)) if status.is_success() => Ok(total_bytes),
-        Ok((status, text)) => Err(format!("peer answered {status}: {text}")),
+        Ok(answer) if answer.status.is_success() => Ok(total_bytes),
+        Ok(answer) => Err(format!("peer answered {}: {}", answer.status, answer.text)),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -112,6 +112,9 @@ pub struct PeerStats {
 pub struct TransportStats {
     /// Per-peer stats, by peer id.
     pub peers: BTreeMap<u64, PeerStats>,
+    /// Bytes of received frames the node holds and has not processed yet (the inbound
+    /// byte budget in use, bounded by `max_inbound_bytes`).
+    pub inbound_bytes: u64,
 }
 
 impl TransportStats {

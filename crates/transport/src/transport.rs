@@ -1,6 +1,6 @@
 //! The `Transport` handle: peer table, routing of outgoing messages, lifecycle.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -25,8 +25,11 @@ pub(crate) struct Ctx {
     pub node: Arc<dyn Delivery>,
     pub faults: Faults,
     pub counters: CounterTable,
-    /// Ids removed with `remove_peer`; their requests get 410 Gone.
-    pub removed: RwLock<HashSet<u64>>,
+    /// Ids removed with `remove_peer` / `remove_peer_at`, with the log index of the removal
+    /// when known; their requests get 410 Gone carrying that index.
+    pub removed: RwLock<HashMap<u64, Option<u64>>>,
+    /// Bounds of the receiving side: concurrent requests and the inbound byte budget.
+    pub limits: crate::server::Limits,
 }
 
 /// One configured peer: its shared queue, its snapshot queue and its two tasks.
@@ -90,12 +93,14 @@ impl Transport {
         runtime: Handle,
     ) -> Result<Transport, TransportError> {
         config.validate()?;
+        let limits = crate::server::Limits::new(&config);
         let ctx = Ctx {
+            limits,
             config,
             node,
             faults: Faults::default(),
             counters: CounterTable::default(),
-            removed: RwLock::new(HashSet::new()),
+            removed: RwLock::new(HashMap::new()),
         };
         let inner = Inner {
             ctx: Arc::new(ctx),
@@ -236,10 +241,23 @@ impl Transport {
     }
 
     /// Stops sending to peer `id`, drops its queue, and refuses its requests with 410 from now
-    /// on (until it is added again). Unknown ids are ignored.
+    /// on (until it is added again). Unknown ids are ignored. Prefer
+    /// [`Transport::remove_peer_at`], which lets a re-added node ignore a stale 410.
     pub fn remove_peer(&self, id: u64) {
+        self.remove(id, None);
+    }
+
+    /// Like [`Transport::remove_peer`], for a removal applied at log index `index`. The 410
+    /// answers carry the index (header `x-raft-removed-at`), so that a node added again with
+    /// the same id after that index, hearing from a member that has not applied the re-add
+    /// yet, can tell the answer is stale ([`Delivery::report_removed_at`]).
+    pub fn remove_peer_at(&self, id: u64, index: u64) {
+        self.remove(id, Some(index));
+    }
+
+    fn remove(&self, id: u64, index: Option<u64>) {
         let _membership = self.inner.membership.lock();
-        self.inner.ctx.removed.write().insert(id);
+        self.inner.ctx.removed.write().insert(id, index);
         let removed = self.inner.peers.write().remove(&id);
         if removed.is_some() {
             tracing::info!(peer = id, "peer removed");
@@ -270,6 +288,7 @@ impl Transport {
     pub fn stats(&self) -> TransportStats {
         let mut stats = TransportStats {
             peers: self.inner.ctx.counters.snapshot(),
+            inbound_bytes: self.inner.ctx.limits.inbound_bytes(),
         };
         for (id, peer) in self.inner.peers.read().iter() {
             let entry = stats.peers.entry(*id).or_default();

@@ -18,6 +18,9 @@ pub const HEADER_FROM: &str = "x-raft-from";
 pub const HEADER_TO: &str = "x-raft-to";
 /// Header carrying the cluster id (decimal).
 pub const HEADER_CLUSTER_ID: &str = "x-raft-cluster-id";
+/// Header of a 410 answer: the log index at which the answering member applied the
+/// sender's removal (decimal), when it knows it.
+pub const HEADER_REMOVED_AT: &str = "x-raft-removed-at";
 
 /// Bytes of the length prefix in front of each message of a frame.
 pub const LEN_PREFIX_BYTES: usize = 4;
@@ -59,6 +62,12 @@ pub enum FrameError {
         /// The limit, [`FRAME_MESSAGES_MAX`].
         max: usize,
     },
+    /// More log entries (summed over the frame's messages) than one frame may carry.
+    #[error("frame holds more than {max} log entries")]
+    TooManyEntries {
+        /// The limit, [`FRAME_ENTRIES_MAX`].
+        max: usize,
+    },
     /// More snapshot data than announced.
     #[error("snapshot body has {extra} bytes after the announced data")]
     TrailingBytes {
@@ -71,6 +80,54 @@ pub enum FrameError {
 /// memory than its wire bytes, so the count is bounded as well as the frame
 /// size; senders never batch more than their queue (8192 by default).
 pub const FRAME_MESSAGES_MAX: usize = 65_536;
+
+/// Most log entries one frame may carry, summed over its messages. An empty
+/// entry is 2 bytes on the wire but about a hundred in memory, so a frame
+/// within `max_frame_bytes` could otherwise decode into gigabytes. Counted on
+/// the wire before anything is decoded. Far above what a leader sends: one
+/// `MsgAppend` is bounded by `max_size_per_msg` (1 MiB by default) and a real
+/// entry takes tens of bytes.
+pub const FRAME_ENTRIES_MAX: usize = 262_144;
+
+/// Protobuf field number of `Message.entries`.
+const MESSAGE_ENTRIES_FIELD: u64 = 7;
+
+/// Counts the `entries` fields at the top level of an encoded `Message`, without decoding
+/// it. Stops at the first malformed field (the decoder reports it later).
+pub fn count_entries(encoded: &[u8]) -> usize {
+    let mut rest = encoded;
+    let mut count = 0;
+    while let Some((key, after_key)) = read_varint(rest) {
+        let skipped = match key & 0x7 {
+            0 => read_varint(after_key).map(|(_, after)| after),
+            1 => after_key.get(8..),
+            2 => read_varint(after_key).and_then(|(len, after)| {
+                let len = usize::try_from(len).ok()?;
+                after.get(len..)
+            }),
+            5 => after_key.get(4..),
+            _ => None,
+        };
+        let Some(after) = skipped else { break };
+        if key >> 3 == MESSAGE_ENTRIES_FIELD && key & 0x7 == 2 {
+            count += 1;
+        }
+        rest = after;
+    }
+    count
+}
+
+/// Reads one protobuf varint; `None` when truncated or longer than 10 bytes.
+fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
 
 /// Appends one length-prefixed message to `buf`. `encoded_bytes` must be `msg.encoded_len()`.
 pub fn put_message(buf: &mut BytesMut, msg: &Message, encoded_bytes: usize) {
@@ -103,6 +160,7 @@ pub fn encode_frame(msgs: &[Message]) -> Bytes {
 pub fn decode_frame(body: &[u8]) -> Result<Vec<Message>, FrameError> {
     let mut msgs = Vec::new();
     let mut offset = 0;
+    let mut entries = 0;
     while offset < body.len() {
         let rest = &body[offset..];
         if rest.len() < LEN_PREFIX_BYTES {
@@ -125,6 +183,12 @@ pub fn decode_frame(body: &[u8]) -> Result<Vec<Message>, FrameError> {
             return Err(FrameError::Truncated {
                 offset,
                 needed: len - payload.len(),
+            });
+        }
+        entries += count_entries(&payload[..len]);
+        if entries > FRAME_ENTRIES_MAX {
+            return Err(FrameError::TooManyEntries {
+                max: FRAME_ENTRIES_MAX,
             });
         }
         let msg = Message::decode(&payload[..len]).map_err(|e| FrameError::Decode {
@@ -185,6 +249,11 @@ pub fn parse_snapshot_head(
     if buf.len() < SNAPSHOT_FIXED_BYTES + meta_bytes {
         return Ok(None);
     }
+    if count_entries(&buf[4..4 + meta_bytes]) > FRAME_ENTRIES_MAX {
+        return Err(SnapshotHeadError::TooManyEntries {
+            max: FRAME_ENTRIES_MAX,
+        });
+    }
     buf.advance(4);
     let meta = buf.split_to(meta_bytes);
     let msg =
@@ -203,6 +272,12 @@ pub enum SnapshotHeadError {
         meta_bytes: usize,
         /// The limit.
         max_meta_bytes: usize,
+    },
+    /// The metadata carries more log entries than a frame may.
+    #[error("snapshot metadata holds more than {max} log entries")]
+    TooManyEntries {
+        /// The limit, [`FRAME_ENTRIES_MAX`].
+        max: usize,
     },
     /// The metadata is not a valid protobuf `Message`.
     #[error("snapshot metadata does not decode: {0}")]

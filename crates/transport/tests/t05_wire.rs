@@ -62,6 +62,15 @@ proptest! {
     }
 
     #[test]
+    fn entries_are_counted_on_the_wire_as_decoded(specs in proptest::collection::vec((1u64..5, 0usize..40), 1..20)) {
+        use prost::Message as _;
+        for (from, n) in specs {
+            let msg = append(from, 2, n);
+            prop_assert_eq!(transport::wire::count_entries(&msg.encode_to_vec()), n);
+        }
+    }
+
+    #[test]
     fn any_messages_round_trip(specs in proptest::collection::vec((1u64..5, 0usize..4), 1..20)) {
         let msgs: Vec<Message> = specs.iter().map(|(from, n)| append(*from, 2, *n)).collect();
         prop_assert_eq!(decode_frame(&encode_frame(&msgs)).unwrap(), msgs);

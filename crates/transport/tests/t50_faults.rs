@@ -107,7 +107,7 @@ async fn fault_route_cuts_and_heals_over_http() {
 fn fault_commands_parse_and_validate() {
     let faults = Faults::default();
     faults
-        .apply_command("cut 3\n\ndrop 4 0.25\ndelay 4 10\n")
+        .apply_command("cut 3\n\ndrop 4 0.25\ndelay 4 10\nstall 4 20\n")
         .unwrap();
     assert!(faults.link(3).cut);
     assert_eq!(
@@ -115,7 +115,8 @@ fn fault_commands_parse_and_validate() {
         LinkFault {
             cut: false,
             drop_probability: 0.25,
-            delay_ms: 10
+            delay_ms: 10,
+            stall_ms: 20,
         }
     );
     faults.apply_command("heal 3").unwrap();
@@ -126,6 +127,10 @@ fn fault_commands_parse_and_validate() {
     ));
     assert!(matches!(
         faults.apply_command("delay 4 999999"),
+        Err(FaultError::DelayTooLong(_))
+    ));
+    assert!(matches!(
+        faults.apply_command("stall 4 999999"),
         Err(FaultError::DelayTooLong(_))
     ));
     assert!(matches!(

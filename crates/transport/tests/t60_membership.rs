@@ -117,3 +117,42 @@ async fn shutdown_stops_sending() {
     assert!(n1.recorder.was_reported_unreachable(2));
     assert_eq!(n2.recorder.count_from(1), 0);
 }
+
+/// Suspected (confirmed): a member that applied the removal of node 3 but
+/// not yet its re-addition answers the new node 3 with 410, and node 3
+/// stopped itself although it is a member. Node 1 plays the lagging member.
+/// The 410 now carries the index of the removal, so the node can see that
+/// it applied entries past it (raftnode ignores such a report), and no
+/// unconditional removal is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_member_does_not_stop_a_re_added_node() {
+    let n1 = common::start_node(common::test_config(1)).await;
+    let n3 = common::start_node(common::test_config(3)).await;
+    n1.transport.add_peer(3, &n3.url).unwrap();
+    // Node 1 applied the removal of 3 at index 10 ...
+    n1.transport.remove_peer_at(3, 10);
+    // ... while the cluster re-added id 3 (a fresh node) at a later index,
+    // which node 1 has not applied yet. The new node 3 talks to node 1.
+    n3.transport.add_peer(1, &n1.url).unwrap();
+    n3.transport.send(vec![common::heartbeat(3, 1, 1)]);
+    common::wait_until("node 1 answered", || {
+        n3.transport.stats().peers[&1].msgs_dropped == 1
+    })
+    .await;
+    assert_eq!(
+        *n3.recorder.removed.lock(),
+        Vec::<u64>::new(),
+        "the re-added node was told, without condition, to stop"
+    );
+    assert_eq!(*n3.recorder.removed_at.lock(), vec![(1, Some(10))]);
+
+    // A removal of unknown index still reports without condition.
+    n1.transport.add_peer(3, &n3.url).unwrap();
+    n1.transport.remove_peer(3);
+    n3.transport.send(vec![common::heartbeat(3, 1, 2)]);
+    common::wait_until("node 1 answered again", || {
+        n3.transport.stats().peers[&1].msgs_dropped == 2
+    })
+    .await;
+    assert_eq!(*n3.recorder.removed.lock(), vec![1]);
+}

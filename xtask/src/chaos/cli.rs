@@ -15,7 +15,7 @@ Usage: cargo xtask chaos [options]
                       never less than one fault of every selected kind)
   --faults LIST       all, or a comma-separated list of: kill, kill-leader,
                       pause, partition-leader, split, bridge, membership,
-                      isolated-leader-writes
+                      isolated-leader-writes, stall
   --seed S            seed of the fault schedule and workload (default: clock)
   --nodes N           cluster size, 3 to 7 (default 3)
   --clients N         concurrent clients (default 4)

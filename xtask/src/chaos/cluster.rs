@@ -280,11 +280,23 @@ impl Cluster {
             .nodes
             .get(&id)
             .ok_or_else(|| ChaosError::Cluster(format!("node {id} is not defined")))?;
-        let response = self
-            .http
-            .post(format!("{}/raft/faults", node.peer_url))
-            .body(commands.to_string())
-            .send()?;
+        // A node restarted by the previous fault may not listen yet: fault
+        // commands are idempotent, so a refused connection is retried.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let response = loop {
+            match self
+                .http
+                .post(format!("{}/raft/faults", node.peer_url))
+                .body(commands.to_string())
+                .send()
+            {
+                Ok(response) => break response,
+                Err(e) if e.is_connect() && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         if response.status() != StatusCode::NO_CONTENT {
             let status = response.status();
             let body = response.text().unwrap_or_default();

@@ -65,7 +65,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-pub use nemesis::{parse_faults, schedule, FaultKind, FaultRecord};
+pub use nemesis::{parse_faults, schedule, FaultKind, FaultRecord, STALL_MS};
 pub use report::{timeline_html, Report, Verdict, Window};
 
 use cluster::{Cluster, NodeFlags};

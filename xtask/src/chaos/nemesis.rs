@@ -38,11 +38,15 @@ pub enum FaultKind {
     /// heal, let it install the new leader's snapshot inside its divergent
     /// log, then kill -9 and restart it.
     IsolatedLeaderWrites,
+    /// The leader delivers a follower's frames (its forwarded proposals
+    /// included) but answers each one after the peer request timeout, then
+    /// heal: a sender that resent a timed-out frame would apply a write twice.
+    Stall,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::Pause,
@@ -51,6 +55,7 @@ impl FaultKind {
         FaultKind::Bridge,
         FaultKind::Membership,
         FaultKind::IsolatedLeaderWrites,
+        FaultKind::Stall,
     ];
 
     /// The name used on the command line and in reports.
@@ -64,6 +69,7 @@ impl FaultKind {
             FaultKind::Bridge => "bridge",
             FaultKind::Membership => "membership",
             FaultKind::IsolatedLeaderWrites => "isolated-leader-writes",
+            FaultKind::Stall => "stall",
         }
     }
 }
@@ -188,6 +194,7 @@ pub(crate) fn inject(
         FaultKind::Bridge => bridge(cluster, rng, hold)?,
         FaultKind::Membership => membership(cluster, rng, hold)?,
         FaultKind::IsolatedLeaderWrites => isolated_leader_writes(cluster, hold)?,
+        FaultKind::Stall => stall(cluster, rng, timing.hold_ms)?,
     };
     let heal_us = timing.now_us();
     tracing::info!(fault = %kind, %detail, "healed");
@@ -350,5 +357,30 @@ fn isolated_leader_writes(cluster: &mut Cluster, hold: Duration) -> Result<Strin
     Ok(format!(
         "isolated leader {leader} got {ISOLATED_WRITES} writes, majority {rest:?} \
          committed {committed}; snapshot index {before} -> {installed}; restarted {leader}"
+    ))
+}
+
+/// How long the stall fault holds each answer: past the transport's request
+/// timeout (the raftkv binary uses the transport's default), so the sender
+/// gives up on frames that were delivered.
+pub const STALL_MS: u64 = transport::TransportConfig::DEFAULT_REQUEST_TIMEOUT_MS + 1_000;
+
+/// The leader stalls its answers to one follower's frames for longer than
+/// the request timeout, for long enough that at least one frame times out
+/// after it was delivered; then heal.
+fn stall(cluster: &mut Cluster, rng: &mut StdRng, hold_ms: u64) -> Result<String, ChaosError> {
+    let leader = cluster.wait_leader(Duration::from_secs(10))?;
+    let followers: Vec<u64> = cluster
+        .members()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let follower = pick(&followers, rng)?;
+    let hold_ms = hold_ms.max(STALL_MS + 500);
+    cluster.fault(leader, &format!("stall {follower} {STALL_MS}\n"))?;
+    std::thread::sleep(Duration::from_millis(hold_ms));
+    cluster.heal_network()?;
+    Ok(format!(
+        "leader {leader} answers {follower}'s frames after {STALL_MS} ms, for {hold_ms} ms"
     ))
 }

@@ -24,6 +24,10 @@ pub struct Recorder {
     pub unreachable: Mutex<Vec<u64>>,
     pub snapshots: Mutex<Vec<(u64, SnapshotStatus)>>,
     pub overloaded: AtomicBool,
+    /// Peers whose 410 told this node, without condition, that it was removed.
+    pub removed: Mutex<Vec<u64>>,
+    /// Peers whose 410 said at which log index they applied this node's removal.
+    pub removed_at: Mutex<Vec<(u64, Option<u64>)>>,
 }
 
 impl Delivery for Recorder {
@@ -42,6 +46,15 @@ impl Delivery for Recorder {
     }
     fn report_snapshot(&self, peer_id: u64, status: SnapshotStatus) {
         self.snapshots.lock().push((peer_id, status));
+    }
+    fn report_removed(&self, peer_id: u64) {
+        self.removed.lock().push(peer_id);
+    }
+    fn report_removed_at(&self, peer_id: u64, removed_at_index: Option<u64>) {
+        match removed_at_index {
+            Some(_) => self.removed_at.lock().push((peer_id, removed_at_index)),
+            None => self.report_removed(peer_id),
+        }
     }
 }
 
