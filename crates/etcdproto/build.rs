@@ -24,11 +24,13 @@ fn main() {
     let descriptors = std::fs::read(&descriptor_path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", descriptor_path.display()));
     // etcd's gateway (grpc-gateway with OrigName) writes proto field names and accepts both
-    // them and lowerCamelCase; zero values are omitted (pbjson's default).
+    // them and lowerCamelCase, ignoring unknown fields; zero values are omitted (pbjson's
+    // default).
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)
         .unwrap_or_else(|e| panic!("reading the descriptor set: {e}"))
         .preserve_proto_field_names()
+        .ignore_unknown_fields()
         .build(&[".mvccpb", ".authpb", ".etcdserverpb"])
         .unwrap_or_else(|e| panic!("generating the JSON mapping: {e}"));
 }

@@ -29,8 +29,9 @@ pub enum ApiError {
     /// The body could not be read.
     #[error("cannot read request body: {0}")]
     BadBody(String),
-    /// A key under `/v1/`, which raftkv reserves for its own endpoints.
-    #[error("path `{0}` is reserved: keys may not start with /v1/")]
+    /// A key under `/v1/`, `/v3/` or `/v3beta/`, which raftkv reserves for
+    /// its own endpoints and etcd's JSON gateway.
+    #[error("path `{0}` is reserved: keys may not start with /v1/, /v3/ or /v3beta/")]
     ReservedPath(String),
     /// A bad read option in the query string.
     #[error("bad query: {0}")]

@@ -73,6 +73,11 @@ pub(crate) async fn method_not_allowed() -> ApiError {
     }
 }
 
+/// A path reserved for raftkv's own endpoints, used as a key.
+pub(crate) async fn reserved_path(uri: Uri) -> ApiError {
+    ApiError::ReservedPath(uri.path().to_string())
+}
+
 /// Any other method on `/v1/status`.
 pub(crate) async fn status_method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed {

@@ -66,17 +66,18 @@ mod error;
 mod handlers;
 mod parse;
 mod status;
+pub mod v3;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, MethodRouter};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use kvstore::KvStore;
 use tokio::sync::Semaphore;
 
 pub use error::{ApiError, ALLOWED_METHODS, STATUS_ALLOWED_METHODS};
-pub use parse::{MAX_PEER_URL_BYTES, RESERVED_PREFIX};
+pub use parse::{MAX_PEER_URL_BYTES, RESERVED_PREFIX, RESERVED_PREFIXES};
 pub use status::{MemberResponse, StatusResponse};
 
 /// Path of the status endpoint.
@@ -94,12 +95,19 @@ pub struct ApiConfig {
     /// Requests served at once; more get 503 at once (load shedding). 0
     /// sheds every request.
     pub max_concurrent_requests: usize,
+    /// Largest v3 write request, encoded (etcd's `--max-request-bytes`);
+    /// gRPC messages may exceed it by [`v3::GRPC_OVERHEAD_BYTES`].
+    pub max_request_bytes: usize,
+    /// The cluster id reported in v3 response headers.
+    pub cluster_id: u64,
 }
 
 impl ApiConfig {
     /// Default value limit: 1.5 MiB, so a value fits in one 2 MiB Raft
     /// message with its command framing.
     pub const DEFAULT_MAX_VALUE_BYTES: usize = 1536 * 1024;
+    /// Default v3 request limit: 1.5 MiB, etcd's `--max-request-bytes`.
+    pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
     /// Default membership change timeout.
     pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
     /// Default bound on requests in progress.
@@ -112,6 +120,8 @@ impl Default for ApiConfig {
             max_value_bytes: Self::DEFAULT_MAX_VALUE_BYTES,
             request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
             max_concurrent_requests: Self::DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_request_bytes: Self::DEFAULT_MAX_REQUEST_BYTES,
+            cluster_id: 0,
         }
     }
 }
@@ -123,8 +133,25 @@ pub(crate) struct AppState {
     pub(crate) config: Arc<ApiConfig>,
 }
 
-/// The client API: serve it with `axum::serve`.
-pub fn router(kv: KvStore, config: ApiConfig) -> Router {
+/// The client API on one port: raftexample's routes, `/v1/status`, the v3
+/// JSON gateway and the v3 gRPC services (by content type). Serve it with
+/// `axum::serve` (HTTP/1.1 and cleartext HTTP/2).
+pub fn router_with<K: v3::Keyspace>(kv: KvStore, keyspace: K, config: ApiConfig) -> Router {
+    let v3 = v3::V3::new(
+        keyspace,
+        v3::V3Settings {
+            cluster_id: config.cluster_id,
+            max_request_bytes: config.max_request_bytes,
+        },
+    );
+    let grpc = v3::grpc_router(v3.clone(), config.max_request_bytes);
+    let gateway = v3::gateway::router(v3, config.max_request_bytes);
+    v3::one_port(http_router(kv, gateway, config), grpc)
+}
+
+/// raftexample's routes, `/v1/status` and the gateway, behind the load
+/// shedding.
+fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
     let in_progress = Arc::new(Semaphore::new(
         config.max_concurrent_requests.min(Semaphore::MAX_PERMITS),
     ));
@@ -139,17 +166,28 @@ pub fn router(kv: KvStore, config: ApiConfig) -> Router {
         .post(handlers::add_member)
         .delete(handlers::remove_member)
         .fallback(handlers::method_not_allowed);
-    Router::new()
+    let mut router = Router::new()
         .route(
             STATUS_PATH,
             get(handlers::status).fallback(handlers::status_method_not_allowed),
         )
         .route("/", keys.clone())
-        .route("/{*key}", keys)
+        .route("/{*key}", keys);
+    // The gateway's prefixes are reserved like `/v1/`: a POST names no
+    // gateway route (404, as etcd answers), GET/PUT are not keys.
+    for prefix in v3::gateway::GATEWAY_PREFIXES {
+        let reserved: MethodRouter<AppState> =
+            post(v3::gateway::not_found).fallback(handlers::reserved_path);
+        router = router
+            .route(prefix, reserved.clone())
+            .route(&format!("{prefix}/{{*rest}}"), reserved);
+    }
+    router
         .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+        .merge(gateway)
         .layer(axum::middleware::from_fn_with_state(
             in_progress,
             handlers::shed_load,
         ))
-        .with_state(state)
 }
