@@ -133,6 +133,12 @@ pub(crate) struct AppState {
     pub(crate) config: Arc<ApiConfig>,
 }
 
+/// The client API: raftexample's routes and `/v1/status`. Serve it with
+/// `axum::serve`.
+pub fn router(kv: KvStore, config: ApiConfig) -> Router {
+    http_router(kv, Router::new(), config)
+}
+
 /// The client API on one port: raftexample's routes, `/v1/status`, the v3
 /// JSON gateway and the v3 gRPC services (by content type). Serve it with
 /// `axum::serve` (HTTP/1.1 and cleartext HTTP/2).

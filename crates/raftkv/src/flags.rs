@@ -64,6 +64,13 @@ pub(crate) struct Flags {
     #[arg(long, default_value_t = 1_572_864)]
     pub max_value_bytes: usize,
 
+    /// Largest v3 write request (Put, DeleteRange, Txn), encoded, in bytes
+    /// (etcd's --max-request-bytes; larger: "etcdserver: request is too
+    /// large"). gRPC messages may exceed it by 512 KiB before the gRPC layer
+    /// refuses them with ResourceExhausted.
+    #[arg(long, default_value_t = api::ApiConfig::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+
     /// Writes in flight on this node before new ones get 503.
     #[arg(long, default_value_t = 16_384)]
     pub max_in_flight_writes: usize,

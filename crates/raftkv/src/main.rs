@@ -111,6 +111,8 @@ async fn run(flags: Flags) -> Result<(), MainError> {
         api::ApiConfig {
             max_value_bytes: flags.max_value_bytes,
             request_timeout_ms: flags.request_timeout_ms,
+            max_request_bytes: flags.max_request_bytes,
+            cluster_id: flags::cluster_id(&flags.cluster_token),
             ..api::ApiConfig::default()
         },
     );
