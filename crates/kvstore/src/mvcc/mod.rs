@@ -346,7 +346,8 @@ impl Keyspace {
             header: Keyspace::header(self.revision),
             hash: hasher.finalize(),
             compact_revision: self.compact_revision,
-            hash_revision: at,
+            // etcd 3.4 does not fill `hash_revision` (a 3.6 field).
+            hash_revision: 0,
         })
     }
 
