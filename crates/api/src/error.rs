@@ -67,6 +67,10 @@ impl ApiError {
                 | KvError::ReadTimeout { .. }
                 | KvError::Stopped,
             ) => StatusCode::SERVICE_UNAVAILABLE,
+            // etcd's keyspace errors, with the gateway's statuses for their codes.
+            ApiError::Kv(KvError::NoSpace) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Kv(KvError::LeaseNotFound) => StatusCode::NOT_FOUND,
+            ApiError::Kv(_) => StatusCode::BAD_REQUEST,
             ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_)
             | ApiError::ReservedPath(_)

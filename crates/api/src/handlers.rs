@@ -26,7 +26,7 @@ pub(crate) async fn put_key(
 ) -> Result<StatusCode, ApiError> {
     let key = parse::key_of(uri.path())?;
     let value = value_of(body, app.config.max_value_bytes)?;
-    app.kv.put(key, value).await?;
+    app.kv.put_value(key, value).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

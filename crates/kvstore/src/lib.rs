@@ -52,7 +52,7 @@
 //! let (unattached, state_machine) = kvstore::new(KvConfig::new(1));
 //! let consensus = Arc::new(LocalConsensus::new(state_machine));
 //! let store = unattached.attach(consensus);
-//! store.put(Bytes::from_static(b"/fruit"), Bytes::from_static(b"apple")).await?;
+//! store.put_value(Bytes::from_static(b"/fruit"), Bytes::from_static(b"apple")).await?;
 //! let value = store.get(b"/fruit", ReadConsistency::Linearizable).await?;
 //! assert_eq!(value, Some(Bytes::from_static(b"apple")));
 //! # Ok(())
@@ -61,6 +61,7 @@
 
 mod command;
 mod error;
+pub mod mvcc;
 mod snapshot;
 mod state;
 mod store;
@@ -72,6 +73,7 @@ use std::sync::Arc;
 
 pub use command::RequestId;
 pub use error::KvError;
+pub use mvcc::{Keyspace, KeyspaceStatus};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::KvStateMachine;
 pub use store::{KvStore, ReadConsistency, Unattached};
@@ -85,6 +87,13 @@ pub struct KvConfig {
     pub request_timeout_ms: u64,
     /// Bound on writes waiting for their apply; more get [`KvError::Busy`].
     pub max_in_flight_writes: usize,
+    /// Most compares, or operations of one branch, at one level of a txn
+    /// (etcd's `--max-txn-ops`); more get [`KvError::TooManyOps`].
+    pub max_txn_ops: usize,
+    /// Quota on retained bytes (key plus value of every retained version;
+    /// etcd's `--quota-backend-bytes`): a write past it raises the NOSPACE
+    /// alarm and gets [`KvError::NoSpace`].
+    pub quota_bytes: u64,
 }
 
 impl KvConfig {
@@ -93,6 +102,10 @@ impl KvConfig {
     pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
     /// Default bound on writes in flight.
     pub const DEFAULT_MAX_IN_FLIGHT_WRITES: usize = 4_096;
+    /// Default `max_txn_ops`: etcd's 128.
+    pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+    /// Default `quota_bytes`: etcd's 2 GiB.
+    pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
     /// The defaults for node `node_id`.
     pub fn new(node_id: u64) -> Self {
@@ -100,6 +113,8 @@ impl KvConfig {
             node_id,
             request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
             max_in_flight_writes: Self::DEFAULT_MAX_IN_FLIGHT_WRITES,
+            max_txn_ops: Self::DEFAULT_MAX_TXN_OPS,
+            quota_bytes: Self::DEFAULT_QUOTA_BYTES,
         }
     }
 }

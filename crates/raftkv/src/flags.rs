@@ -75,6 +75,18 @@ pub(crate) struct Flags {
     #[arg(long, default_value_t = 16_384)]
     pub max_in_flight_writes: usize,
 
+    /// Most compares, or operations of one branch, at one level of a txn
+    /// (etcd's flag of the same name).
+    #[arg(long, default_value_t = kvstore::KvConfig::DEFAULT_MAX_TXN_OPS)]
+    pub max_txn_ops: usize,
+
+    /// Quota on the keyspace's retained bytes (keys and values of every
+    /// retained version); past it writes fail with "database space exceeded"
+    /// and the NOSPACE alarm is raised (etcd's flag of the same name; 0 means
+    /// the default).
+    #[arg(long, default_value_t = kvstore::KvConfig::DEFAULT_QUOTA_BYTES)]
+    pub quota_backend_bytes: u64,
+
     /// Length of a Raft tick.
     #[arg(long, default_value_t = 100)]
     pub tick_ms: u64,

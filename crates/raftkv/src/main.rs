@@ -82,6 +82,8 @@ async fn run(flags: Flags) -> Result<(), MainError> {
         node_id: flags.id,
         request_timeout_ms: flags.request_timeout_ms,
         max_in_flight_writes: flags.max_in_flight_writes,
+        max_txn_ops: flags.max_txn_ops,
+        quota_bytes: flags.quota_backend_bytes,
     });
     let node = RaftNode::start(config, Box::new(machine))?;
     let start = match node.start_kind() {
