@@ -133,15 +133,15 @@ pub(crate) struct AppState {
     pub(crate) config: Arc<ApiConfig>,
 }
 
-/// The client API: raftexample's routes and `/v1/status`. Serve it with
-/// `axum::serve`.
+/// The client API on one port: raftexample's routes, `/v1/status`, the v3
+/// JSON gateway and the v3 gRPC services (by content type), all on one
+/// keyspace. Serve it with `axum::serve` (HTTP/1.1 and cleartext HTTP/2).
 pub fn router(kv: KvStore, config: ApiConfig) -> Router {
-    http_router(kv, Router::new(), config)
+    router_with(kv.clone(), kv, config)
 }
 
-/// The client API on one port: raftexample's routes, `/v1/status`, the v3
-/// JSON gateway and the v3 gRPC services (by content type). Serve it with
-/// `axum::serve` (HTTP/1.1 and cleartext HTTP/2).
+/// [`router`] with the v3 services over another [`v3::Keyspace`] (tests
+/// inject faults this way).
 pub fn router_with<K: v3::Keyspace>(kv: KvStore, keyspace: K, config: ApiConfig) -> Router {
     let v3 = v3::V3::new(
         keyspace,

@@ -71,6 +71,17 @@ pub fn kv_status(error: &KvError) -> Status {
         KvError::Busy => Status::resource_exhausted(MSG_TOO_MANY_REQUESTS),
         KvError::Timeout { .. } | KvError::ReadTimeout { .. } => Status::unavailable(MSG_TIMEOUT),
         KvError::Stopped => Status::unavailable(MSG_STOPPED),
+        // The keyspace's own errors display etcd's exact message.
+        KvError::FutureRevision | KvError::Compacted => Status::out_of_range(error.to_string()),
+        KvError::KeyNotFound
+        | KvError::EmptyKey
+        | KvError::ValueProvided
+        | KvError::LeaseProvided
+        | KvError::InvalidSortOption
+        | KvError::DuplicateKey
+        | KvError::TooManyOps => Status::invalid_argument(error.to_string()),
+        KvError::NoSpace => Status::resource_exhausted(error.to_string()),
+        KvError::LeaseNotFound => Status::not_found(error.to_string()),
     }
 }
 

@@ -63,3 +63,51 @@ pub trait Keyspace: Clone + Send + Sync + 'static {
     /// The node's consensus status (term, leader, indexes).
     fn consensus_status(&self) -> raftnode::Status;
 }
+
+impl Keyspace for kvstore::KvStore {
+    async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, KvError> {
+        kvstore::KvStore::range(self, req).await
+    }
+
+    async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse, KvError> {
+        kvstore::KvStore::put(self, req).await
+    }
+
+    async fn delete_range(
+        &self,
+        req: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, KvError> {
+        kvstore::KvStore::delete_range(self, req).await
+    }
+
+    async fn txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, KvError> {
+        kvstore::KvStore::txn(self, req).await
+    }
+
+    async fn compact(&self, req: pb::CompactionRequest) -> Result<pb::CompactionResponse, KvError> {
+        kvstore::KvStore::compact(self, req).await
+    }
+
+    async fn hash_kv(&self, req: pb::HashKvRequest) -> Result<pb::HashKvResponse, KvError> {
+        kvstore::KvStore::hash_kv(self, req).await
+    }
+
+    async fn alarm(&self, req: pb::AlarmRequest) -> Result<pb::AlarmResponse, KvError> {
+        kvstore::KvStore::alarm(self, req).await
+    }
+
+    fn info(&self) -> KeyspaceInfo {
+        let status = self.keyspace_status();
+        let size = i64::try_from(status.db_size_bytes).unwrap_or(i64::MAX);
+        KeyspaceInfo {
+            revision: status.revision,
+            db_size_bytes: size,
+            db_size_in_use_bytes: size,
+            alarms: status.alarms,
+        }
+    }
+
+    fn consensus_status(&self) -> raftnode::Status {
+        self.consensus().status()
+    }
+}

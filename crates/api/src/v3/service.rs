@@ -95,6 +95,7 @@ impl<K: Keyspace> V3<K> {
         self.check_size(&req)?;
         let mut response = self.keyspace.txn(req).await?;
         self.fill_header(&mut response.header);
+        nested_txn_headers(&mut response.responses);
         Ok(response)
     }
 
@@ -151,6 +152,18 @@ impl<K: Keyspace> V3<K> {
         };
         self.fill_header(&mut response.header);
         Ok(response)
+    }
+}
+
+/// etcd 3.4 answers a nested txn with an empty (present, all-zero) header;
+/// clients that read `header.revision` of a nested txn get 0 either way, but
+/// the message on the wire is etcd's.
+fn nested_txn_headers(responses: &mut [pb::ResponseOp]) {
+    for response in responses {
+        if let Some(pb::response_op::Response::ResponseTxn(txn)) = &mut response.response {
+            txn.header.get_or_insert_with(Default::default);
+            nested_txn_headers(&mut txn.responses);
+        }
     }
 }
 
