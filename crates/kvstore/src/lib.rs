@@ -60,6 +60,7 @@
 //! ```
 
 mod command;
+pub mod compactor;
 mod error;
 pub mod mvcc;
 mod snapshot;
@@ -72,6 +73,7 @@ pub mod testing;
 use std::sync::Arc;
 
 pub use command::RequestId;
+pub use compactor::AutoCompaction;
 pub use error::KvError;
 pub use mvcc::{Keyspace, KeyspaceStatus};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
@@ -92,7 +94,7 @@ pub struct KvConfig {
     pub max_txn_ops: usize,
     /// Quota on retained bytes (key plus value of every retained version;
     /// etcd's `--quota-backend-bytes`): a write past it raises the NOSPACE
-    /// alarm and gets [`KvError::NoSpace`].
+    /// alarm and gets [`KvError::NoSpace`]. 0 means the default, as in etcd.
     pub quota_bytes: u64,
 }
 
@@ -124,7 +126,10 @@ impl KvConfig {
 /// # Panics
 /// If `config.node_id` is 0 or `config.max_in_flight_writes` is 0: both are
 /// programming errors of the caller, caught at start-up.
-pub fn new(config: KvConfig) -> (Unattached, KvStateMachine) {
+pub fn new(mut config: KvConfig) -> (Unattached, KvStateMachine) {
+    if config.quota_bytes == 0 {
+        config.quota_bytes = KvConfig::DEFAULT_QUOTA_BYTES;
+    }
     assert!(
         config.node_id != 0,
         "KvConfig::node_id must be non-zero (Raft reserves 0)"
