@@ -296,3 +296,31 @@ proptest! {
         prop_assert!(copy.restore(index, &snapshot).is_ok());
     }
 }
+
+#[test]
+fn first_format_puts_and_map_snapshots_still_restore() {
+    // A first-format command: field 2 holding { 1: key, 2: value }.
+    let inner = [&wrapped(1, b"/old")[..], &wrapped(2, b"v")[..]].concat();
+    let payload = wrapped(2, &inner);
+    let (_unattached, mut machine) = kvstore::new(KvConfig::new(1));
+    machine.apply(1, &payload);
+    assert_eq!(machine.keyspace().get(b"/old").as_deref(), Some(&b"v"[..]));
+    assert_eq!(machine.keyspace().revision(), 2);
+
+    // A version 1 snapshot (a plain sorted map) becomes one write txn.
+    let mut map = kvstore::SNAPSHOT_MAGIC.to_vec();
+    map.extend_from_slice(&1u32.to_le_bytes());
+    map.extend_from_slice(&2u64.to_le_bytes());
+    for (key, value) in [(&b"/a"[..], &b"1"[..]), (b"/b", b"2")] {
+        map.extend_from_slice(&(key.len() as u64).to_le_bytes());
+        map.extend_from_slice(key);
+        map.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        map.extend_from_slice(value);
+    }
+    let crc = crc32fast::hash(&map);
+    map.extend_from_slice(&crc.to_le_bytes());
+    machine.restore(5, &map).unwrap();
+    let keyspace = machine.keyspace();
+    assert_eq!((keyspace.len(), keyspace.revision()), (2, 2));
+    assert_eq!(keyspace.get(b"/b").as_deref(), Some(&b"2"[..]));
+}
