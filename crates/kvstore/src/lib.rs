@@ -1,33 +1,44 @@
 //! kvstore: raftkv's replicated key-value service layer.
 //!
 //! # What it owns
-//! * The key-value map (an ordered, persistent `imbl::OrdMap<Bytes, Bytes>`) and the
-//!   [`raftnode::StateMachine`] implementation that applies committed entries
-//!   to it, snapshots it and restores it ([`KvStateMachine`]).
-//! * The request side ([`KvStore`]): `put` encodes a command (protobuf, see
-//!   the `command` module), proposes it through [`raftnode::Consensus`] and
-//!   resolves only when *that very entry* is applied on this node; `get`
-//!   waits for a ReadIndex barrier (linearizable, the default) or reads the
-//!   local map at once (serializable).
+//! * The multi-version keyspace ([`mvcc::Keyspace`]): etcd's v3 data model,
+//!   with a cluster-wide revision, per-key create/mod revision, version and
+//!   lease, retained history, compaction, HashKV and alarms, held in
+//!   persistent `imbl` maps (O(1) copies for snapshots and reads).
+//! * The [`raftnode::StateMachine`] implementation that applies committed
+//!   commands to it, snapshots it and restores it ([`KvStateMachine`]).
+//! * The request side ([`KvStore`]): etcd's `range`, `put`,
+//!   `delete_range`, `txn`, `compact`, `hash_kv`, `alarm` on
+//!   `etcdproto::etcdserverpb` messages, and raftexample's `put_value` /
+//!   `get` on the same keyspace. A write encodes a command (protobuf, see the
+//!   `command` module) carrying the etcd request, proposes it through
+//!   [`raftnode::Consensus`] and resolves only when *that very entry* is
+//!   applied on this node, with what apply computed. Reads and read-only
+//!   txns wait for a ReadIndex barrier (linearizable, the default) or read
+//!   the local keyspace at once (serializable); they never propose.
+//! * Auto-compaction ([`compactor`]), run by the leader as proposals.
 //! * The snapshot format ([`SNAPSHOT_MAGIC`], [`SNAPSHOT_VERSION`]):
-//!   canonical, checksummed, versioned.
+//!   canonical, checksummed, versioned, in tagged sections.
 //!
 //! # What it does not own
-//! Raft itself, persistence, batching of read barriers, membership, and
-//! HTTP: those belong to raftnode, wal and api. This crate never sees a type
-//! of the `raft` crate.
+//! Raft itself, persistence, batching of read barriers, membership, gRPC
+//! and HTTP: those belong to raftnode, wal and api. This crate never sees a
+//! type of the `raft` crate. It fills only `header.revision` of responses;
+//! the API fills the cluster id, member id and raft term.
 //!
 //! # Invariants
-//! * A `put` returns `Ok` only after its own entry was applied here. Entries
+//! * A write returns only after its own entry was applied here. Entries
 //!   are matched to requests by a [`RequestId`] made of the node id, a
 //!   random per-incarnation boot nonce and a counter, so an entry proposed by
 //!   another node or by an earlier run of this node never acknowledges a
 //!   request of this one. A write that is not seen applied in time gets
 //!   [`KvError::Timeout`] ("outcome unknown"), never a false success.
-//! * Apply is deterministic: the map depends only on the sequence of applied
-//!   payloads, and [`raftnode::StateMachine::snapshot`] is a canonical
-//!   encoding of the map, so nodes fed the same log produce byte-identical
-//!   snapshots. Payloads that do not decode are logged and skipped.
+//! * Apply is a pure function of the log: the keyspace depends only on the
+//!   sequence of applied payloads (validation never reads member-local
+//!   configuration), and [`raftnode::StateMachine::snapshot`] is a canonical
+//!   encoding, so nodes fed the same log produce byte-identical snapshots
+//!   and equal HashKV. Payloads that do not decode are logged and skipped.
+//! * The revision never goes backwards: snapshots carry it explicitly.
 //! * Applied indexes strictly increase (asserted).
 //! * At most `max_in_flight_writes` writes wait at a time; one more gets
 //!   [`KvError::Busy`] at once, before anything is proposed.
@@ -60,6 +71,7 @@
 //! ```
 
 mod command;
+pub mod compactor;
 mod error;
 pub mod mvcc;
 mod snapshot;
@@ -72,6 +84,7 @@ pub mod testing;
 use std::sync::Arc;
 
 pub use command::RequestId;
+pub use compactor::AutoCompaction;
 pub use error::KvError;
 pub use mvcc::{Keyspace, KeyspaceStatus};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
@@ -92,7 +105,7 @@ pub struct KvConfig {
     pub max_txn_ops: usize,
     /// Quota on retained bytes (key plus value of every retained version;
     /// etcd's `--quota-backend-bytes`): a write past it raises the NOSPACE
-    /// alarm and gets [`KvError::NoSpace`].
+    /// alarm and gets [`KvError::NoSpace`]. 0 means the default, as in etcd.
     pub quota_bytes: u64,
 }
 
@@ -124,7 +137,10 @@ impl KvConfig {
 /// # Panics
 /// If `config.node_id` is 0 or `config.max_in_flight_writes` is 0: both are
 /// programming errors of the caller, caught at start-up.
-pub fn new(config: KvConfig) -> (Unattached, KvStateMachine) {
+pub fn new(mut config: KvConfig) -> (Unattached, KvStateMachine) {
+    if config.quota_bytes == 0 {
+        config.quota_bytes = KvConfig::DEFAULT_QUOTA_BYTES;
+    }
     assert!(
         config.node_id != 0,
         "KvConfig::node_id must be non-zero (Raft reserves 0)"

@@ -323,3 +323,8 @@ pub fn encode_request(id: RequestId, request: Request) -> Vec<u8> {
     };
     command::encode(id, op)
 }
+
+/// The snapshot bytes a state machine holding `keyspace` writes.
+pub fn snapshot_of(keyspace: &crate::Keyspace) -> Vec<u8> {
+    crate::snapshot::encode(keyspace)
+}

@@ -436,7 +436,7 @@ fn compare() -> impl Strategy<Value = pb::Compare> {
 fn branch() -> impl Strategy<Value = Vec<pb::RequestOp>> {
     proptest::collection::vec(
         prop_oneof![
-            put().prop_map(|p| OpRequest::RequestPut(p)),
+            put().prop_map(OpRequest::RequestPut),
             range().prop_map(|r| OpRequest::RequestRange(pb::RangeRequest { revision: 0, ..r })),
             (key(), any::<bool>()).prop_map(|(key, prev_kv)| OpRequest::RequestDeleteRange(
                 pb::DeleteRangeRequest {

@@ -87,6 +87,16 @@ pub(crate) struct Flags {
     #[arg(long, default_value_t = kvstore::KvConfig::DEFAULT_QUOTA_BYTES)]
     pub quota_backend_bytes: u64,
 
+    /// Auto-compaction mode: "periodic" (retention is a duration) or
+    /// "revision" (retention is a revision count). Only the leader compacts.
+    #[arg(long, default_value = kvstore::AutoCompaction::DEFAULT_MODE)]
+    pub auto_compaction_mode: String,
+
+    /// Auto-compaction retention: "1h", "30m" or a number of hours in
+    /// periodic mode, a revision count in revision mode; 0 turns it off.
+    #[arg(long, default_value = kvstore::AutoCompaction::DEFAULT_RETENTION)]
+    pub auto_compaction_retention: String,
+
     /// Length of a Raft tick.
     #[arg(long, default_value_t = 100)]
     pub tick_ms: u64,

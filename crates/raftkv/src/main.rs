@@ -78,6 +78,11 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let own_url = flags.own_peer_url(&members).map_err(MainError::Flags)?;
     let config = node_config(&flags, members.clone());
 
+    let auto_compaction = kvstore::AutoCompaction::parse(
+        &flags.auto_compaction_mode,
+        &flags.auto_compaction_retention,
+    )
+    .map_err(MainError::Flags)?;
     let (unattached, machine) = kvstore::new(kvstore::KvConfig {
         node_id: flags.id,
         request_timeout_ms: flags.request_timeout_ms,
@@ -100,6 +105,7 @@ async fn run(flags: Flags) -> Result<(), MainError> {
         "raftkv starting"
     );
     let kv = unattached.attach(node.consensus());
+    let _compactor = kvstore::compactor::spawn(kv.clone(), auto_compaction).map(AbortOnDrop);
 
     let peer_addr = flags::listen_addr_of(&own_url).map_err(MainError::Flags)?;
     let client_addr = format!("{}:{}", flags.listen_addr, flags.port);
@@ -198,5 +204,14 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Aborts a background task when the node's `run` returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -13,8 +13,9 @@
 //! Layout:
 //! * `history`: `(key, revision) -> Record`, ordered by key then revision:
 //!   every retained version, a delete being a tombstone (`version == 0`).
-//! * `live`: `key -> (mod revision, Record)` for keys that exist at head, so
-//!   reads at head never walk history.
+//! * `live`: `key -> mod revision` for keys that exist at head, so reads at
+//!   head never walk a key's older versions (the record itself lives once,
+//!   in `history`).
 
 mod codec;
 mod range;
@@ -92,7 +93,7 @@ impl Record {
 }
 
 pub(crate) type History = imbl::OrdMap<(Bytes, Revision), Record>;
-pub(crate) type Live = imbl::OrdMap<Bytes, (Revision, Record)>;
+pub(crate) type Live = imbl::OrdMap<Bytes, Revision>;
 
 /// The alarm types of etcd's `AlarmType`.
 fn known_alarm(alarm: i32) -> bool {
@@ -210,7 +211,9 @@ impl Keyspace {
 
     /// The value of `key` at head, if it exists.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.live.get(key).map(|(_, record)| record.value.clone())
+        let (key, modified) = self.live.get_key_value(key)?;
+        self.record(key, *modified)
+            .map(|record| record.value.clone())
     }
 
     /// Whether the NOSPACE alarm is armed (writes that add data fail).
@@ -266,15 +269,19 @@ impl Keyspace {
         if at >= self.revision {
             match span {
                 Span::One(key) => {
-                    if let Some((modified, record)) = self.live.get(key) {
-                        out.push((Bytes::copy_from_slice(key), *modified, record.clone()));
+                    if let Some((k, modified)) = self.live.get_key_value(key) {
+                        if let Some(record) = self.record(k, *modified) {
+                            out.push((k.clone(), *modified, record.clone()));
+                        }
                     }
                 }
                 Span::Range(key, end) => {
                     let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
                     let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Included(key), upper);
-                    for (k, (modified, record)) in self.live.range::<_, [u8]>(bounds) {
-                        out.push((k.clone(), *modified, record.clone()));
+                    for (k, modified) in self.live.range::<_, [u8]>(bounds) {
+                        if let Some(record) = self.record(k, *modified) {
+                            out.push((k.clone(), *modified, record.clone()));
+                        }
                     }
                 }
             }
@@ -306,6 +313,15 @@ impl Keyspace {
         }
         flush(newest);
         out
+    }
+
+    /// The record of `key` at exactly `modified`. Every `live` entry points
+    /// at a `history` entry (an invariant of the write paths); a miss would
+    /// read as an absent key rather than panic apply.
+    fn record(&self, key: &Bytes, modified: Revision) -> Option<&Record> {
+        let record = self.history.get(&(key.clone(), modified));
+        debug_assert!(record.is_some(), "live entry without its history entry");
+        record
     }
 
     /// etcd's `Range` (see `range.rs` for the options).
@@ -492,7 +508,7 @@ impl Keyspace {
             if record.is_tombstone() {
                 live.remove(key);
             } else {
-                live.insert(key.clone(), (*rev, record.clone()));
+                live.insert(key.clone(), *rev);
             }
         }
         Keyspace {
@@ -546,7 +562,14 @@ impl<'a> Writer<'a> {
 
     /// A put inside this txn (checks that depend on state run here).
     pub(crate) fn put(&mut self, request: &pb::PutRequest) -> Result<pb::PutResponse, KvError> {
-        let previous = self.keyspace.live.get(request.key.as_slice()).cloned();
+        let previous = self
+            .keyspace
+            .live
+            .get_key_value(request.key.as_slice())
+            .and_then(|(key, modified)| {
+                let record = self.keyspace.record(key, *modified)?;
+                Some((*modified, record.clone()))
+            });
         if (request.ignore_value || request.ignore_lease) && previous.is_none() {
             return Err(KvError::KeyNotFound);
         }
@@ -579,10 +602,8 @@ impl<'a> Writer<'a> {
             lease,
         };
         self.keyspace.retained_bytes += (key.len() + record.value.len()) as u64;
-        self.keyspace
-            .history
-            .insert((key.clone(), rev), record.clone());
-        self.keyspace.live.insert(key.clone(), (rev, record));
+        self.keyspace.history.insert((key.clone(), rev), record);
+        self.keyspace.live.insert(key.clone(), rev);
         let prev_kv = match previous {
             Some((modified, record)) if request.prev_kv => {
                 Some(record.key_value(&request.key, modified))
