@@ -1,4 +1,5 @@
-//! api: raftkv's client HTTP API, raftexample's routes on axum.
+//! api: raftkv's client API on one port: raftexample's routes on axum, and
+//! etcd's v3 API (gRPC with tonic, plus the JSON gateway) in [`v3`].
 //!
 //! # What it owns
 //! Parsing requests, enforcing limits (value size, requests in progress) and
@@ -7,7 +8,8 @@
 //! [`raftnode::Consensus`] handle ([`kvstore::KvStore::consensus`]).
 //!
 //! # What it does not own
-//! Sockets and shutdown (the binary serves [`router`] with `axum::serve`),
+//! Sockets and shutdown (the binary serves [`router`] with `axum::serve`,
+//! which speaks HTTP/1.1 and cleartext HTTP/2),
 //! Raft, storage, the peer (Raft traffic) endpoint.
 //!
 //! # Routes
@@ -19,6 +21,10 @@
 //! | `DELETE /<id>` | 204 once the node is removed (applied here) | 400 bad id / not a member, 503 as above |
 //! | `GET /v1/status` | 200, JSON [`StatusResponse`] | |
 //! | any other method | | 405 with `Allow: GET, HEAD, PUT, POST, DELETE` |
+//! | `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/kv/txn`, `/v3/kv/compaction` (JSON gateway; also `/v3beta/…`) | 200, the response's proto3 JSON | etcd's gateway body `{"error","message","code"}`: 400 InvalidArgument / OutOfRange, 404 NotFound, 429 ResourceExhausted, 503 Unavailable |
+//! | `POST /v3/maintenance/status`, `/v3/maintenance/hash` (HashKV), `/v3/maintenance/alarm` | as above | as above |
+//! | other methods on a gateway route; `POST` of another `/v3/…` path | | 405 `Method Not Allowed`; 404 `Not Found` (etcd's texts) |
+//! | gRPC (`content-type: application/grpc`): `etcdserverpb.KV/*`, `etcdserverpb.Maintenance/*` | see [`v3`] | etcd's codes and messages ([`v3::error`]) |
 //!
 //! Every 503 carries `Retry-After: 1`; every error body is a plain-text
 //! message. A write answered 503 "outcome unknown" may or may not have
@@ -32,8 +38,8 @@
 //!   local map without a read barrier (may be stale); the default is
 //!   linearizable.
 //! * **Reserved paths.** Every path under `/v1/` (and `/v1` itself) belongs
-//!   to raftkv's own endpoints; `GET`/`PUT` of such a key is answered 400.
-//!   Today only `GET /v1/status` exists.
+//!   to raftkv's own endpoints, and `/v3/`, `/v3beta/` to etcd's JSON
+//!   gateway; `GET`/`PUT` of such a key is answered 400.
 //! * PUT, POST and DELETE answer only after the change is applied on the
 //!   answering node, not when it is proposed.
 //!
