@@ -633,3 +633,42 @@ fn gateway_answers_match_etcd() {
     }
     eprintln!("gateway seed {seed}: {GATEWAY_OPS} operations matched etcd");
 }
+
+/// Found by the sequences of seeds 3, 7 and 8: a plain Put with
+/// `ignore_value` of a missing key and an unknown lease. etcd checks the
+/// lease first for a plain Put (NotFound "requested lease not found") and
+/// the key first inside a Txn; raftkv's keyspace checks the key first in
+/// both. The fix belongs in kvstore's apply (`mvcc` put); until then this
+/// test is ignored.
+#[test]
+#[ignore = "kvstore checks ignore_value before the lease on a plain Put; etcd checks the lease first"]
+fn plain_put_checks_the_lease_before_ignore_value() {
+    let Some(etcd_binary) = find_tool("etcd", "plain_put_checks_the_lease_before_ignore_value")
+    else {
+        return;
+    };
+    let etcd = Etcd::start(&etcd_binary);
+    let (_cluster, _other_etcd, subject_url) = subject(&etcd_binary);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut reference = connect(&etcd.client_url).await;
+        let mut subject = connect(&subject_url).await;
+        let put = pb::PutRequest {
+            key: b"missing".to_vec(),
+            lease: 12_345,
+            ignore_value: true,
+            ..Default::default()
+        };
+        let txn = pb::TxnRequest {
+            success: vec![pb::RequestOp {
+                request: Some(Req::RequestPut(put.clone())),
+            }],
+            ..Default::default()
+        };
+        for op in [Op::Put(put), Op::Txn(txn)] {
+            let expected = send(&mut reference, &op).await;
+            let actual = send(&mut subject, &op).await;
+            assert_eq!(expected, actual, "{op:?}");
+        }
+    });
+}
