@@ -287,7 +287,18 @@ impl Generator {
 
     fn next_op(&mut self) -> Op {
         match self.rng.below(100) {
-            0..=34 => Op::Range(self.range()),
+            0 => {
+                // A sort order or target no enum names.
+                let mut range = self.range();
+                range.key = b"a".to_vec();
+                if self.rng.chance(50) {
+                    range.sort_order = 3 + self.rng.below(5) as i32;
+                } else {
+                    range.sort_target = 5 + self.rng.below(5) as i32;
+                }
+                Op::Range(range)
+            }
+            1..=34 => Op::Range(self.range()),
             35..=59 => Op::Put(self.put()),
             60..=69 => Op::Delete(self.delete()),
             70..=95 => Op::Txn(self.txn(0)),
@@ -325,6 +336,23 @@ impl Generator {
             self.compacted = request.revision;
         }
     }
+}
+
+/// etcd 3.4 crashes on a Range whose sort target no enum names (a nil
+/// sorter: etcd #13554) and ignores an unknown sort order; later etcd
+/// refuses both before applying (InvalidArgument "etcdserver: invalid sort
+/// option", PR #13555 and `checkRangeRequest`). raftkv follows the fixed
+/// behaviour, so such a request is not sent to etcd: this is its answer.
+fn fixed_etcd_answer(op: &Op) -> Option<Outcome> {
+    let Op::Range(range) = op else {
+        return None;
+    };
+    let named = SortOrder::try_from(range.sort_order).is_ok()
+        && pb::range_request::SortTarget::try_from(range.sort_target).is_ok();
+    (!named && !range.key.is_empty()).then(|| Outcome::Error {
+        code: tonic::Code::InvalidArgument,
+        message: "etcdserver: invalid sort option".to_string(),
+    })
 }
 
 /// The range end that covers every key starting with `key`.
@@ -461,10 +489,14 @@ fn ops() -> usize {
         .unwrap_or(DEFAULT_OPS)
 }
 
+fn self_check() -> bool {
+    std::env::var_os("RAFTKV_DIFF_SELF_CHECK").is_some()
+}
+
 /// The server under test: a 3-node raftkv cluster (or, for the harness's
 /// self-check, another etcd), and the URL to send to.
 fn subject(etcd_binary: &std::path::Path) -> (Option<Cluster>, Option<Etcd>, String) {
-    if std::env::var_os("RAFTKV_DIFF_SELF_CHECK").is_some() {
+    if self_check() {
         let etcd = Etcd::start(etcd_binary);
         let url = etcd.client_url.clone();
         return (None, Some(etcd), url);
@@ -493,7 +525,12 @@ fn grpc_answers_match_etcd() {
             let mut errors = std::collections::BTreeMap::<String, usize>::new();
             for index in 0..total {
                 let op = generator.next_op();
-                let expected = send(&mut reference, &op).await;
+                let expected = match fixed_etcd_answer(&op) {
+                    // The self-check's second etcd would crash as well.
+                    Some(_) if self_check() => continue,
+                    Some(fixed) => fixed,
+                    None => send(&mut reference, &op).await,
+                };
                 let actual = send(&mut subject, &op).await;
                 if expected != actual {
                     panic!(
@@ -605,6 +642,10 @@ fn gateway_answers_match_etcd() {
     let mut generator = Generator::new(seed);
     for index in 0..GATEWAY_OPS {
         let op = generator.next_op();
+        if fixed_etcd_answer(&op).is_some() {
+            // etcd 3.4 would crash (see fixed_etcd_answer); covered over gRPC.
+            continue;
+        }
         let (path, body) = gateway_path(&op);
         let expected = post(http, &format!("{}{path}", etcd.client_url), &body);
         let actual = post(http, &format!("{subject_url}{path}"), &body);
