@@ -196,6 +196,44 @@ async fn keyspace_errors_have_etcds_codes_and_messages() {
     assert_eq!(revision(&mut server).await, 3, "nothing failed was applied");
 }
 
+/// etcd 3.4 panics on this txn (a from-key delete escapes its duplicate-key
+/// check, then the ignore_value put of the deleted key fails mid-apply);
+/// raftkv refuses it whole.
+#[tokio::test]
+async fn a_txn_failing_mid_apply_applies_nothing() {
+    let mut server = serve().await;
+    server.kv.put(put("a/1", "one")).await.unwrap();
+    let before = revision(&mut server).await;
+    let txn = pb::TxnRequest {
+        success: vec![
+            pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestDeleteRange(
+                    pb::DeleteRangeRequest {
+                        key: b"a/".to_vec(),
+                        range_end: vec![0],
+                        prev_kv: false,
+                    },
+                )),
+            },
+            pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                    ignore_value: true,
+                    ..put("a/1", "")
+                })),
+            },
+        ],
+        ..Default::default()
+    };
+    assert_status(
+        server.kv.txn(txn).await,
+        Code::InvalidArgument,
+        "etcdserver: key not found",
+    );
+    assert_eq!(revision(&mut server).await, before);
+    let kept = server.kv.range(range("a/1")).await.unwrap().into_inner();
+    assert_eq!(kept.kvs[0].value, b"one");
+}
+
 #[tokio::test]
 async fn consensus_failures_are_unavailable() {
     let mut server = serve().await;

@@ -301,7 +301,11 @@ impl Generator {
             1..=34 => Op::Range(self.range()),
             35..=59 => Op::Put(self.put()),
             60..=69 => Op::Delete(self.delete()),
-            70..=95 => Op::Txn(self.txn(0)),
+            70..=95 => {
+                let mut txn = self.txn(0);
+                avoid_etcd_txn_panic(&mut txn);
+                Op::Txn(txn)
+            }
             96 => {
                 // More than --max-txn-ops (128) operations.
                 let mut txn = self.txn(0);
@@ -353,6 +357,41 @@ fn fixed_etcd_answer(op: &Op) -> Option<Outcome> {
         code: tonic::Code::InvalidArgument,
         message: "etcdserver: invalid sort option".to_string(),
     })
+}
+
+/// etcd 3.4's duplicate-key check misses a put under a from-key delete of
+/// the same txn (the `"\0"` range end makes an empty interval), and applying
+/// an `ignore_value`/`ignore_lease` put of a key such a delete just removed
+/// then panics the server ("unexpected error during txn"; found by seed 13:
+/// the reference etcd died). raftkv answers "key not found" and applies
+/// nothing. Such txns are not sent: their puts lose the ignore flags when the
+/// txn holds a from-key delete.
+fn avoid_etcd_txn_panic(txn: &mut pb::TxnRequest) {
+    fn has_from_key_delete(txn: &pb::TxnRequest) -> bool {
+        txn.success
+            .iter()
+            .chain(&txn.failure)
+            .any(|op| match &op.request {
+                Some(Req::RequestDeleteRange(d)) => d.range_end == [0],
+                Some(Req::RequestTxn(t)) => has_from_key_delete(t),
+                _ => false,
+            })
+    }
+    fn clear_ignores(txn: &mut pb::TxnRequest) {
+        for op in txn.success.iter_mut().chain(txn.failure.iter_mut()) {
+            match &mut op.request {
+                Some(Req::RequestPut(p)) => {
+                    p.ignore_value = false;
+                    p.ignore_lease = false;
+                }
+                Some(Req::RequestTxn(t)) => clear_ignores(t),
+                _ => {}
+            }
+        }
+    }
+    if has_from_key_delete(txn) {
+        clear_ignores(txn);
+    }
 }
 
 /// The range end that covers every key starting with `key`.
