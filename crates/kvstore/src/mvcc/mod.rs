@@ -408,38 +408,61 @@ impl Keyspace {
         if at > self.revision {
             return Err(KvError::FutureRevision);
         }
-        let mut doomed: Vec<(Bytes, Revision)> = Vec::new();
-        let mut key_versions: Vec<(&Bytes, Revision, &Record)> = Vec::new();
-        let mut sweep = |versions: &mut Vec<(&Bytes, Revision, &Record)>| {
-            // The newest version at or below `at`, if any.
-            if let Some(keep) = versions.iter().rposition(|(_, rev, _)| rev.main <= at) {
-                let (_, rev, record) = versions[keep];
-                let drop_keep = record.is_tombstone() && rev.main < at;
-                let end = if drop_keep { keep + 1 } else { keep };
-                for (key, rev, _) in &versions[..end] {
-                    doomed.push(((*key).clone(), *rev));
+        // One pass in (key, revision) order: per key, every version older
+        // than the newest one at or below `at` goes, and that one too if it
+        // is a tombstone below `at`.
+        let mut doomed: Vec<&(Bytes, Revision)> = Vec::new();
+        let mut survivors: Vec<(&(Bytes, Revision), &Record)> = Vec::new();
+        let mut freed_bytes = 0u64;
+        let mut versions: Vec<(&(Bytes, Revision), &Record)> = Vec::new();
+        let mut entries = self.history.iter().peekable();
+        while let Some(entry) = entries.next() {
+            versions.push(entry);
+            let key_ends = entries
+                .peek()
+                .is_none_or(|((next_key, _), _)| *next_key != entry.0 .0);
+            if !key_ends {
+                continue;
+            }
+            let end = match versions.iter().rposition(|((_, rev), _)| rev.main <= at) {
+                Some(keep) => {
+                    let ((_, rev), record) = versions[keep];
+                    if record.is_tombstone() && rev.main < at {
+                        keep + 1
+                    } else {
+                        keep
+                    }
+                }
+                None => 0,
+            };
+            for (i, (position, record)) in versions.drain(..).enumerate() {
+                if i < end {
+                    freed_bytes += (position.0.len() + record.value.len()) as u64;
+                    doomed.push(position);
+                } else {
+                    survivors.push((position, record));
                 }
             }
-            versions.clear();
-        };
-        for ((key, rev), record) in &self.history {
-            if key_versions.first().is_some_and(|(k, _, _)| *k != key) {
-                sweep(&mut key_versions);
-            }
-            key_versions.push((key, *rev, record));
         }
-        sweep(&mut key_versions);
-        for doomed_key in &doomed {
-            if let Some(record) = self.history.remove(doomed_key) {
-                self.retained_bytes -= (doomed_key.0.len() + record.value.len()) as u64;
+        let removed = doomed.len();
+        if survivors.len() < doomed.len() {
+            // Mostly dropping: rebuilding from the survivors is cheaper than
+            // removing one by one.
+            let rebuilt: History = survivors
+                .into_iter()
+                .map(|(position, record)| (position.clone(), record.clone()))
+                .collect();
+            self.history = rebuilt;
+        } else {
+            let doomed: Vec<(Bytes, Revision)> = doomed.into_iter().cloned().collect();
+            drop(survivors);
+            for position in &doomed {
+                self.history.remove(position);
             }
         }
+        self.retained_bytes -= freed_bytes;
         self.compact_revision = at;
-        tracing::debug!(
-            revision = at,
-            removed = doomed.len(),
-            "compacted keyspace history"
-        );
+        tracing::debug!(revision = at, removed, "compacted keyspace history");
         Ok(pb::CompactionResponse {
             header: Keyspace::header(self.revision),
         })
