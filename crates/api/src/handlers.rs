@@ -26,7 +26,7 @@ pub(crate) async fn put_key(
 ) -> Result<StatusCode, ApiError> {
     let key = parse::key_of(uri.path())?;
     let value = value_of(body, app.config.max_value_bytes)?;
-    app.kv.put(key, value).await?;
+    app.kv.put_value(key, value).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -71,6 +71,11 @@ pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed {
         allow: ALLOWED_METHODS,
     }
+}
+
+/// A path reserved for raftkv's own endpoints, used as a key.
+pub(crate) async fn reserved_path(uri: Uri) -> ApiError {
+    ApiError::ReservedPath(uri.path().to_string())
 }
 
 /// Any other method on `/v1/status`.

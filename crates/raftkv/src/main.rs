@@ -108,11 +108,15 @@ fn limits(flags: &Flags) -> Result<Limits, MainError> {
         node_id: flags.id,
         request_timeout_ms: flags.request_timeout_ms,
         max_in_flight_writes: flags.max_in_flight_writes,
+        max_txn_ops: flags.max_txn_ops,
+        quota_bytes: flags.quota_backend_bytes,
     };
     let api = api::ApiConfig {
         max_value_bytes: flags.max_value_bytes,
         request_timeout_ms: flags.request_timeout_ms,
         max_concurrent_requests,
+        max_request_bytes: flags.max_request_bytes,
+        cluster_id: flags::cluster_id(&flags.cluster_token),
     };
     let request_queue_len = NodeConfig::new(flags.id, Vec::new(), flags.data_dir())
         .request_queue_len
@@ -162,6 +166,11 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let mut config = node_config(&flags, members.clone());
     config.request_queue_len = limits.request_queue_len;
 
+    let auto_compaction = kvstore::AutoCompaction::parse(
+        &flags.auto_compaction_mode,
+        &flags.auto_compaction_retention,
+    )
+    .map_err(MainError::Flags)?;
     let (unattached, machine) = kvstore::new(limits.kv);
     let node = RaftNode::start(config, Box::new(machine))?;
     let start = match node.start_kind() {
@@ -178,6 +187,7 @@ async fn run(flags: Flags) -> Result<(), MainError> {
         "raftkv starting"
     );
     let kv = unattached.attach(node.consensus());
+    let _compactor = kvstore::compactor::spawn(kv.clone(), auto_compaction).map(AbortOnDrop);
 
     let peer_addr = flags::listen_addr_of(&own_url).map_err(MainError::Flags)?;
     let client_addr = format!("{}:{}", flags.listen_addr, flags.port);
@@ -294,6 +304,15 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Aborts a background task when the node's `run` returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
