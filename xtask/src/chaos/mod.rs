@@ -6,10 +6,13 @@
 //! `--enable-fault-injection` in temp dirs ([`run_suite`]); concurrent
 //! clients that record every operation with its invoke and completion
 //! times and its outcome ([`history`]); a nemesis injecting one fault at a
-//! time on a schedule drawn from the seed ([`FaultKind`]); three checkers
-//! (linearizability per key, durability after healing, liveness after the
-//! last heal, see [`checker`]); and the report ([`Report`]), with the
-//! failing window as JSON and HTML on a violation.
+//! time on a schedule drawn from the seed ([`FaultKind`]); compare-and-swap
+//! clients on a register over etcd's v3 gRPC API; four checkers
+//! (linearizability per key, the CAS register included; durability after
+//! healing, with keys written once read back on every member; liveness
+//! after the last heal; HashKV equality across members after every heal,
+//! see [`checker`]); and the report ([`Report`]), with the failing window
+//! as JSON and HTML on a violation.
 //!
 //! **What it does not own:** building the binary (the CLI in [`run`] runs
 //! `cargo build --release -p raftkv`; tests pass `CARGO_BIN_EXE_raftkv`),
@@ -20,7 +23,8 @@
 //! [`Verdict::Unknown`], which fails the run. Every process the suite
 //! starts is killed when the run ends, on success or error. A PUT answered
 //! 503, timed out or cut off is *unknown* (may take effect later), a 4xx
-//! is *fail*, and a GET that fails is not recorded.
+//! is *fail*, and a GET that fails is not recorded; likewise a CAS that
+//! errs is *unknown* (*fail* for `InvalidArgument`).
 //!
 //! The checker is usable on its own:
 //!
