@@ -266,10 +266,13 @@ pub fn run_suite(config: &ChaosConfig) -> Result<Report, ChaosError> {
         } else {
             Verdict::Fail(run.wedged.join("; "))
         },
-        consistency: if run.hash_mismatches.is_empty() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail(run.hash_mismatches.join("; "))
+        consistency: match run.hash_mismatches.as_slice() {
+            [] => Verdict::Pass,
+            [first, ..] => Verdict::Fail(format!(
+                "{} of {} comparisons differ; first {first}",
+                run.hash_mismatches.len(),
+                run.hash_checks
+            )),
         },
         hash_checks: run.hash_checks,
         unique_keys_acked: unique.as_ref().map_or(0, |acked| *acked),

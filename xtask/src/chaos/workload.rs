@@ -149,7 +149,7 @@ impl Workload {
     /// would have led to).
     pub fn run_cas_worker(&self, index: usize, seed: u64, timeout: Duration) -> Vec<Op> {
         let mut rng = StdRng::seed_from_u64(
-            seed ^ 0x5eed_ca5 ^ (index as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
+            seed ^ 0x05ee_dca5 ^ (index as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
         );
         let client = format!("x{index}");
         let mut history = Vec::new();
@@ -169,13 +169,9 @@ impl Workload {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             };
-            let Some(read) = self.read_register(&mut v3, &client, node, port) else {
+            let Some((read, expect)) = self.read_register(&mut v3, &client, node, port) else {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
-            };
-            let expect = match read.kind {
-                super::history::OpKind::Read { mod_revision, .. } => mod_revision,
-                _ => unreachable!("read_register records a Read"),
             };
             history.push(read);
             if !rng.gen_bool(0.75) {
@@ -192,8 +188,9 @@ impl Workload {
         history
     }
 
-    /// A linearizable gRPC Range of the register; `None` if it failed.
-    fn read_register(&self, v3: &mut V3, client: &str, node: u64, port: u16) -> Option<Op> {
+    /// A linearizable gRPC Range of the register, with the `mod_revision`
+    /// it saw; `None` if it failed.
+    fn read_register(&self, v3: &mut V3, client: &str, node: u64, port: u16) -> Option<(Op, i64)> {
         let invoke_us = self.now_us();
         let request = pb::RangeRequest {
             key: CAS_KEY.as_bytes().to_vec(),
@@ -209,7 +206,7 @@ impl Workload {
             (invoke_us, self.now_us()),
         );
         op.node = node;
-        Some(op)
+        Some((op, mod_revision))
     }
 
     /// The Txn: `mod_revision(key) == expect` ? Put(value) : Range(key).
@@ -319,7 +316,7 @@ pub(crate) fn final_v3_reads(
     for (node, port) in targets {
         unique.push((node, read_prefix(&mut v3, node, port, deadline)?));
         loop {
-            if let Some(op) = workload.read_register(&mut v3, "final", node, port) {
+            if let Some((op, _)) = workload.read_register(&mut v3, "final", node, port) {
                 register.push(op);
                 break;
             }
