@@ -73,7 +73,6 @@ pub(crate) fn encode(keyspace: &Keyspace, dedup: &DedupWindow) -> Vec<u8> {
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
         out.extend_from_slice(body);
     }
-    dedup.encode(&mut out);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
