@@ -46,8 +46,9 @@
 //! # Invariants
 //! No client input can panic a handler: every parse is a function returning
 //! [`ApiError`]; bodies are bounded by `max_value_bytes` before they are
-//! buffered; at most `max_concurrent_requests` requests are served at once,
-//! the next ones get 503 immediately.
+//! buffered; at most `max_concurrent_requests` requests (HTTP and gRPC
+//! together) are served at once, the next ones are refused immediately (503,
+//! or gRPC ResourceExhausted "etcdserver: too many requests").
 //!
 //! # Example
 //! ```
@@ -98,8 +99,9 @@ pub struct ApiConfig {
     /// applied before answering 503 (outcome unknown). Writes and reads use
     /// the kvstore's own `request_timeout_ms`.
     pub request_timeout_ms: u64,
-    /// Requests served at once; more get 503 at once (load shedding). 0
-    /// sheds every request.
+    /// Requests served at once, HTTP and gRPC together; more are refused at
+    /// once (load shedding): 503 over HTTP, ResourceExhausted "etcdserver:
+    /// too many requests" over gRPC. 0 sheds every request.
     pub max_concurrent_requests: usize,
     /// Largest v3 write request, encoded (etcd's `--max-request-bytes`);
     /// gRPC messages may exceed it by [`v3::GRPC_OVERHEAD_BYTES`].
@@ -156,17 +158,19 @@ pub fn router_with<K: v3::Keyspace>(kv: KvStore, keyspace: K, config: ApiConfig)
             max_request_bytes: config.max_request_bytes,
         },
     );
-    let grpc = v3::grpc_router(v3.clone(), config.max_request_bytes);
-    let gateway = v3::gateway::router(v3, config.max_request_bytes);
-    v3::one_port(http_router(kv, gateway, config), grpc)
-}
-
-/// raftexample's routes, `/v1/status` and the gateway, behind the load
-/// shedding.
-fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
+    // One bound for the whole port: HTTP routes, gateway and gRPC.
     let in_progress = Arc::new(Semaphore::new(
         config.max_concurrent_requests.min(Semaphore::MAX_PERMITS),
     ));
+    let grpc = v3::grpc_router(v3.clone(), config.max_request_bytes);
+    let gateway = v3::gateway::router(v3, config.max_request_bytes);
+    v3::one_port(http_router(kv, gateway, config), grpc).layer(
+        axum::middleware::from_fn_with_state(in_progress, handlers::shed_load),
+    )
+}
+
+/// raftexample's routes, `/v1/status` and the gateway.
+fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
     // Bodies over the limit are cut off while streaming, never buffered whole.
     let body_limit = config.max_value_bytes;
     let state = AppState {
@@ -198,8 +202,4 @@ fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         .merge(gateway)
-        .layer(axum::middleware::from_fn_with_state(
-            in_progress,
-            handlers::shed_load,
-        ))
 }
