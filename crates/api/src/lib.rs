@@ -134,6 +134,26 @@ impl Default for ApiConfig {
     }
 }
 
+/// The client port's listener for `axum::serve`: every accepted connection
+/// gets `TCP_NODELAY`, as etcd's (Go's) connections have by default.
+/// Without it a response spanning several TCP segments (a Range of 1,000
+/// keys is ~100 KB) can hold its last, partial segment back until the
+/// client's delayed ACK (~40 ms on Linux), Nagle's algorithm at work.
+pub fn client_listener(listener: tokio::net::TcpListener) -> ClientListener {
+    use axum::serve::ListenerExt;
+    listener.tap_io(set_nodelay)
+}
+
+/// The listener [`client_listener`] returns.
+pub type ClientListener =
+    axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;
+
+fn set_nodelay(connection: &mut tokio::net::TcpStream) {
+    if let Err(error) = connection.set_nodelay(true) {
+        tracing::warn!(%error, "cannot set TCP_NODELAY on a client connection");
+    }
+}
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub(crate) struct AppState {

@@ -124,7 +124,12 @@ async fn run(flags: Flags) -> Result<(), MainError> {
             ..api::ApiConfig::default()
         },
     );
-    let client_server = serve(client_listener, api_router, shutdown_rx);
+    // TCP_NODELAY on client connections, as etcd has.
+    let client_server = serve_clients(
+        api::client_listener(client_listener),
+        api_router,
+        shutdown_rx,
+    );
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
 
@@ -179,6 +184,21 @@ async fn bind(addr: &str) -> Result<TcpListener, MainError> {
 
 async fn serve(
     listener: TcpListener,
+    router: axum::Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), MainError> {
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+        .map_err(MainError::Serve)
+}
+
+/// [`serve`] for the client port, whose listener sets `TCP_NODELAY`.
+async fn serve_clients(
+    listener: api::ClientListener,
     router: axum::Router,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), MainError> {
