@@ -47,8 +47,9 @@
 //! # Invariants
 //! No client input can panic a handler: every parse is a function returning
 //! [`ApiError`]; bodies are bounded by `max_value_bytes` before they are
-//! buffered; at most `max_concurrent_requests` requests are served at once,
-//! the next ones get 503 immediately.
+//! buffered; at most `max_concurrent_requests` requests (HTTP and gRPC
+//! together) are served at once, the next ones are refused immediately (503,
+//! or gRPC ResourceExhausted "etcdserver: too many requests").
 //!
 //! # Example
 //! ```
@@ -99,8 +100,9 @@ pub struct ApiConfig {
     /// applied before answering 503 (outcome unknown). Writes and reads use
     /// the kvstore's own `request_timeout_ms`.
     pub request_timeout_ms: u64,
-    /// Requests served at once; more get 503 at once (load shedding). 0
-    /// sheds every request.
+    /// Requests served at once, HTTP and gRPC together; more are refused at
+    /// once (load shedding): 503 over HTTP, ResourceExhausted "etcdserver:
+    /// too many requests" over gRPC. 0 sheds every request.
     pub max_concurrent_requests: usize,
     /// Largest v3 write request, encoded (etcd's `--max-request-bytes`);
     /// gRPC messages may exceed it by [`v3::GRPC_OVERHEAD_BYTES`].
@@ -142,6 +144,26 @@ impl Default for ApiConfig {
     }
 }
 
+/// The client port's listener for `axum::serve`: every accepted connection
+/// gets `TCP_NODELAY`, as etcd's (Go's) connections have by default.
+/// Without it a response spanning several TCP segments (a Range of 1,000
+/// keys is ~100 KB) can hold its last, partial segment back until the
+/// client's delayed ACK (~40 ms on Linux), Nagle's algorithm at work.
+pub fn client_listener(listener: tokio::net::TcpListener) -> ClientListener {
+    use axum::serve::ListenerExt;
+    listener.tap_io(set_nodelay)
+}
+
+/// The listener [`client_listener`] returns.
+pub type ClientListener =
+    axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;
+
+fn set_nodelay(connection: &mut tokio::net::TcpStream) {
+    if let Err(error) = connection.set_nodelay(true) {
+        tracing::warn!(%error, "cannot set TCP_NODELAY on a client connection");
+    }
+}
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -166,17 +188,19 @@ pub fn router_with<K: v3::Keyspace>(kv: KvStore, keyspace: K, config: ApiConfig)
             max_request_bytes: config.max_request_bytes,
         },
     );
-    let grpc = v3::grpc_router(v3.clone(), config.max_request_bytes);
-    let gateway = v3::gateway::router(v3, config.max_request_bytes);
-    v3::one_port(http_router(kv, gateway, config), grpc)
-}
-
-/// raftexample's routes, `/v1/status` and the gateway, behind the load
-/// shedding.
-fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
+    // One bound for the whole port: HTTP routes, gateway and gRPC.
     let in_progress = Arc::new(Semaphore::new(
         config.max_concurrent_requests.min(Semaphore::MAX_PERMITS),
     ));
+    let grpc = v3::grpc_router(v3.clone(), config.max_request_bytes);
+    let gateway = v3::gateway::router(v3, config.max_request_bytes);
+    v3::one_port(http_router(kv, gateway, config), grpc).layer(
+        axum::middleware::from_fn_with_state(in_progress, handlers::shed_load),
+    )
+}
+
+/// raftexample's routes, `/v1/status` and the gateway.
+fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
     // Bodies over the limit are cut off while streaming, never buffered whole.
     let body_limit = config.max_value_bytes;
     let state = AppState {
@@ -208,9 +232,5 @@ fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         .merge(gateway)
-        .layer(axum::middleware::from_fn_with_state(
-            in_progress,
-            handlers::shed_load,
-        ))
         .layer(axum::middleware::from_fn(error::log_server_errors))
 }

@@ -24,12 +24,17 @@ struct Server {
 }
 
 async fn serve() -> Server {
+    serve_with(api::ApiConfig::default()).await.0
+}
+
+/// A server with `config` (its cluster id replaced), and its store.
+async fn serve_with(config: api::ApiConfig) -> (Server, kvstore::KvStore) {
     let (store, consensus) = kvstore::testing::local_store(kvstore::KvConfig::new(7));
     let config = api::ApiConfig {
         cluster_id: CLUSTER_ID,
-        ..api::ApiConfig::default()
+        ..config
     };
-    let router = api::router(store, config);
+    let router = api::router(store.clone(), config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -38,12 +43,13 @@ async fn serve() -> Server {
         .connect()
         .await
         .unwrap();
-    Server {
+    let server = Server {
         address,
         consensus,
         kv: KvClient::new(channel.clone()).max_encoding_message_size(64 << 20),
         maintenance: MaintenanceClient::new(channel),
-    }
+    };
+    (server, store)
 }
 
 fn put(key: &str, value: &str) -> pb::PutRequest {
@@ -232,6 +238,45 @@ async fn a_txn_failing_mid_apply_applies_nothing() {
     assert_eq!(revision(&mut server).await, before);
     let kept = server.kv.range(range("a/1")).await.unwrap().into_inner();
     assert_eq!(kept.kvs[0].value, b"one");
+}
+
+/// gRPC shares the HTTP routes' `max_concurrent_requests`: past it, a gRPC
+/// call gets etcd's ResourceExhausted "etcdserver: too many requests" and an
+/// HTTP request 503, at once; both are served again once the bound frees.
+#[tokio::test]
+async fn grpc_requests_are_shed_past_max_concurrent_requests() {
+    let (mut server, store) = serve_with(api::ApiConfig {
+        max_concurrent_requests: 1,
+        ..api::ApiConfig::default()
+    })
+    .await;
+    server.consensus.set_hold_proposals(true);
+    let mut held_client = server.kv.clone();
+    let held = tokio::spawn(async move { held_client.put(put("held", "1")).await });
+    for _ in 0..10_000 {
+        if store.pending_writes() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(store.pending_writes(), 1, "the first put never arrived");
+    assert_status(
+        server.kv.range(range("any")).await,
+        Code::ResourceExhausted,
+        "etcdserver: too many requests",
+    );
+    assert_status(
+        server.maintenance.status(pb::StatusRequest {}).await,
+        Code::ResourceExhausted,
+        "etcdserver: too many requests",
+    );
+    let http = reqwest::get(format!("http://{}/v1/status", server.address))
+        .await
+        .unwrap();
+    assert_eq!(http.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    server.consensus.release_held();
+    held.await.unwrap().expect("the held put succeeds");
+    assert_eq!(revision(&mut server).await, 2);
 }
 
 #[tokio::test]

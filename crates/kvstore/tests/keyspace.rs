@@ -288,6 +288,28 @@ fn put_prev_kv_ignore_value_ignore_lease_and_leases() {
     assert_eq!(keyspace.revision(), 7, "failed puts change nothing");
 }
 
+/// etcd's apply checks a plain Put's lease before its key, and a Put inside
+/// a Txn's key before its lease.
+#[test]
+fn plain_put_checks_the_lease_before_ignore_value_a_txn_put_the_key_first() {
+    let mut keyspace = Keyspace::new();
+    let put = pb::PutRequest {
+        key: "missing".into(),
+        lease: 12_345,
+        ignore_value: true,
+        ..Default::default()
+    };
+    assert_eq!(keyspace.put(&put), Err(KvError::LeaseNotFound));
+    let txn = pb::TxnRequest {
+        success: vec![pb::RequestOp {
+            request: Some(Request::RequestPut(put)),
+        }],
+        ..Default::default()
+    };
+    assert_eq!(keyspace.txn(&txn), Err(KvError::KeyNotFound));
+    assert_eq!(keyspace.revision(), 1, "failed puts change nothing");
+}
+
 #[test]
 fn delete_range_answers_prev_kvs_in_key_order_and_one_revision() {
     let mut keyspace = sample();

@@ -202,7 +202,13 @@ async fn run(flags: Flags) -> Result<(), MainError> {
         shutdown_rx.clone(),
     );
     let api_router = api::router(kv, limits.api);
-    let client_server = serve("client", client_listener, api_router, shutdown_rx);
+    // TCP_NODELAY on client connections, as etcd has.
+    let client_server = serve(
+        "client",
+        api::client_listener(client_listener),
+        api_router,
+        shutdown_rx,
+    );
     let mut peer_task = tokio::spawn(peer_server);
     let mut client_task = tokio::spawn(client_server);
 
@@ -276,12 +282,16 @@ async fn bind(addr: &str) -> Result<TcpListener, MainError> {
         })
 }
 
-async fn serve(
+async fn serve<L>(
     server: &'static str,
-    listener: TcpListener,
+    listener: L,
     router: axum::Router,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), MainError> {
+) -> Result<(), MainError>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -718,10 +718,8 @@ fn gateway_answers_match_etcd() {
 /// `ignore_value` of a missing key and an unknown lease. etcd checks the
 /// lease first for a plain Put (NotFound "requested lease not found") and
 /// the key first inside a Txn; raftkv's keyspace checks the key first in
-/// both. The fix belongs in kvstore's apply (`mvcc` put); until then this
-/// test is ignored.
+/// both. It failed before kvstore's plain Put checked the lease first.
 #[test]
-#[ignore = "kvstore checks ignore_value before the lease on a plain Put; etcd checks the lease first"]
 fn plain_put_checks_the_lease_before_ignore_value() {
     let Some(etcd_binary) = find_tool("etcd", "plain_put_checks_the_lease_before_ignore_value")
     else {

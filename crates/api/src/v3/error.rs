@@ -37,6 +37,9 @@ pub enum V3Error {
     /// The gateway body could not be read (or is over the HTTP body limit).
     #[error("{0}")]
     BadBody(String),
+    /// The node has `max_concurrent_requests` requests in progress.
+    #[error("{MSG_TOO_MANY_REQUESTS}")]
+    TooManyRequests,
     /// An RPC raftkv does not serve.
     #[error("raftkv does not implement {0}")]
     Unimplemented(&'static str),
@@ -51,6 +54,7 @@ impl V3Error {
             V3Error::BadJson(message) | V3Error::BadBody(message) => {
                 Status::invalid_argument(message.clone())
             }
+            V3Error::TooManyRequests => Status::resource_exhausted(MSG_TOO_MANY_REQUESTS),
             V3Error::Unimplemented(_) => Status::unimplemented(self.to_string()),
         }
     }

@@ -64,7 +64,8 @@ pub fn one_port(http: Router, grpc: Router) -> Router {
     Router::new().fallback_service(dispatch)
 }
 
-fn is_grpc(request: &Request) -> bool {
+/// Whether `request` is a gRPC call (by its `content-type`).
+pub(crate) fn is_grpc(request: &Request) -> bool {
     request
         .headers()
         .get(header::CONTENT_TYPE)

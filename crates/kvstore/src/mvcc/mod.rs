@@ -95,6 +95,12 @@ impl Record {
 pub(crate) type History = imbl::OrdMap<(Bytes, Revision), Record>;
 pub(crate) type Live = imbl::OrdMap<Bytes, Revision>;
 
+/// Whether a put may attach `lease`: only "no lease" (0), as no lease can be
+/// granted yet, so every other id is unknown.
+pub(crate) fn lease_exists(lease: i64) -> bool {
+    lease == 0
+}
+
 /// The alarm types of etcd's `AlarmType`.
 fn known_alarm(alarm: i32) -> bool {
     alarm == pb::AlarmType::Nospace as i32 || alarm == pb::AlarmType::Corrupt as i32
@@ -367,11 +373,17 @@ impl Keyspace {
         })
     }
 
-    /// etcd's `Put` as its own write txn.
+    /// etcd's `Put` as its own write txn. Unlike a put inside a txn, a plain
+    /// put checks its lease before its key (`ignore_value`/`ignore_lease` of
+    /// a missing key with an unknown lease is NotFound "requested lease not
+    /// found", as etcd's apply answers).
     pub fn put(&mut self, request: &pb::PutRequest) -> Result<pb::PutResponse, KvError> {
         txn::check_put(request)?;
         if self.no_space() {
             return Err(KvError::NoSpace);
+        }
+        if !lease_exists(request.lease) {
+            return Err(KvError::LeaseNotFound);
         }
         let mut writer = Writer::begin(self);
         let response = writer.put(request)?;
@@ -596,8 +608,7 @@ impl<'a> Writer<'a> {
         if (request.ignore_value || request.ignore_lease) && previous.is_none() {
             return Err(KvError::KeyNotFound);
         }
-        if !request.ignore_lease && request.lease != 0 {
-            // No lease exists yet: every lease id is unknown.
+        if !request.ignore_lease && !lease_exists(request.lease) {
             return Err(KvError::LeaseNotFound);
         }
         let key = match self.keyspace.live.get_key_value(request.key.as_slice()) {

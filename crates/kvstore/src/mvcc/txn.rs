@@ -294,7 +294,7 @@ fn check_path(
                 {
                     return Err(KvError::KeyNotFound);
                 }
-                if put.lease != 0 {
+                if !super::lease_exists(put.lease) {
                     return Err(KvError::LeaseNotFound);
                 }
             }
