@@ -183,8 +183,9 @@ fn the_etcd_client_crate_works_against_a_cluster() {
 
         // Compaction: reads below it fail with etcd's error, at it succeed.
         let head = deleted.header().expect("header").revision();
+        let compacted = head - 1;
         client
-            .compact(head - 1, Some(CompactionOptions::new().with_physical()))
+            .compact(compacted, Some(CompactionOptions::new().with_physical()))
             .await
             .expect("compact");
         let (code, message) = grpc_code(
@@ -232,16 +233,20 @@ fn the_etcd_client_crate_works_against_a_cluster() {
         let mut hashes = Vec::new();
         for endpoint in endpoints(&cluster) {
             let mut member = Client::connect([endpoint], None).await.expect("connect");
-            // A member that has not applied `revision` yet answers a future-revision error.
+            // A member that has not applied `revision` yet answers a
+            // future-revision error; one that has not applied the compaction
+            // yet hashes the versions it still keeps and says so in its
+            // compact revision (as etcd does): compare hashes of one state.
             let hash = loop {
                 match member.hash_kv(revision).await {
-                    Ok(answer) => break answer.hash(),
+                    Ok(answer) if answer.compact_version() == compacted => break answer.hash(),
+                    Ok(answer) => assert!(answer.compact_version() < compacted),
                     Err(error) => {
                         let (code, _) = grpc_code(error);
                         assert_eq!(code, tonic::Code::OutOfRange, "hash_kv");
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                     }
                 }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             };
             hashes.push(hash);
         }
