@@ -365,7 +365,8 @@ enum HashError {
 
 /// Waits until every member has applied at least the highest revision any
 /// member reports now, then asks each for `HashKV` at the lowest revision
-/// they report (so every member has it) and compares the digests.
+/// they report (so every member has it) and compares the digests once every
+/// member reports the same compact revision.
 fn compare_hashes(
     v3: &mut v3::V3,
     cluster: &Cluster,
@@ -406,6 +407,22 @@ fn compare_hashes(
                         })
                         .collect();
                     match hashes {
+                        // A member that has applied `low` but not yet a
+                        // compaction behind it hashes the versions it still
+                        // keeps (its compact revision says so): wait until
+                        // all hash the same compacted state.
+                        Ok(hashes) if !hashes.windows(2).all(|w| w[0].2 == w[1].2) => {
+                            let listed: Vec<String> = hashes
+                                .iter()
+                                .map(|(id, _, compacted)| {
+                                    format!("node {id} compacted at {compacted}")
+                                })
+                                .collect();
+                            last_seen = format!(
+                                "waiting for every member to apply the same compaction: {}",
+                                listed.join(", ")
+                            );
+                        }
                         Ok(hashes) => {
                             if hashes.windows(2).all(|w| w[0].1 == w[1].1) {
                                 return Ok(());

@@ -262,17 +262,22 @@ fn bridge(cluster: &mut Cluster, rng: &mut StdRng, hold: Duration) -> Result<Str
     Ok(format!("{a:?} <-> {bridge:?} <-> {b:?}"))
 }
 
+/// The members other than `leader`.
+fn followers_of(cluster: &Cluster, leader: u64) -> Vec<u64> {
+    cluster
+        .members()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect()
+}
+
 fn membership(
     cluster: &mut Cluster,
     rng: &mut StdRng,
     hold: Duration,
 ) -> Result<String, ChaosError> {
     let leader = cluster.wait_leader(Duration::from_secs(10))?;
-    let followers: Vec<u64> = cluster
-        .members()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
+    let followers = followers_of(cluster, leader);
     let victim = pick(&followers, rng)?;
     cluster.remove_member(victim, Duration::from_secs(20))?;
     std::thread::sleep(hold);
@@ -370,11 +375,7 @@ pub const STALL_MS: u64 = transport::TransportConfig::DEFAULT_REQUEST_TIMEOUT_MS
 /// after it was delivered; then heal.
 fn stall(cluster: &mut Cluster, rng: &mut StdRng, hold_ms: u64) -> Result<String, ChaosError> {
     let leader = cluster.wait_leader(Duration::from_secs(10))?;
-    let followers: Vec<u64> = cluster
-        .members()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
+    let followers = followers_of(cluster, leader);
     let follower = pick(&followers, rng)?;
     let hold_ms = hold_ms.max(STALL_MS + 500);
     cluster.fault(leader, &format!("stall {follower} {STALL_MS}\n"))?;

@@ -57,6 +57,15 @@ impl Workload {
         self.started.elapsed().as_micros() as u64
     }
 
+    /// A member to send the next operation to, if any is up.
+    fn pick_target(&self, rng: &mut StdRng) -> Option<(u64, u16)> {
+        self.targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .choose(rng)
+            .copied()
+    }
+
     /// Runs worker `index` until `stop`; returns its history.
     pub fn run_worker(&self, index: usize, seed: u64) -> Vec<Op> {
         let mut rng =
@@ -65,13 +74,7 @@ impl Workload {
         let mut history = Vec::new();
         let mut sequence = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
-            let target = self
-                .targets
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .choose(&mut rng)
-                .copied();
-            let Some((node, port)) = target else {
+            let Some((node, port)) = self.pick_target(&mut rng) else {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             };
@@ -159,13 +162,7 @@ impl Workload {
         };
         let mut sequence = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
-            let target = self
-                .targets
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .choose(&mut rng)
-                .copied();
-            let Some((node, port)) = target else {
+            let Some((node, port)) = self.pick_target(&mut rng) else {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             };
