@@ -76,19 +76,24 @@
 //! ```
 
 mod error;
+mod filesystem;
 mod fs;
 mod record;
 mod repair;
 mod replay;
 mod scan;
+pub mod sim;
 mod snapshot;
+mod stdfs;
 mod types;
 mod wal;
 
 pub use crate::error::{Corruption, WalError};
+pub use crate::filesystem::{FileBytes, FileHandle, FileSystem, LockGuard, OpenMode, SharedFs};
 pub use crate::repair::{Damage, DroppedKind, DroppedRange, DroppedRecord, RepairReport};
 pub use crate::scan::TAIL_CHECK_BYTES_MAX;
 pub use crate::snapshot::{SnapshotStore, StoredSnapshot, SNAPSHOT_FLUSH_BYTES};
+pub use crate::stdfs::StdFs;
 pub use crate::types::{
     Entry, Marker, Metadata, Recovered, WalConfig, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES,
     MIN_SEGMENT_BYTES,
