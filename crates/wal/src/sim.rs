@@ -72,6 +72,10 @@ pub struct SimStats {
     pub writes_lost: u64,
     /// Unsynced writes torn by sector at a crash.
     pub writes_torn: u64,
+    /// Torn writes of which a sector reached the disk after an earlier sector of the same
+    /// write did not (a disk may persist a write's sectors in any order). The WAL cannot tell
+    /// such a write from damage to committed data, so it refuses to open until repaired.
+    pub writes_torn_out_of_order: u64,
     /// Unsynced directory entry changes lost at a crash.
     pub dir_ops_lost: u64,
 }
@@ -248,6 +252,7 @@ impl State {
                         self.stats.writes_torn += 1;
                         let end = offset + bytes.len() as u64;
                         let mut at = *offset;
+                        let (mut lost_before, mut out_of_order) = (false, false);
                         while at < end {
                             let sector_end = ((at / SIM_SECTOR_BYTES) + 1) * SIM_SECTOR_BYTES;
                             let piece_end = sector_end.min(end);
@@ -259,8 +264,14 @@ impl State {
                                     bytes: bytes[from..to].to_vec(),
                                 };
                                 apply_op(&mut inode.durable, &piece);
+                                out_of_order |= lost_before;
+                            } else {
+                                lost_before = true;
                             }
                             at = piece_end;
+                        }
+                        if out_of_order {
+                            self.stats.writes_torn_out_of_order += 1;
                         }
                     }
                     _ => {
@@ -323,6 +334,11 @@ impl SimFs {
     /// `EIO`, once. Replaces any failure scheduled before.
     pub fn fail_sync_after(&self, successful: u64) {
         self.lock().sync_failure_after = Some(successful);
+    }
+
+    /// Cancels a sync failure scheduled by [`SimFs::fail_sync_after`] that has not fired.
+    pub fn cancel_sync_failure(&self) {
+        self.lock().sync_failure_after = None;
     }
 
     /// Overwrites `bytes` of the file `path` at `offset`, visible and durable at once (media

@@ -413,8 +413,19 @@ impl Wal {
     /// Deletes, oldest first, the segments all of whose entries are below `index`. The newest
     /// segment is never deleted, and neither are entries above the latest snapshot marker
     /// (`index` is capped at `marker.index + 1`).
+    ///
+    /// A failed removal or directory sync poisons the handle like a failed write: which
+    /// removals are durable is then unknown, and a later directory sync may report success
+    /// without having retried them (a gap in the sequence would make the WAL unopenable).
     pub fn release_to(&mut self, index: u64) -> Result<(), WalError> {
         self.check_usable()?;
+        self.poisoned = true;
+        self.release_to_in(index)?;
+        self.poisoned = false;
+        Ok(())
+    }
+
+    fn release_to_in(&mut self, index: u64) -> Result<(), WalError> {
         let limit = index.min(self.marker.index.saturating_add(1));
         let mut count = 0;
         while count + 1 < self.segments.len() && self.segments[count + 1].first_index <= limit {
