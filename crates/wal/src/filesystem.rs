@@ -41,8 +41,8 @@ pub trait LockGuard: Send + Sync + fmt::Debug {}
 pub struct FileBytes(pub(crate) FileBytesInner);
 
 pub(crate) enum FileBytesInner {
-    /// A memory map of a non-empty file.
-    Mapped(memmap2::Mmap),
+    /// A memory map of a non-empty file (production file system).
+    Mapped(crate::stdfs::Mapping),
     /// Bytes read into memory (or an empty file, which cannot be mapped).
     Owned(Vec<u8>),
 }
@@ -59,7 +59,7 @@ impl std::ops::Deref for FileBytes {
 
     fn deref(&self) -> &[u8] {
         match &self.0 {
-            FileBytesInner::Mapped(map) => map,
+            FileBytesInner::Mapped(map) => map.bytes(),
             FileBytesInner::Owned(bytes) => bytes,
         }
     }

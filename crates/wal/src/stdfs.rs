@@ -16,6 +16,15 @@ pub struct StdFs;
 #[derive(Debug)]
 struct StdFile(File);
 
+/// A read-only memory map of a whole file.
+pub(crate) struct Mapping(memmap2::Mmap);
+
+impl Mapping {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 #[derive(Debug)]
 struct StdLock(#[allow(dead_code)] File);
 
@@ -106,7 +115,7 @@ impl FileSystem for StdFs {
             // Advice is a hint: without it the read is only slower.
             tracing::debug!(path = %path.display(), error = %e, "madvise(SEQUENTIAL) failed");
         }
-        Ok(FileBytes(FileBytesInner::Mapped(map)))
+        Ok(FileBytes(FileBytesInner::Mapped(Mapping(map))))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {

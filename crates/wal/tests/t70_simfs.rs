@@ -322,8 +322,6 @@ fn histories_exercise_every_fault() {
     assert!(stats.writes_torn > 10, "{summary}");
     assert!(stats.writes_torn_out_of_order > 0, "{summary}");
     assert!(stats.dir_ops_lost > 10, "{summary}");
-    // Shown with --nocapture: how often a crash left damage only an operator may cut.
-    println!("{summary}");
 }
 
 #[test]
@@ -422,35 +420,60 @@ fn a_directory_sync_failure_while_releasing_poisons_the_wal() {
 
 #[test]
 fn a_directory_sync_failure_while_rotating_poisons_the_wal() {
-    let fs = SimFs::new(2);
     let dir = PathBuf::from("/sim/wal");
+    let all = common::entries(1..=100, 1);
+    // Which save starts the second segment (same writes, same layout on any disk).
+    let rotating = {
+        let fs = SimFs::new(6);
+        let mut wal = Wal::create_in(Arc::new(fs), &dir, META, SMALL).expect("create");
+        (0..all.len())
+            .find(|&i| {
+                wal.save(None, &all[i..=i]).expect("save");
+                wal.segment_count() > 1
+            })
+            .expect("rotates")
+    };
+    let fs = SimFs::new(6);
     let mut wal = Wal::create_in(Arc::new(fs.clone()), &dir, META, SMALL).expect("create");
-    let mut index = 1;
-    let start = wal.segment_count();
-    // Fill the first segment, then fail the next sync: the rotation's directory sync.
-    while wal.segment_count() == start {
-        let before = fs.stats();
-        fs.fail_sync_after(0);
-        let result = wal.save(None, &[entry(index, 1)]);
-        if result.is_err() {
-            assert_eq!(fs.stats().failed_syncs, before.failed_syncs + 1);
-            assert!(matches!(
-                wal.save(None, &[entry(index, 1)]),
-                Err(WalError::Poisoned)
-            ));
-            break;
-        }
-        fs.cancel_sync_failure();
-        // Undo: the failure did not fire on a data sync here only if it was scheduled after.
-        index += 1;
-        if index > 200 {
-            panic!("never rotated");
-        }
+    for e in &all[..rotating] {
+        wal.save(None, std::slice::from_ref(e)).expect("save");
+    }
+    let before = fs.stats();
+    // The rotating save's first sync is the directory sync after the rename.
+    fs.fail_sync_after(0);
+    let failed = wal.save(None, &all[rotating..=rotating]);
+    assert!(matches!(failed, Err(WalError::Io { .. })), "{failed:?}");
+    let after = fs.stats();
+    assert_eq!(after.failed_syncs, before.failed_syncs + 1);
+    assert_eq!(
+        after.file_syncs, before.file_syncs,
+        "no data sync was reached"
+    );
+    assert!(matches!(
+        wal.save(None, &all[rotating..=rotating]),
+        Err(WalError::Poisoned)
+    ));
+    drop(wal);
+    fs.crash(CrashLoss::LoseAll);
+    // The rename of the preallocated segment was never made durable: it vanished.
+    let mut names = fs.list(&dir).expect("list");
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "0000000000000000-0000000000000001.wal",
+            "LOCK",
+            "next.segment.tmp"
+        ]
+    );
+    for loss in [CrashLoss::LoseAll, CrashLoss::Random] {
+        fs.crash(loss);
+        let (_wal, rec) =
+            Wal::open_in(Arc::new(fs.clone()), &dir, Marker::ZERO, SMALL).expect("reopen");
+        assert_eq!(rec.entries, all[..rotating], "{loss:?}");
     }
 }
 
-/// Syncs the WAL directory of nothing but the file system's directory, then crashes losing
-/// every unsynced entry change.
 #[test]
 fn a_rename_without_a_directory_sync_can_vanish() {
     let fs = SimFs::new(3);
@@ -475,10 +498,10 @@ fn a_rename_without_a_directory_sync_can_vanish() {
 }
 
 #[test]
-fn a_vanished_preallocated_segment_rename_is_handled() {
-    // Seeds whose crash keeps every synced change but drops the unsynced ones: the WAL's
-    // rotations always sync the directory, so the segments survive; the next segment's
-    // preallocated file may vanish or stay, and open removes it either way.
+fn crashes_after_synced_rotations_lose_nothing() {
+    // Every rotation syncs the directory after its rename, so the segments survive any
+    // crash; the preallocated next segment (never synced) may vanish or stay, and open
+    // replaces it either way.
     for seed in 0..20 {
         let fs = SimFs::new(seed);
         let dir = PathBuf::from("/sim/wal");
