@@ -76,6 +76,18 @@ impl fmt::Debug for FileBytes {
 /// The file-system calls of the WAL and the snapshot store. Paths are absolute or relative
 /// to the process's working directory, as `std::fs` takes them. Errors are `std::io` errors
 /// (a missing file or directory is [`io::ErrorKind::NotFound`]).
+///
+/// # Correctness
+/// The WAL's durability argument rests on these rules; an implementation must keep them:
+/// - A write is visible to every later read at once, and durable (survives a crash) only
+///   once a later [`FileHandle::sync_data`] or [`FileHandle::sync_all`] of that file returned
+///   `Ok`. A sync that fails promises nothing, not even for writes before it.
+/// - A creation, rename or removal is visible at once and durable only once a later
+///   [`FileSystem::sync_dir`] of its directory returned `Ok`. A rename is atomic: after a
+///   crash the name refers to the old file or the new one, never to a mix.
+/// - Bytes never written read back as zeros (in particular below an [`FileHandle::allocate`]d
+///   size), and a write that a crash interrupts changes whole 512-byte sectors only.
+/// - [`FileSystem::try_lock`] is exclusive among all holders until the guard is dropped.
 pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Creates `dir` and its missing parents.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
