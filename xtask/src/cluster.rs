@@ -172,6 +172,7 @@ fn wait_for_leader(nodes: u64, stopping: &AtomicBool) -> Option<u64> {
 
 fn print_banner(leader: u64, nodes: u64, data_dir: &Path) {
     let next = nodes + 1;
+    let endpoints = etcdctl_endpoints(nodes);
     println!(
         "\n\x1b[1mraftkv cluster of {nodes} is up; leader: node {leader}{RESET}\n\
          data: {data}\n\n\
@@ -184,9 +185,26 @@ fn print_banner(leader: u64, nodes: u64, data_dir: &Path) {
          \x20 curl -L http://127.0.0.1:12380/{next} -XPOST -d http://127.0.0.1:{next}2379\n\
          Remove node 3:\n\
          \x20 curl -L http://127.0.0.1:12380/3 -XDELETE\n\n\
+         etcd's v3 API (gRPC and JSON gateway) on the same ports, with etcdctl 3.4:\n\
+         \x20 etcdctl --endpoints={endpoints} put my-key bar\n\
+         \x20 etcdctl --endpoints={endpoints} get my-key -w json\n\
+         \x20 etcdctl --endpoints={endpoints} get '' --prefix --keys-only\n\
+         \x20 etcdctl --endpoints={endpoints} endpoint status -w table\n\
+         \x20 etcdctl --endpoints={endpoints} endpoint hashkv\n\
+         \x20 curl -L http://127.0.0.1:12380/v3/kv/range -d '{{\"key\":\"bXkta2V5\"}}'\n\n\
          Ctrl-C stops every node.\n",
         data = data_dir.display(),
     );
+}
+
+/// etcdctl's `--endpoints` for the cluster's client ports, as host:port:
+/// etcdctl 3.4 sends an `http://` endpoint as the HTTP/2 authority of its
+/// per-endpoint calls (`endpoint status`), which HTTP/2 servers refuse.
+fn etcdctl_endpoints(nodes: u64) -> String {
+    (1..=nodes)
+        .map(|id| format!("127.0.0.1:{id}2380"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn exited(children: &mut [(u64, Child)]) -> Option<u64> {

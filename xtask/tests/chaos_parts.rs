@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use xtask::chaos::history::{Op, Outcome};
+use xtask::chaos::history::{CasResult, Op, Outcome};
 use xtask::chaos::{
     parse_duration, parse_faults, schedule, timeline_html, FaultKind, FaultRecord, Verdict, Window,
 };
@@ -175,7 +175,16 @@ fn command_line_options_reach_the_configuration() {
     assert_eq!(crash.out_dir, root.join("target/chaos/seed-9"));
 
     let timed = xtask::chaos::parse_args(
-        &args(&["--time", "5m", "--faults", "pause,split", "--out", "/tmp/x"]),
+        &args(&[
+            "--time",
+            "5m",
+            "--faults",
+            "pause,split",
+            "--out",
+            "/tmp/x",
+            "--cas-clients",
+            "4",
+        ]),
         "raftkv".into(),
         root,
     )
@@ -183,6 +192,7 @@ fn command_line_options_reach_the_configuration() {
     assert_eq!(timed.duration, Duration::from_secs(300));
     assert_eq!(timed.fault_count, None);
     assert_eq!(timed.faults, vec![FaultKind::Pause, FaultKind::Split]);
+    assert_eq!(timed.cas_clients, 4);
     assert_eq!(timed.out_dir, std::path::PathBuf::from("/tmp/x"));
 
     for bad in [&["--nodes"][..], &["--nodes", "three"], &["--frobnicate"]] {
@@ -217,4 +227,71 @@ fn a_write_missing_from_the_final_reads_fails_durability_only() {
         "{durability}"
     );
     assert!(dir.path().join("durability-timeline.html").is_file());
+}
+
+#[test]
+fn recheck_reads_the_saved_unique_keys_and_a_lost_one_fails_durability() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = vec![
+        Op::put("c0", "/u-c0-1", "c0-1", Outcome::Ok, (0, 10)),
+        Op::put("c0", "/u-c0-2", "c0-2", Outcome::Ok, (20, 30)),
+    ];
+    let write = |name: &str, json: String| std::fs::write(dir.path().join(name), json).unwrap();
+    write("history.json", serde_json::to_string(&history).unwrap());
+    write("final-reads.json", "[]".into());
+    let node = |keys: &[&str]| -> Vec<(String, String)> {
+        keys.iter()
+            .map(|v| (format!("/u-{v}"), v.to_string()))
+            .collect()
+    };
+    let unique = vec![(1u64, node(&["c0-1", "c0-2"])), (2, node(&["c0-1"]))];
+    write(
+        "final-unique-keys.json",
+        serde_json::to_string(&unique).unwrap(),
+    );
+    let (linearizability, durability) = xtask::chaos::recheck(dir.path(), 10_000).unwrap();
+    assert_eq!(linearizability, Verdict::Pass);
+    assert!(
+        matches!(&durability, Verdict::Fail(why) if why.contains("node 2 lost acknowledged /u-c0-2")),
+        "{durability}"
+    );
+}
+
+#[test]
+fn timeline_labels_register_reads_and_cas_outcomes() {
+    let culprit = Op::read("x1", "/cas", Some("x0-1"), 5, (40_000, 41_000));
+    let swapped = Some(CasResult::Swapped { revision: 5 });
+    let refused = Some(CasResult::Refused {
+        value: Some("x0-1".into()),
+        mod_revision: 5,
+    });
+    let window = Window {
+        checker: "linearizability".into(),
+        key: "/cas".into(),
+        culprit: culprit.clone(),
+        ops: vec![
+            Op::cas("x0", "/cas", 0, "x0-1", swapped, Outcome::Ok, (0, 10_000)),
+            Op::cas("x1", "/cas", 0, "x1-1", refused, Outcome::Ok, (0, 12_000)),
+            Op::cas(
+                "x0",
+                "/cas",
+                5,
+                "x0-2",
+                None,
+                Outcome::Unknown,
+                (20_000, 30_000),
+            ),
+            culprit,
+        ],
+        faults: vec![],
+    };
+    let html = timeline_html(&window);
+    assert!(html.contains("CAS @0 x0-1@5"), "{html}");
+    assert!(html.contains("CAS @0 refused, saw x0-1@5"), "{html}");
+    assert!(html.contains("CAS @5 x0-2?"), "{html}");
+    assert!(html.contains("R x0-1@5"), "{html}");
+    assert!(
+        html.contains("Range /cas -&gt; x0-1 (mod_revision 5)"),
+        "{html}"
+    );
 }

@@ -1,7 +1,7 @@
 //! The linearizability checker on hand-made histories.
 
-use xtask::chaos::checker::{check_history, check_key, KeyVerdict};
-use xtask::chaos::history::{Op, OpCounts, Outcome};
+use xtask::chaos::checker::{check_history, check_key, check_unique_keys, KeyVerdict};
+use xtask::chaos::history::{CasResult, Op, OpCounts, Outcome};
 
 const BUDGET: u64 = 1_000_000;
 
@@ -220,4 +220,159 @@ fn counts_by_outcome() {
         ),
         (1, 1, 1, 1)
     );
+}
+
+// The compare-and-swap register: gRPC reads see value and mod_revision; a
+// CAS compares the mod_revision it read.
+
+fn read(client: &str, value: Option<&str>, mod_revision: i64, times: (u64, u64)) -> Op {
+    Op::read(client, "/cas", value, mod_revision, times)
+}
+
+fn swapped(client: &str, expect: i64, value: &str, revision: i64, times: (u64, u64)) -> Op {
+    let result = Some(CasResult::Swapped { revision });
+    Op::cas(client, "/cas", expect, value, result, Outcome::Ok, times)
+}
+
+fn refused(
+    client: &str,
+    expect: i64,
+    value: &str,
+    seen: (Option<&str>, i64),
+    times: (u64, u64),
+) -> Op {
+    let result = Some(CasResult::Refused {
+        value: seen.0.map(str::to_string),
+        mod_revision: seen.1,
+    });
+    Op::cas(client, "/cas", expect, value, result, Outcome::Ok, times)
+}
+
+fn cas_unknown(client: &str, expect: i64, value: &str, times: (u64, u64)) -> Op {
+    Op::cas(client, "/cas", expect, value, None, Outcome::Unknown, times)
+}
+
+/// Two clients race from the same read: one swaps, the other is refused
+/// and sees the winner; later reads see the winner's revision.
+#[test]
+fn valid_cas_history_is_linearizable() {
+    let ops = [
+        read("x0", None, 0, (0, 1)),
+        read("x1", None, 0, (0, 1)),
+        swapped("x0", 0, "x0-1", 5, (2, 10)),
+        refused("x1", 0, "x1-1", (Some("x0-1"), 5), (3, 11)),
+        read("x1", Some("x0-1"), 5, (12, 13)),
+        swapped("x1", 5, "x1-2", 9, (14, 15)),
+        // An unknown CAS from a stale revision never took effect.
+        cas_unknown("x0", 0, "x0-2", (16, 17)),
+        read("x0", Some("x1-2"), 9, (20, 21)),
+        // An unknown CAS that took effect: a later read saw its value.
+        cas_unknown("x0", 9, "x0-3", (22, 23)),
+        read("x1", Some("x0-3"), 12, (30, 31)),
+        refused("x1", 9, "x1-3", (Some("x0-3"), 12), (32, 33)),
+    ];
+    assert_eq!(check_key(&ops, BUDGET), KeyVerdict::Linearizable);
+}
+
+/// Both clients read revision 0 and both CASes swapped: the second compare
+/// should have failed (a lost update).
+#[test]
+fn two_swaps_from_the_same_revision_are_rejected() {
+    let ops = [
+        read("x0", None, 0, (0, 1)),
+        read("x1", None, 0, (0, 1)),
+        swapped("x0", 0, "x0-1", 5, (2, 3)),
+        swapped("x1", 0, "x1-1", 6, (4, 5)),
+    ];
+    assert_eq!(
+        check_key(&ops, BUDGET),
+        KeyVerdict::NotLinearizable { culprit: 3 }
+    );
+}
+
+/// A CAS refused although the key still had the revision it compared:
+/// the compare-and-swap lied.
+#[test]
+fn refusal_at_the_expected_revision_is_rejected() {
+    let ops = [
+        swapped("x0", 0, "x0-1", 5, (0, 1)),
+        read("x1", Some("x0-1"), 5, (2, 3)),
+        refused("x1", 5, "x1-1", (Some("x0-1"), 5), (4, 5)),
+    ];
+    assert_eq!(
+        check_key(&ops, BUDGET),
+        KeyVerdict::NotLinearizable { culprit: 2 }
+    );
+}
+
+/// A read after a swap was acknowledged still sees the old value and
+/// revision (a stale read on a follower).
+#[test]
+fn stale_register_read_is_rejected() {
+    let ops = [
+        swapped("x0", 0, "x0-1", 5, (0, 1)),
+        swapped("x0", 5, "x0-2", 8, (2, 3)),
+        read("x1", Some("x0-1"), 5, (4, 5)),
+    ];
+    assert_eq!(
+        check_key(&ops, BUDGET),
+        KeyVerdict::NotLinearizable { culprit: 2 }
+    );
+}
+
+/// The right value at the wrong mod_revision is not the same state.
+#[test]
+fn read_with_a_wrong_revision_is_rejected() {
+    let ops = [
+        swapped("x0", 0, "x0-1", 5, (0, 1)),
+        read("x1", Some("x0-1"), 4, (2, 3)),
+    ];
+    assert_eq!(
+        check_key(&ops, BUDGET),
+        KeyVerdict::NotLinearizable { culprit: 1 }
+    );
+}
+
+fn unique_put(value: &str, outcome: Outcome) -> Op {
+    Op::put("c0", &format!("/u-{value}"), value, outcome, (0, 1))
+}
+
+fn served(node: u64, keys: &[&str]) -> (u64, Vec<(String, String)>) {
+    let keys = keys
+        .iter()
+        .map(|value| (format!("/u-{value}"), value.to_string()))
+        .collect();
+    (node, keys)
+}
+
+#[test]
+fn unique_keys_pass_when_every_node_serves_every_acknowledged_key() {
+    let ops = [
+        unique_put("a", Outcome::Ok),
+        unique_put("b", Outcome::Ok),
+        unique_put("c", Outcome::Unknown),
+        unique_put("d", Outcome::Fail),
+    ];
+    // The unknown write may or may not be there, on each node alike.
+    let reads = [served(1, &["a", "b", "c"]), served(2, &["a", "b", "c"])];
+    assert_eq!(check_unique_keys(&ops, "/u-", &reads), Ok(2));
+    let reads = [served(1, &["a", "b"])];
+    assert_eq!(check_unique_keys(&ops, "/u-", &reads), Ok(2));
+}
+
+#[test]
+fn unique_key_lost_on_one_node_is_reported() {
+    let ops = [unique_put("a", Outcome::Ok), unique_put("b", Outcome::Ok)];
+    let reads = [served(1, &["a", "b"]), served(2, &["a"])];
+    let why = check_unique_keys(&ops, "/u-", &reads).unwrap_err();
+    assert!(why.contains("node 2 lost acknowledged /u-b"), "{why}");
+}
+
+#[test]
+fn unique_key_nobody_wrote_or_refused_is_reported() {
+    let ops = [unique_put("a", Outcome::Ok), unique_put("d", Outcome::Fail)];
+    let reads = [served(1, &["a", "d", "z"])];
+    let why = check_unique_keys(&ops, "/u-", &reads).unwrap_err();
+    assert!(why.contains("/u-d, whose PUT was refused"), "{why}");
+    assert!(why.contains("/u-z = z, which no PUT wrote"), "{why}");
 }

@@ -31,8 +31,9 @@ pub enum ApiError {
     /// The body could not be read.
     #[error("cannot read request body: {0}")]
     BadBody(String),
-    /// A key under `/v1/`, which raftkv reserves for its own endpoints.
-    #[error("path `{0}` is reserved: keys may not start with /v1/")]
+    /// A key under `/v1/`, `/v3/` or `/v3beta/`, which raftkv reserves for
+    /// its own endpoints and etcd's JSON gateway.
+    #[error("path `{0}` is reserved: keys may not start with /v1/, /v3/ or /v3beta/")]
     ReservedPath(String),
     /// A bad read option in the query string.
     #[error("bad query: {0}")]
@@ -68,6 +69,10 @@ impl ApiError {
                 | KvError::ReadTimeout { .. }
                 | KvError::Stopped,
             ) => StatusCode::SERVICE_UNAVAILABLE,
+            // etcd's keyspace errors, with the gateway's statuses for their codes.
+            ApiError::Kv(KvError::NoSpace) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Kv(KvError::LeaseNotFound) => StatusCode::NOT_FOUND,
+            ApiError::Kv(_) => StatusCode::BAD_REQUEST,
             ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_)
             | ApiError::ReservedPath(_)

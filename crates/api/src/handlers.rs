@@ -26,7 +26,7 @@ pub(crate) async fn put_key(
 ) -> Result<StatusCode, ApiError> {
     let key = parse::key_of(uri.path())?;
     let value = value_of(body, app.config.max_value_bytes)?;
-    app.kv.put(key, value).await?;
+    app.kv.put_value(key, value).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -73,6 +73,11 @@ pub(crate) async fn method_not_allowed() -> ApiError {
     }
 }
 
+/// A path reserved for raftkv's own endpoints, used as a key.
+pub(crate) async fn reserved_path(uri: Uri) -> ApiError {
+    ApiError::ReservedPath(uri.path().to_string())
+}
+
 /// Any other method on `/v1/status`.
 pub(crate) async fn status_method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed {
@@ -80,8 +85,10 @@ pub(crate) async fn status_method_not_allowed() -> ApiError {
     }
 }
 
-/// Middleware: at most `in_progress` permits' worth of requests at once;
-/// the rest are answered 503 at once rather than queued.
+/// Middleware over the whole client port: at most `in_progress` permits'
+/// worth of requests (HTTP and gRPC alike) at once; the rest are answered at
+/// once rather than queued: 503 over HTTP, and over gRPC etcd's
+/// ResourceExhausted "etcdserver: too many requests" (trailers-only).
 pub(crate) async fn shed_load(
     State(in_progress): State<Arc<Semaphore>>,
     request: Request,
@@ -89,6 +96,10 @@ pub(crate) async fn shed_load(
 ) -> Response {
     match in_progress.try_acquire() {
         Ok(_permit) => next.run(request).await,
+        Err(_) if crate::v3::is_grpc(&request) => {
+            tracing::debug!("gRPC request shed: too many requests in progress");
+            crate::v3::V3Error::TooManyRequests.to_status().into_http()
+        }
         Err(_) => ApiError::Overloaded.into_response(),
     }
 }

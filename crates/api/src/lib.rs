@@ -1,4 +1,5 @@
-//! api: raftkv's client HTTP API, raftexample's routes on axum.
+//! api: raftkv's client API on one port: raftexample's routes on axum, and
+//! etcd's v3 API (gRPC with tonic, plus the JSON gateway) in [`v3`].
 //!
 //! # What it owns
 //! Parsing requests, enforcing limits (value size, requests in progress) and
@@ -7,7 +8,8 @@
 //! [`raftnode::Consensus`] handle ([`kvstore::KvStore::consensus`]).
 //!
 //! # What it does not own
-//! Sockets and shutdown (the binary serves [`router`] with `axum::serve`),
+//! Sockets and shutdown (the binary serves [`router`] with `axum::serve`,
+//! which speaks HTTP/1.1 and cleartext HTTP/2),
 //! Raft, storage, the peer (Raft traffic) endpoint.
 //!
 //! # Routes
@@ -19,6 +21,10 @@
 //! | `DELETE /<id>` | 204 once the node is removed (applied here) | 400 bad id / not a member, 503 as above |
 //! | `GET /v1/status` | 200, JSON [`StatusResponse`] | |
 //! | any other method | | 405 with `Allow: GET, HEAD, PUT, POST, DELETE` |
+//! | `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/kv/txn`, `/v3/kv/compaction` (JSON gateway; also `/v3beta/…`) | 200, the response's proto3 JSON | etcd's gateway body `{"error","message","code"}`: 400 InvalidArgument / OutOfRange, 404 NotFound, 429 ResourceExhausted, 503 Unavailable |
+//! | `POST /v3/maintenance/status`, `/v3/maintenance/hash` (HashKV), `/v3/maintenance/alarm` | as above | as above |
+//! | other methods on a gateway route; `POST` of another `/v3/…` path | | 405 `Method Not Allowed`; 404 `Not Found` (etcd's texts) |
+//! | gRPC (`content-type: application/grpc`): `etcdserverpb.KV/*`, `etcdserverpb.Maintenance/*` | see [`v3`] | etcd's codes and messages ([`v3::error`]) |
 //!
 //! Every 503 carries `Retry-After: 1`; every error body is a plain-text
 //! message. Every 5xx is logged once, at warn, with method, path, status and
@@ -33,16 +39,17 @@
 //!   local map without a read barrier (may be stale); the default is
 //!   linearizable.
 //! * **Reserved paths.** Every path under `/v1/` (and `/v1` itself) belongs
-//!   to raftkv's own endpoints; `GET`/`PUT` of such a key is answered 400.
-//!   Today only `GET /v1/status` exists.
+//!   to raftkv's own endpoints, and `/v3/`, `/v3beta/` to etcd's JSON
+//!   gateway; `GET`/`PUT` of such a key is answered 400.
 //! * PUT, POST and DELETE answer only after the change is applied on the
 //!   answering node, not when it is proposed.
 //!
 //! # Invariants
 //! No client input can panic a handler: every parse is a function returning
 //! [`ApiError`]; bodies are bounded by `max_value_bytes` before they are
-//! buffered; at most `max_concurrent_requests` requests are served at once,
-//! the next ones get 503 immediately.
+//! buffered; at most `max_concurrent_requests` requests (HTTP and gRPC
+//! together) are served at once, the next ones are refused immediately (503,
+//! or gRPC ResourceExhausted "etcdserver: too many requests").
 //!
 //! # Example
 //! ```
@@ -67,17 +74,18 @@ mod error;
 mod handlers;
 mod parse;
 mod status;
+pub mod v3;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, MethodRouter};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use kvstore::KvStore;
 use tokio::sync::Semaphore;
 
 pub use error::{ApiError, ALLOWED_METHODS, STATUS_ALLOWED_METHODS};
-pub use parse::{MAX_PEER_URL_BYTES, RESERVED_PREFIX};
+pub use parse::{MAX_PEER_URL_BYTES, RESERVED_PREFIX, RESERVED_PREFIXES};
 pub use status::{MemberResponse, StatusResponse};
 
 /// Path of the status endpoint.
@@ -92,15 +100,23 @@ pub struct ApiConfig {
     /// applied before answering 503 (outcome unknown). Writes and reads use
     /// the kvstore's own `request_timeout_ms`.
     pub request_timeout_ms: u64,
-    /// Requests served at once; more get 503 at once (load shedding). 0
-    /// sheds every request.
+    /// Requests served at once, HTTP and gRPC together; more are refused at
+    /// once (load shedding): 503 over HTTP, ResourceExhausted "etcdserver:
+    /// too many requests" over gRPC. 0 sheds every request.
     pub max_concurrent_requests: usize,
+    /// Largest v3 write request, encoded (etcd's `--max-request-bytes`);
+    /// gRPC messages may exceed it by [`v3::GRPC_OVERHEAD_BYTES`].
+    pub max_request_bytes: usize,
+    /// The cluster id reported in v3 response headers.
+    pub cluster_id: u64,
 }
 
 impl ApiConfig {
     /// Default value limit: 1.5 MiB, so a value fits in one 2 MiB Raft
     /// message with its command framing.
     pub const DEFAULT_MAX_VALUE_BYTES: usize = 1536 * 1024;
+    /// Default v3 request limit: 1.5 MiB, etcd's `--max-request-bytes`.
+    pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
     /// Default membership change timeout: the store's request timeout.
     pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = kvstore::KvConfig::DEFAULT_REQUEST_TIMEOUT_MS;
     /// Default bound on requests in progress: room for every write the store
@@ -122,7 +138,29 @@ impl Default for ApiConfig {
             max_value_bytes: Self::DEFAULT_MAX_VALUE_BYTES,
             request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
             max_concurrent_requests: Self::DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_request_bytes: Self::DEFAULT_MAX_REQUEST_BYTES,
+            cluster_id: 0,
         }
+    }
+}
+
+/// The client port's listener for `axum::serve`: every accepted connection
+/// gets `TCP_NODELAY`, as etcd's (Go's) connections have by default.
+/// Without it a response spanning several TCP segments (a Range of 1,000
+/// keys is ~100 KB) can hold its last, partial segment back until the
+/// client's delayed ACK (~40 ms on Linux), Nagle's algorithm at work.
+pub fn client_listener(listener: tokio::net::TcpListener) -> ClientListener {
+    use axum::serve::ListenerExt;
+    listener.tap_io(set_nodelay)
+}
+
+/// The listener [`client_listener`] returns.
+pub type ClientListener =
+    axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;
+
+fn set_nodelay(connection: &mut tokio::net::TcpStream) {
+    if let Err(error) = connection.set_nodelay(true) {
+        tracing::warn!(%error, "cannot set TCP_NODELAY on a client connection");
     }
 }
 
@@ -133,11 +171,36 @@ pub(crate) struct AppState {
     pub(crate) config: Arc<ApiConfig>,
 }
 
-/// The client API: serve it with `axum::serve`.
+/// The client API on one port: raftexample's routes, `/v1/status`, the v3
+/// JSON gateway and the v3 gRPC services (by content type), all on one
+/// keyspace. Serve it with `axum::serve` (HTTP/1.1 and cleartext HTTP/2).
 pub fn router(kv: KvStore, config: ApiConfig) -> Router {
+    router_with(kv.clone(), kv, config)
+}
+
+/// [`router`] with the v3 services over another [`v3::Keyspace`] (tests
+/// inject faults this way).
+pub fn router_with<K: v3::Keyspace>(kv: KvStore, keyspace: K, config: ApiConfig) -> Router {
+    let v3 = v3::V3::new(
+        keyspace,
+        v3::V3Settings {
+            cluster_id: config.cluster_id,
+            max_request_bytes: config.max_request_bytes,
+        },
+    );
+    // One bound for the whole port: HTTP routes, gateway and gRPC.
     let in_progress = Arc::new(Semaphore::new(
         config.max_concurrent_requests.min(Semaphore::MAX_PERMITS),
     ));
+    let grpc = v3::grpc_router(v3.clone(), config.max_request_bytes);
+    let gateway = v3::gateway::router(v3, config.max_request_bytes);
+    v3::one_port(http_router(kv, gateway, config), grpc).layer(
+        axum::middleware::from_fn_with_state(in_progress, handlers::shed_load),
+    )
+}
+
+/// raftexample's routes, `/v1/status` and the gateway.
+fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
     // Bodies over the limit are cut off while streaming, never buffered whole.
     let body_limit = config.max_value_bytes;
     let state = AppState {
@@ -149,18 +212,25 @@ pub fn router(kv: KvStore, config: ApiConfig) -> Router {
         .post(handlers::add_member)
         .delete(handlers::remove_member)
         .fallback(handlers::method_not_allowed);
-    Router::new()
+    let mut router = Router::new()
         .route(
             STATUS_PATH,
             get(handlers::status).fallback(handlers::status_method_not_allowed),
         )
         .route("/", keys.clone())
-        .route("/{*key}", keys)
+        .route("/{*key}", keys);
+    // The gateway's prefixes are reserved like `/v1/`: a POST names no
+    // gateway route (404, as etcd answers), GET/PUT are not keys.
+    for prefix in v3::gateway::GATEWAY_PREFIXES {
+        let reserved: MethodRouter<AppState> =
+            post(v3::gateway::not_found).fallback(handlers::reserved_path);
+        router = router
+            .route(prefix, reserved.clone())
+            .route(&format!("{prefix}/{{*rest}}"), reserved);
+    }
+    router
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            in_progress,
-            handlers::shed_load,
-        ))
-        .layer(axum::middleware::from_fn(error::log_server_errors))
         .with_state(state)
+        .merge(gateway)
+        .layer(axum::middleware::from_fn(error::log_server_errors))
 }

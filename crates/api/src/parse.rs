@@ -11,13 +11,21 @@ use crate::error::ApiError;
 /// Paths under this prefix belong to raftkv itself, never to keys.
 pub const RESERVED_PREFIX: &str = "/v1";
 
+/// Every reserved prefix: raftkv's own (`/v1`) and etcd's v3 gateway
+/// (`/v3`, `/v3beta`). The prefix itself and every path below it are not keys.
+pub const RESERVED_PREFIXES: [&str; 3] = [RESERVED_PREFIX, "/v3", "/v3beta"];
+
 /// Longest peer URL accepted in `POST /<id>`.
 pub const MAX_PEER_URL_BYTES: usize = 256;
 
 /// The key of a `GET`/`PUT`: the whole path, as sent (percent-encoding is
 /// kept as is, exactly like raftexample's request URI), without the query.
 pub fn key_of(path: &str) -> Result<Bytes, ApiError> {
-    if path == RESERVED_PREFIX || path.starts_with("/v1/") {
+    let reserved = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if RESERVED_PREFIXES.into_iter().any(reserved) {
         return Err(ApiError::ReservedPath(path.to_string()));
     }
     Ok(Bytes::copy_from_slice(path.as_bytes()))

@@ -37,7 +37,7 @@ async fn sequential_puts() {
     let value = Bytes::from(vec![7u8; 100]);
     let started = Instant::now();
     for i in 0..WRITES {
-        store.put(key(i), value.clone()).await.expect("put");
+        store.put_value(key(i), value.clone()).await.expect("put");
     }
     report("put, 1 task, 100 B values", WRITES, started);
 }
@@ -54,7 +54,7 @@ async fn concurrent_puts() {
         tasks.push(tokio::spawn(async move {
             for i in 0..per_task {
                 store
-                    .put(key(task * per_task + i), value.clone())
+                    .put_value(key(task * per_task + i), value.clone())
                     .await
                     .expect("put");
             }
@@ -74,7 +74,7 @@ async fn linearizable_gets() {
     let (store, _consensus) = local_store(KvConfig::new(1));
     for i in 0..1_000 {
         store
-            .put(key(i), Bytes::from_static(b"v"))
+            .put_value(key(i), Bytes::from_static(b"v"))
             .await
             .expect("put");
     }

@@ -2,14 +2,25 @@
 //!
 //! Commands are protobuf messages (prost derive, no `.proto` file) so that
 //! the format can grow new fields and operations compatibly. Field tags are
-//! part of the on-log format and must never be reused.
+//! part of the on-log format and must never be reused:
+//!
+//! ```text
+//! CommandPb   1: RequestIdPb { 1: node_id, 2: boot_nonce, 3: seq }
+//!             oneof op:
+//!               2: legacy put { 1: key, 2: value }   (read, never written)
+//!               3: etcdserverpb.PutRequest
+//!               4: etcdserverpb.DeleteRangeRequest
+//!               5: etcdserverpb.TxnRequest
+//!               6: etcdserverpb.CompactionRequest
+//!               7: etcdserverpb.AlarmRequest
+//! ```
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use etcdproto::etcdserverpb as pb;
 use prost::Message;
 
 /// Identifies one write request across the whole cluster and its history.
@@ -39,21 +50,38 @@ pub(crate) struct RequestIdPb {
     pub seq: u64,
 }
 
-/// Sets `key` to `value`.
+/// raftexample's put of the first format: still decoded (as a plain etcd
+/// Put) so logs written before the keyspace replay unchanged; never written.
 #[derive(Clone, PartialEq, Message)]
-pub(crate) struct PutPb {
-    #[prost(bytes = "bytes", tag = "1")]
-    pub key: Bytes,
-    #[prost(bytes = "bytes", tag = "2")]
-    pub value: Bytes,
+pub(crate) struct LegacyPutPb {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
 }
 
-/// The operation a command carries.
+/// The operation a command carries: an etcd request, as etcd's
+/// `InternalRaftRequest` carries it.
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub(crate) enum Op {
-    /// Set a key.
+    /// raftexample's first-format put (read only).
     #[prost(message, tag = "2")]
-    Put(PutPb),
+    LegacyPut(LegacyPutPb),
+    /// etcd `Put`.
+    #[prost(message, tag = "3")]
+    Put(pb::PutRequest),
+    /// etcd `DeleteRange`.
+    #[prost(message, tag = "4")]
+    DeleteRange(pb::DeleteRangeRequest),
+    /// etcd `Txn` with at least one write.
+    #[prost(message, tag = "5")]
+    Txn(pb::TxnRequest),
+    /// etcd `Compact`.
+    #[prost(message, tag = "6")]
+    Compaction(pb::CompactionRequest),
+    /// etcd `Maintenance.Alarm` (ACTIVATE / DEACTIVATE).
+    #[prost(message, tag = "7")]
+    Alarm(pb::AlarmRequest),
 }
 
 /// One replicated command: who asked, and what to do.
@@ -61,7 +89,7 @@ pub(crate) enum Op {
 pub(crate) struct CommandPb {
     #[prost(message, optional, tag = "1")]
     pub request_id: Option<RequestIdPb>,
-    #[prost(oneof = "Op", tags = "2")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7")]
     pub op: Option<Op>,
 }
 
@@ -85,16 +113,26 @@ impl From<&RequestIdPb> for RequestId {
     }
 }
 
-/// Encodes a put command. `Bytes` clones are reference counts, not copies.
-pub(crate) fn encode_put(id: RequestId, key: &Bytes, value: &Bytes) -> Vec<u8> {
-    let command = CommandPb {
+/// Encodes a command.
+pub(crate) fn encode(id: RequestId, op: Op) -> Vec<u8> {
+    CommandPb {
         request_id: Some(id.into()),
-        op: Some(Op::Put(PutPb {
-            key: key.clone(),
-            value: value.clone(),
-        })),
-    };
-    command.encode_to_vec()
+        op: Some(op),
+    }
+    .encode_to_vec()
+}
+
+/// Encodes a plain put command.
+#[cfg(feature = "testing")]
+pub(crate) fn encode_put(id: RequestId, key: &bytes::Bytes, value: &bytes::Bytes) -> Vec<u8> {
+    encode(
+        id,
+        Op::Put(pb::PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ..Default::default()
+        }),
+    )
 }
 
 /// Decodes a command payload; an error means the entry is not ours.

@@ -1,8 +1,12 @@
 //! Errors of the key-value service.
+//!
+//! The etcd-facing variants display exactly etcd's message for them (what
+//! `etcdctl` prints), so the API maps each to etcd's gRPC code and can reuse
+//! the text unchanged.
 
 use raftnode::RaftError;
 
-/// Why a `put` or `get` did not succeed.
+/// Why a request did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {
     /// The consensus layer refused or failed the request (see [`RaftError`]).
@@ -29,4 +33,43 @@ pub enum KvError {
     /// in flight; its outcome is unknown.
     #[error("state machine stopped; the outcome of the write is unknown")]
     Stopped,
+    /// A read, compaction or hash at a revision above the current one
+    /// (etcd's `ErrFutureRev`, gRPC OutOfRange).
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// A read or hash below the compacted revision, or a compaction at or
+    /// below it (etcd's `ErrCompacted`, gRPC OutOfRange).
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    /// `ignore_value` / `ignore_lease` on a key that does not exist (gRPC
+    /// InvalidArgument).
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// A request with an empty key (gRPC InvalidArgument).
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    /// A put with `ignore_value` that also carries a value (gRPC InvalidArgument).
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// A put with `ignore_lease` that also carries a lease (gRPC InvalidArgument).
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// A range with an unknown sort order or target (gRPC InvalidArgument).
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
+    /// Two writes to one key in one txn, or a put overlapping a delete
+    /// (gRPC InvalidArgument).
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    /// A txn with more operations than `max_txn_ops` at one level (gRPC
+    /// InvalidArgument).
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    /// The quota on retained bytes is exhausted, or the NOSPACE alarm is
+    /// armed (gRPC ResourceExhausted).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// A put names a lease that does not exist (gRPC NotFound).
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
 }

@@ -1,33 +1,44 @@
 //! kvstore: raftkv's replicated key-value service layer.
 //!
 //! # What it owns
-//! * The key-value map (an ordered, persistent `imbl::OrdMap<Bytes, Bytes>`) and the
-//!   [`raftnode::StateMachine`] implementation that applies committed entries
-//!   to it, snapshots it and restores it ([`KvStateMachine`]).
-//! * The request side ([`KvStore`]): `put` encodes a command (protobuf, see
-//!   the `command` module), proposes it through [`raftnode::Consensus`] and
-//!   resolves only when *that very entry* is applied on this node; `get`
-//!   waits for a ReadIndex barrier (linearizable, the default) or reads the
-//!   local map at once (serializable).
+//! * The multi-version keyspace ([`mvcc::Keyspace`]): etcd's v3 data model,
+//!   with a cluster-wide revision, per-key create/mod revision, version and
+//!   lease, retained history, compaction, HashKV and alarms, held in
+//!   persistent `imbl` maps (O(1) copies for snapshots and reads).
+//! * The [`raftnode::StateMachine`] implementation that applies committed
+//!   commands to it, snapshots it and restores it ([`KvStateMachine`]).
+//! * The request side ([`KvStore`]): etcd's `range`, `put`,
+//!   `delete_range`, `txn`, `compact`, `hash_kv`, `alarm` on
+//!   `etcdproto::etcdserverpb` messages, and raftexample's `put_value` /
+//!   `get` on the same keyspace. A write encodes a command (protobuf, see the
+//!   `command` module) carrying the etcd request, proposes it through
+//!   [`raftnode::Consensus`] and resolves only when *that very entry* is
+//!   applied on this node, with what apply computed. Reads and read-only
+//!   txns wait for a ReadIndex barrier (linearizable, the default) or read
+//!   the local keyspace at once (serializable); they never propose.
+//! * Auto-compaction ([`compactor`]), run by the leader as proposals.
 //! * The snapshot format ([`SNAPSHOT_MAGIC`], [`SNAPSHOT_VERSION`]):
-//!   canonical, checksummed, versioned.
+//!   canonical, checksummed, versioned, in tagged sections.
 //!
 //! # What it does not own
-//! Raft itself, persistence, batching of read barriers, membership, and
-//! HTTP: those belong to raftnode, wal and api. This crate never sees a type
-//! of the `raft` crate.
+//! Raft itself, persistence, batching of read barriers, membership, gRPC
+//! and HTTP: those belong to raftnode, wal and api. This crate never sees a
+//! type of the `raft` crate. It fills only `header.revision` of responses;
+//! the API fills the cluster id, member id and raft term.
 //!
 //! # Invariants
-//! * A `put` returns `Ok` only after its own entry was applied here. Entries
+//! * A write returns only after its own entry was applied here. Entries
 //!   are matched to requests by a [`RequestId`] made of the node id, a
 //!   random per-incarnation boot nonce and a counter, so an entry proposed by
 //!   another node or by an earlier run of this node never acknowledges a
 //!   request of this one. A write that is not seen applied in time gets
 //!   [`KvError::Timeout`] ("outcome unknown"), never a false success.
-//! * Apply is deterministic: the map depends only on the sequence of applied
-//!   payloads, and [`raftnode::StateMachine::snapshot`] is a canonical
-//!   encoding of the map, so nodes fed the same log produce byte-identical
-//!   snapshots. Payloads that do not decode are logged and skipped.
+//! * Apply is a pure function of the log: the keyspace depends only on the
+//!   sequence of applied payloads (validation never reads member-local
+//!   configuration), and [`raftnode::StateMachine::snapshot`] is a canonical
+//!   encoding, so nodes fed the same log produce byte-identical snapshots
+//!   and equal HashKV. Payloads that do not decode are logged and skipped.
+//! * The revision never goes backwards: snapshots carry it explicitly.
 //! * A command is applied at most once: the apply side skips a command whose
 //!   request id it has already applied (a frame resent by a transport, a
 //!   proposal in the log twice). The window of applied ids is bounded and
@@ -57,7 +68,7 @@
 //! let (unattached, state_machine) = kvstore::new(KvConfig::new(1));
 //! let consensus = Arc::new(LocalConsensus::new(state_machine));
 //! let store = unattached.attach(consensus);
-//! store.put(Bytes::from_static(b"/fruit"), Bytes::from_static(b"apple")).await?;
+//! store.put_value(Bytes::from_static(b"/fruit"), Bytes::from_static(b"apple")).await?;
 //! let value = store.get(b"/fruit", ReadConsistency::Linearizable).await?;
 //! assert_eq!(value, Some(Bytes::from_static(b"apple")));
 //! # Ok(())
@@ -65,8 +76,10 @@
 //! ```
 
 mod command;
+pub mod compactor;
 mod dedup;
 mod error;
+pub mod mvcc;
 mod snapshot;
 mod state;
 mod store;
@@ -77,8 +90,10 @@ pub mod testing;
 use std::sync::Arc;
 
 pub use command::RequestId;
+pub use compactor::AutoCompaction;
 pub use dedup::{Admission, DedupWindow, MAX_ORIGINS, WINDOW_SEQS};
 pub use error::KvError;
+pub use mvcc::{Keyspace, KeyspaceStatus};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::KvStateMachine;
 pub use store::{KvStore, ReadConsistency, Unattached};
@@ -92,6 +107,13 @@ pub struct KvConfig {
     pub request_timeout_ms: u64,
     /// Bound on writes waiting for their apply; more get [`KvError::Busy`].
     pub max_in_flight_writes: usize,
+    /// Most compares, or operations of one branch, at one level of a txn
+    /// (etcd's `--max-txn-ops`); more get [`KvError::TooManyOps`].
+    pub max_txn_ops: usize,
+    /// Quota on retained bytes (key plus value of every retained version;
+    /// etcd's `--quota-backend-bytes`): a write past it raises the NOSPACE
+    /// alarm and gets [`KvError::NoSpace`]. 0 means the default, as in etcd.
+    pub quota_bytes: u64,
 }
 
 impl KvConfig {
@@ -103,6 +125,10 @@ impl KvConfig {
     /// Default bound on writes in flight: the one definition the binary's
     /// `--max-in-flight-writes` and the API's request cap derive from.
     pub const DEFAULT_MAX_IN_FLIGHT_WRITES: usize = 16_384;
+    /// Default `max_txn_ops`: etcd's 128.
+    pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+    /// Default `quota_bytes`: etcd's 2 GiB.
+    pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
     /// The defaults for node `node_id`.
     pub fn new(node_id: u64) -> Self {
@@ -110,6 +136,8 @@ impl KvConfig {
             node_id,
             request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
             max_in_flight_writes: Self::DEFAULT_MAX_IN_FLIGHT_WRITES,
+            max_txn_ops: Self::DEFAULT_MAX_TXN_OPS,
+            quota_bytes: Self::DEFAULT_QUOTA_BYTES,
         }
     }
 }
@@ -119,7 +147,10 @@ impl KvConfig {
 /// # Panics
 /// If `config.node_id` is 0 or `config.max_in_flight_writes` is 0: both are
 /// programming errors of the caller, caught at start-up.
-pub fn new(config: KvConfig) -> (Unattached, KvStateMachine) {
+pub fn new(mut config: KvConfig) -> (Unattached, KvStateMachine) {
+    if config.quota_bytes == 0 {
+        config.quota_bytes = KvConfig::DEFAULT_QUOTA_BYTES;
+    }
     assert!(
         config.node_id != 0,
         "KvConfig::node_id must be non-zero (Raft reserves 0)"

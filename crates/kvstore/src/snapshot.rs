@@ -1,66 +1,85 @@
-//! The snapshot format (version 2) of the key-value map and the
-//! deduplication window.
+//! The snapshot format (version 2): framed sections, checksummed.
 //!
 //! ```text
-//! magic        4 bytes   b"RKVS"
-//! version      u32 LE    2
-//! entry_count  u64 LE
-//! entry_count times, keys in strictly increasing byte order:
-//!     key_bytes    u64 LE, then the key
-//!     value_bytes  u64 LE, then the value
-//! dedup window           (version 2 only) see `DedupWindow::encode`
-//! crc32        u32 LE    CRC-32 (IEEE) of every byte before it
+//! magic          4 bytes   b"RKVS"
+//! version        u32 LE    2
+//! section_count  u32 LE
+//! section_count times, tags strictly increasing:
+//!     tag          u32 LE   (1 = keyspace, see `mvcc::codec`)
+//!     body_bytes   u64 LE, then the body
+//! crc32          u32 LE    CRC-32 (IEEE) of every byte before it
 //! ```
 //!
-//! Version 1 (written before deduplication) has no dedup window; it is still
-//! read, with an empty window. A version above 2 is refused with an error
-//! that names both versions.
+//! Tag 2 is the request-dedup window (see `DedupWindow::encode`). Sections
+//! let replicated state travel in the same snapshot under its own tag
+//! without touching the keyspace's encoding. Unknown tags are refused, never skipped: a
+//! snapshot this build cannot fully restore must not be half-restored.
+//!
+//! Version 1 (raftexample's plain map: `entry_count u64`, then sorted
+//! `key_bytes u64, key, value_bytes u64, value`) is still read: its keys
+//! become one write txn at revision 2.
 //!
 //! The encoding is canonical: one state has exactly one encoding, so nodes
 //! that applied the same log produce byte-identical snapshots. Decoding
 //! checks the checksum first, bounds every length by the bytes that remain
 //! (no allocation is sized by a length read from the input), and rejects
-//! unsorted or duplicate keys and trailing bytes.
+//! unsorted or duplicate entries and trailing bytes.
 
 use bytes::Bytes;
+use etcdproto::etcdserverpb as pb;
+
+use crate::mvcc::{self, Keyspace};
 
 use crate::dedup::DedupWindow;
 
 /// First four bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"RKVS";
-/// The map type of the store: ordered (deterministic snapshots) and
-/// persistent (O(1) clones for snapshots taken off the Raft loop).
-pub(crate) type Map = imbl::OrdMap<Bytes, Bytes>;
 
-/// The snapshot format version this crate writes (it also reads version 1).
+/// The snapshot format version this crate writes.
 pub const SNAPSHOT_VERSION: u32 = 2;
-/// The first version, without the dedup window.
-const SNAPSHOT_VERSION_V1: u32 = 1;
 
-const HEADER_BYTES: usize = 4 + 4 + 8;
+/// The raftexample-era format, still readable.
+const SNAPSHOT_VERSION_MAP: u32 = 1;
+
+/// Section tag of the keyspace.
+pub(crate) const SECTION_KEYSPACE: u32 = 1;
+/// Section tag of the request-dedup window.
+pub(crate) const SECTION_DEDUP: u32 = 2;
+
+const HEADER_BYTES: usize = 4 + 4;
 const CRC_BYTES: usize = 4;
 
-/// Encodes the whole map and the dedup window.
-pub(crate) fn encode(map: &Map, dedup: &DedupWindow) -> Vec<u8> {
-    let payload_bytes: usize = map.iter().map(|(k, v)| 16 + k.len() + v.len()).sum();
-    let mut out = Vec::with_capacity(HEADER_BYTES + payload_bytes + CRC_BYTES);
+/// What a snapshot restores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Restored {
+    pub(crate) keyspace: Keyspace,
+    pub(crate) dedup: DedupWindow,
+}
+
+/// Encodes the replicated state.
+pub(crate) fn encode(keyspace: &Keyspace, dedup: &DedupWindow) -> Vec<u8> {
+    let mut body = Vec::new();
+    mvcc::encode_section(keyspace, &mut body);
+    let mut dedup_body = Vec::new();
+    dedup.encode(&mut dedup_body);
+    let sections = [(SECTION_KEYSPACE, body), (SECTION_DEDUP, dedup_body)];
+    let total: usize = sections.iter().map(|(_, body)| 12 + body.len()).sum();
+    let mut out = Vec::with_capacity(HEADER_BYTES + 4 + total + CRC_BYTES);
     out.extend_from_slice(&SNAPSHOT_MAGIC);
     out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(map.len() as u64).to_le_bytes());
-    for (key, value) in map {
-        out.extend_from_slice(&(key.len() as u64).to_le_bytes());
-        out.extend_from_slice(key);
-        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
-        out.extend_from_slice(value);
+    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    for (tag, body) in &sections {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(body);
     }
-    dedup.encode(&mut out);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
 /// Decodes a snapshot, or says why it is not one.
-pub(crate) fn decode(data: &[u8]) -> Result<(Map, DedupWindow), String> {
+pub(crate) fn decode(data: &[u8]) -> Result<Restored, String> {
     if data.len() < HEADER_BYTES + CRC_BYTES {
         return Err(format!("{} bytes is too short for a snapshot", data.len()));
     }
@@ -78,29 +97,60 @@ pub(crate) fn decode(data: &[u8]) -> Result<(Map, DedupWindow), String> {
         return Err(format!("bad magic {magic:?}, expected {SNAPSHOT_MAGIC:?}"));
     }
     let version = u32::from_le_bytes(reader.take(4)?.try_into().map_err(|_| "version field")?);
-    if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_V1 {
-        return Err(format!(
-            "unsupported snapshot version {version} (this build reads versions \
-             {SNAPSHOT_VERSION_V1} and {SNAPSHOT_VERSION})"
-        ));
-    }
-    let entry_count = reader.u64()?;
-    let map = decode_entries(&mut reader, entry_count)?;
-    if version == SNAPSHOT_VERSION_V1 {
-        if !reader.rest.is_empty() {
+    let restored = match version {
+        SNAPSHOT_VERSION => decode_sections(&mut reader)?,
+        SNAPSHOT_VERSION_MAP => decode_map(&mut reader)?,
+        other => {
             return Err(format!(
-                "{} trailing bytes after {entry_count} entries",
-                reader.rest.len()
-            ));
+                "unsupported snapshot version {other} (this build reads {SNAPSHOT_VERSION_MAP} and {SNAPSHOT_VERSION})"
+            ))
         }
-        return Ok((map, DedupWindow::new()));
+    };
+    if !reader.rest.is_empty() {
+        return Err(format!("{} trailing bytes", reader.rest.len()));
     }
-    let dedup = DedupWindow::decode(reader.rest)?;
-    Ok((map, dedup))
+    Ok(restored)
 }
 
-fn decode_entries(reader: &mut Reader<'_>, entry_count: u64) -> Result<Map, String> {
-    let mut map = Map::new();
+fn decode_sections(reader: &mut Reader<'_>) -> Result<Restored, String> {
+    let section_count = reader.u32()?;
+    let mut keyspace = None;
+    let mut dedup = DedupWindow::new();
+    let mut previous_tag = 0;
+    for _ in 0..section_count {
+        let tag = reader.u32()?;
+        if tag <= previous_tag {
+            return Err(format!("section {tag} out of order"));
+        }
+        previous_tag = tag;
+        let mut section = Reader {
+            rest: reader.sized()?,
+        };
+        match tag {
+            SECTION_KEYSPACE => keyspace = Some(mvcc::decode_section(&mut section)?),
+            SECTION_DEDUP => {
+                dedup = DedupWindow::decode(section.rest)?;
+                section.rest = &[];
+            }
+            other => return Err(format!("unknown snapshot section {other}")),
+        }
+        if !section.rest.is_empty() {
+            return Err(format!(
+                "{} trailing bytes in section {tag}",
+                section.rest.len()
+            ));
+        }
+    }
+    Ok(Restored {
+        keyspace: keyspace.ok_or("no keyspace section")?,
+        dedup,
+    })
+}
+
+/// Version 1: a plain sorted map, restored as one write txn at revision 2.
+fn decode_map(reader: &mut Reader<'_>) -> Result<Restored, String> {
+    let entry_count = reader.u64()?;
+    let mut ops = Vec::new();
     let mut previous_key: Option<Bytes> = None;
     for entry in 0..entry_count {
         let key = Bytes::copy_from_slice(reader.sized()?);
@@ -114,14 +164,33 @@ fn decode_entries(reader: &mut Reader<'_>, entry_count: u64) -> Result<Map, Stri
             ));
         }
         previous_key = Some(key.clone());
-        map.insert(key, value);
+        ops.push(pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ..Default::default()
+            })),
+        });
     }
-    Ok(map)
+    let mut keyspace = Keyspace::new();
+    if !ops.is_empty() {
+        keyspace
+            .txn(&pb::TxnRequest {
+                compare: Vec::new(),
+                success: ops,
+                failure: Vec::new(),
+            })
+            .map_err(|error| format!("version 1 map: {error}"))?;
+    }
+    Ok(Restored {
+        keyspace,
+        dedup: DedupWindow::new(),
+    })
 }
 
 /// A cursor that never reads past the end of its input.
-struct Reader<'a> {
-    rest: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
@@ -137,15 +206,30 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
-        let bytes = self.take(8)?;
-        Ok(u64::from_le_bytes(
-            bytes.try_into().map_err(|_| "u64 field")?,
-        ))
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        self.take(N)?
+            .try_into()
+            .map_err(|_| format!("{N}-byte field"))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn i32(&mut self) -> Result<i32, String> {
+        Ok(i32::from_le_bytes(self.array()?))
     }
 
     /// A length-prefixed byte string; the length is checked against what is left.
-    fn sized(&mut self) -> Result<&'a [u8], String> {
+    pub(crate) fn sized(&mut self) -> Result<&'a [u8], String> {
         let length = self.u64()?;
         let length = usize::try_from(length)
             .map_err(|_| format!("length {length} does not fit in memory"))?;

@@ -1,6 +1,7 @@
 //! The state shared by the apply side ([`KvStateMachine`]) and the request
-//! side ([`crate::KvStore`]): the map, the applied index and the table of
-//! writes waiting for their own entry to be applied.
+//! side ([`crate::KvStore`]): the keyspace, the applied index and the table
+//! of writes waiting for their own entry to be applied (each is handed what
+//! apply computed for it: the response or the error).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,18 +11,34 @@ use parking_lot::{Mutex, RwLock};
 use raftnode::{RestoreError, SnapshotJob, StateMachine};
 use tokio::sync::oneshot;
 
+use etcdproto::etcdserverpb as pb;
+
 use crate::command::{self, CommandPb, Op, RequestId};
 use crate::dedup::{Admission, DedupWindow};
 use crate::error::KvError;
+use crate::mvcc::Keyspace;
 use crate::snapshot;
+
+/// What apply computed for one command.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Response {
+    Put(pb::PutResponse),
+    DeleteRange(pb::DeleteRangeResponse),
+    Txn(pb::TxnResponse),
+    Compaction(pb::CompactionResponse),
+    Alarm(pb::AlarmResponse),
+}
+
+/// The outcome apply hands to the waiting writer.
+pub(crate) type Applied = Result<Response, KvError>;
 
 /// Everything both halves of the store see.
 pub(crate) struct Shared {
     pub(crate) node_id: u64,
     pub(crate) boot_nonce: u64,
-    /// A persistent ordered map: cloning it for a snapshot is O(1), so the
-    /// Raft loop never waits for a snapshot to be encoded.
-    pub(crate) data: RwLock<snapshot::Map>,
+    /// Persistent maps inside: cloning it for a snapshot or a read is O(1),
+    /// so the Raft loop never waits for a snapshot to be encoded.
+    pub(crate) keyspace: RwLock<Keyspace>,
     applied_index: AtomicU64,
     waiters: Mutex<WaiterTable>,
 }
@@ -30,7 +47,7 @@ pub(crate) struct Shared {
 struct WaiterTable {
     /// Set when the state machine is dropped: nothing will be applied again.
     stopped: bool,
-    by_seq: HashMap<u64, oneshot::Sender<()>>,
+    by_seq: HashMap<u64, oneshot::Sender<Applied>>,
 }
 
 impl Shared {
@@ -38,7 +55,7 @@ impl Shared {
         Shared {
             node_id,
             boot_nonce: command::boot_nonce(),
-            data: RwLock::new(snapshot::Map::new()),
+            keyspace: RwLock::new(Keyspace::new()),
             applied_index: AtomicU64::new(0),
             waiters: Mutex::new(WaiterTable {
                 stopped: false,
@@ -74,15 +91,21 @@ impl Shared {
         self.waiters.lock().by_seq.len()
     }
 
-    /// Wakes the writer of `id` if it is a request of this incarnation.
-    fn resolve(&self, id: RequestId) {
+    /// A frozen copy of the keyspace (O(1)).
+    pub(crate) fn keyspace(&self) -> Keyspace {
+        self.keyspace.read().clone()
+    }
+
+    /// Wakes the writer of `id` with `applied` if it is a request of this
+    /// incarnation.
+    fn resolve(&self, id: RequestId, applied: Applied) {
         if id.node_id != self.node_id || id.boot_nonce != self.boot_nonce {
             return;
         }
         let sender = self.waiters.lock().by_seq.remove(&id.seq);
         if let Some(sender) = sender {
             // The receiver may be gone (caller timed out): nothing to do then.
-            let _receiver_gone = sender.send(());
+            let _receiver_gone = sender.send(applied);
         }
     }
 }
@@ -92,14 +115,15 @@ impl Shared {
 pub(crate) struct Waiter {
     shared: Arc<Shared>,
     seq: u64,
-    receiver: Option<oneshot::Receiver<()>>,
+    receiver: Option<oneshot::Receiver<Applied>>,
 }
 
 impl Waiter {
-    /// Resolves when the entry is applied; `Err` if the state machine stopped.
-    pub(crate) async fn applied(&mut self) -> Result<(), KvError> {
+    /// Resolves when the entry is applied, with what apply computed;
+    /// `Err(Stopped)` if the state machine stopped.
+    pub(crate) async fn applied(&mut self) -> Applied {
         let receiver = self.receiver.as_mut().ok_or(KvError::Stopped)?;
-        receiver.await.map_err(|_| KvError::Stopped)
+        receiver.await.map_err(|_| KvError::Stopped)?
     }
 }
 
@@ -137,22 +161,35 @@ impl KvStateMachine {
         self.shared.applied_index()
     }
 
-    /// Encodes the whole map now (the same bytes the snapshot job produces).
+    /// Encodes the whole state now (the same bytes the snapshot job produces).
     pub fn snapshot(&self) -> Vec<u8> {
-        snapshot::encode(&self.shared.data.read(), &self.dedup)
+        snapshot::encode(&self.shared.keyspace.read(), &self.dedup)
     }
 
-    /// Number of keys in the map.
+    /// A frozen copy of the keyspace (O(1)).
+    pub fn keyspace(&self) -> Keyspace {
+        self.shared.keyspace()
+    }
+
+    /// Number of keys at head.
     pub fn len(&self) -> usize {
-        self.shared.data.read().len()
+        self.shared.keyspace.read().len()
     }
 
-    /// Whether the map is empty.
+    /// Whether no key exists at head.
     pub fn is_empty(&self) -> bool {
-        self.shared.data.read().is_empty()
+        self.shared.keyspace.read().is_empty()
     }
 
     fn apply_command(&mut self, index: u64, command: CommandPb) {
+        let Some(op) = command.op else {
+            tracing::warn!(index, "skipping command without a known operation");
+            return;
+        };
+        // A command whose request was already applied (a resent frame, a
+        // proposal in the log twice) is skipped: its writer was answered by
+        // the first apply. The id is part of the log, so every member
+        // decides alike.
         if let Some(id) = command.request_id.as_ref().map(RequestId::from) {
             match self.dedup.admit(index, id) {
                 Admission::New => {}
@@ -168,21 +205,37 @@ impl KvStateMachine {
                 }
             }
         }
-        match command.op {
-            Some(Op::Put(put)) => {
-                self.shared.data.write().insert(put.key, put.value);
-            }
-            None => {
-                tracing::warn!(index, "skipping command without a known operation");
-                return;
-            }
+        let applied = {
+            let mut keyspace = self.shared.keyspace.write();
+            apply_op(&mut keyspace, op)
+        };
+        if let Err(error) = &applied {
+            tracing::debug!(index, %error, "command applied as an error");
         }
         // Publish the applied index before waking the writer, so a read that
         // follows the acknowledged write sees an index at least this high.
         self.shared.applied_index.store(index, Ordering::Release);
         if let Some(id) = command.request_id.as_ref() {
-            self.shared.resolve(RequestId::from(id));
+            self.shared.resolve(RequestId::from(id), applied);
         }
+    }
+}
+
+/// Applies one operation: a pure function of the keyspace and the command.
+pub(crate) fn apply_op(keyspace: &mut Keyspace, op: Op) -> Applied {
+    match op {
+        Op::LegacyPut(put) => keyspace
+            .put(&pb::PutRequest {
+                key: put.key,
+                value: put.value,
+                ..Default::default()
+            })
+            .map(Response::Put),
+        Op::Put(request) => keyspace.put(&request).map(Response::Put),
+        Op::DeleteRange(request) => keyspace.delete_range(&request).map(Response::DeleteRange),
+        Op::Txn(request) => keyspace.txn(&request).map(Response::Txn),
+        Op::Compaction(request) => keyspace.compact(&request).map(Response::Compaction),
+        Op::Alarm(request) => keyspace.alarm(&request).map(Response::Alarm),
     }
 }
 
@@ -202,21 +255,26 @@ impl StateMachine for KvStateMachine {
         self.shared.applied_index.store(index, Ordering::Release);
     }
 
-    /// Captures the map in O(1) (a persistent-map clone); the job encodes it.
+    /// Captures the keyspace in O(1) (persistent-map clones); the job
+    /// encodes it.
     fn snapshot(&mut self) -> SnapshotJob {
-        let view = self.shared.data.read().clone();
+        let view = self.shared.keyspace();
         let dedup = self.dedup.clone();
         Box::new(move || snapshot::encode(&view, &dedup))
     }
 
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), RestoreError> {
-        let (map, dedup) =
-            snapshot::decode(data).map_err(|reason| RestoreError { index, reason })?;
-        let keys = map.len();
-        *self.shared.data.write() = map;
-        self.dedup = dedup;
+        let restored = snapshot::decode(data).map_err(|reason| RestoreError { index, reason })?;
+        let keyspace = restored.keyspace;
+        let (keys, revision, compact_revision) = (
+            keyspace.len(),
+            keyspace.revision(),
+            keyspace.compact_revision(),
+        );
+        *self.shared.keyspace.write() = keyspace;
+        self.dedup = restored.dedup;
         self.shared.applied_index.store(index, Ordering::Release);
-        tracing::info!(index, keys, "restored snapshot");
+        tracing::info!(index, keys, revision, compact_revision, "restored snapshot");
         Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! The request side: [`KvStore::put`] and [`KvStore::get`].
+//! The request side: etcd's KV and Maintenance requests on [`KvStore`], and
+//! raftexample's `put_value` / `get` on the same keyspace.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,9 +9,12 @@ use bytes::Bytes;
 use raftnode::Consensus;
 use tokio::sync::Semaphore;
 
-use crate::command::{self, RequestId};
+use etcdproto::etcdserverpb as pb;
+
+use crate::command::{self, Op, RequestId};
 use crate::error::KvError;
-use crate::state::Shared;
+use crate::mvcc::{self, Keyspace, KeyspaceStatus};
+use crate::state::{Response, Shared};
 use crate::KvConfig;
 
 /// How a `get` reads.
@@ -76,21 +80,145 @@ pub struct KvStore {
 }
 
 impl KvStore {
-    /// Sets `key` to `value`; returns once *this* write is applied on this
-    /// node (hence committed by a quorum).
+    /// etcd `Range`. Linearizable (waits for the read barrier) unless
+    /// `request.serializable`; never proposes. `header.revision` is the
+    /// current revision (api fills the header's other fields).
     ///
-    /// Errors: [`KvError::Busy`] when `max_in_flight_writes` writes are
-    /// already waiting (nothing proposed); [`KvError::Raft`] when the
-    /// proposal was refused; [`KvError::Timeout`] when it was proposed but
-    /// not seen applied in `request_timeout_ms` (outcome unknown).
-    pub async fn put(&self, key: Bytes, value: Bytes) -> Result<(), KvError> {
+    /// Errors: `EmptyKey`, `InvalidSortOption`, `FutureRevision`,
+    /// `Compacted`, or the barrier's (`Raft`, `ReadTimeout`).
+    pub async fn range(&self, request: pb::RangeRequest) -> Result<pb::RangeResponse, KvError> {
+        mvcc::check_range(&request)?;
+        if !request.serializable {
+            self.read_barrier().await?;
+        }
+        self.inner.shared.keyspace().range(&request)
+    }
+
+    /// etcd `Put`; resolves once applied here, with what apply computed.
+    ///
+    /// Errors: `EmptyKey`, `ValueProvided`, `LeaseProvided` (before
+    /// proposing); `NoSpace` (quota); `KeyNotFound`, `LeaseNotFound` (at
+    /// apply); and the write path's (`Busy`, `Raft`, `Timeout`, `Stopped`).
+    pub async fn put(&self, request: pb::PutRequest) -> Result<pb::PutResponse, KvError> {
+        mvcc::check_put(&request)?;
+        self.check_quota((request.key.len() + request.value.len()) as u64)
+            .await?;
+        match self.propose(Op::Put(request)).await? {
+            Response::Put(response) => Ok(response),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// etcd `DeleteRange` (allowed while the NOSPACE alarm is armed).
+    pub async fn delete_range(
+        &self,
+        request: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, KvError> {
+        mvcc::check_delete(&request)?;
+        match self.propose(Op::DeleteRange(request)).await? {
+            Response::DeleteRange(response) => Ok(response),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// etcd `Txn`. Request checks (`TooManyOps` past `max_txn_ops`,
+    /// `EmptyKey`, `DuplicateKey`, ...) run before anything else. A txn
+    /// that writes nothing in any branch is evaluated locally after the read
+    /// barrier (none if all its ranges are serializable), without a proposal.
+    pub async fn txn(&self, request: pb::TxnRequest) -> Result<pb::TxnResponse, KvError> {
+        mvcc::check_txn_request(&request, self.inner.config.max_txn_ops)?;
+        if mvcc::is_txn_read_only(&request) {
+            if !txn_is_serializable(&request) {
+                self.read_barrier().await?;
+            }
+            let mut view = self.inner.shared.keyspace();
+            return view.txn(&request);
+        }
+        if mvcc::txn_has_put(&request) {
+            self.check_quota(txn_cost(&request)).await?;
+        }
+        match self.propose(Op::Txn(request)).await? {
+            Response::Txn(response) => Ok(response),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// etcd `Compact`: proposed; `Compacted` at or below the compacted
+    /// revision, `FutureRevision` above the current one (decided at apply).
+    pub async fn compact(
+        &self,
+        request: pb::CompactionRequest,
+    ) -> Result<pb::CompactionResponse, KvError> {
+        match self.propose(Op::Compaction(request)).await? {
+            Response::Compaction(response) => Ok(response),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// etcd `Maintenance.HashKV` of this member's keyspace (local, no
+    /// barrier, as etcd): `revision` 0 hashes at the current revision.
+    pub async fn hash_kv(&self, request: pb::HashKvRequest) -> Result<pb::HashKvResponse, KvError> {
+        self.inner.shared.keyspace().hash_kv(request.revision)
+    }
+
+    /// etcd `Maintenance.Alarm`: GET reads after the read barrier;
+    /// ACTIVATE and DEACTIVATE are proposed (`etcdctl alarm disarm`).
+    pub async fn alarm(&self, request: pb::AlarmRequest) -> Result<pb::AlarmResponse, KvError> {
+        if request.action == pb::alarm_request::AlarmAction::Get as i32 {
+            self.read_barrier().await?;
+            let mut view = self.inner.shared.keyspace();
+            return view.alarm(&request);
+        }
+        match self.propose(Op::Alarm(request)).await? {
+            Response::Alarm(response) => Ok(response),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Revision, compacted revision, retained bytes and alarms of this
+    /// member's keyspace, now (no barrier).
+    pub fn keyspace_status(&self) -> KeyspaceStatus {
+        self.inner.shared.keyspace.read().status()
+    }
+
+    /// A frozen copy of this member's keyspace (O(1); no barrier).
+    pub fn keyspace(&self) -> Keyspace {
+        self.inner.shared.keyspace()
+    }
+
+    /// raftexample's `PUT /key`: an etcd Put of `value` at `key`; returns
+    /// once *this* write is applied on this node (hence committed).
+    ///
+    /// Errors: as [`KvStore::put`].
+    pub async fn put_value(&self, key: Bytes, value: Bytes) -> Result<(), KvError> {
+        self.put(pb::PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// raftexample's `GET /key`: a Range of `key` at head. A
+    /// [`ReadConsistency::Linearizable`] read first waits for the consensus
+    /// read barrier (bounded by `request_timeout_ms`).
+    pub async fn get(&self, key: &[u8], read: ReadConsistency) -> Result<Option<Bytes>, KvError> {
+        if read == ReadConsistency::Linearizable {
+            self.read_barrier().await?;
+        }
+        Ok(self.inner.shared.keyspace.read().get(key))
+    }
+
+    /// Proposes `op` and waits for what its apply computed.
+    async fn propose(&self, op: Op) -> Result<Response, KvError> {
         let _permit = self
             .inner
             .write_permits
             .try_acquire()
             .map_err(|_| KvError::Busy)?;
         let id = self.next_request_id();
-        let payload = command::encode_put(id, &key, &value);
+        let payload = command::encode(id, op);
         // Register before proposing: the entry may be applied before
         // `propose` even returns.
         let mut waiter = self.inner.shared.register(id.seq)?;
@@ -99,7 +227,7 @@ impl KvStore {
             waiter.applied().await
         };
         match tokio::time::timeout(self.timeout(), proposed_then_applied).await {
-            Ok(result) => result,
+            Ok(applied) => applied,
             Err(_elapsed) => {
                 tracing::debug!(seq = id.seq, "write not applied before its deadline");
                 Err(self.write_timeout())
@@ -107,22 +235,48 @@ impl KvStore {
         }
     }
 
-    /// Reads `key`. A [`ReadConsistency::Linearizable`] read first waits for
-    /// the consensus read barrier (bounded by `request_timeout_ms`).
-    pub async fn get(&self, key: &[u8], read: ReadConsistency) -> Result<Option<Bytes>, KvError> {
-        if read == ReadConsistency::Linearizable {
-            let barrier = self.inner.consensus.read_barrier();
-            match tokio::time::timeout(self.timeout(), barrier).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(KvError::Raft(error)),
-                Err(_elapsed) => {
-                    return Err(KvError::ReadTimeout {
-                        timeout_ms: self.inner.config.request_timeout_ms,
-                    })
-                }
-            }
+    async fn read_barrier(&self) -> Result<(), KvError> {
+        let barrier = self.inner.consensus.read_barrier();
+        match tokio::time::timeout(self.timeout(), barrier).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(KvError::Raft(error)),
+            Err(_elapsed) => Err(KvError::ReadTimeout {
+                timeout_ms: self.inner.config.request_timeout_ms,
+            }),
         }
-        Ok(self.inner.shared.data.read().get(key).cloned())
+    }
+
+    /// etcd's quota check before proposing a write that adds `cost` bytes:
+    /// `NoSpace` while the alarm is armed; past the quota, proposes the
+    /// NOSPACE alarm for this member, then `NoSpace`. The decision uses
+    /// local state, but only the alarm (which goes through the log) ever
+    /// changes what apply does.
+    async fn check_quota(&self, cost: u64) -> Result<(), KvError> {
+        let (armed, retained_bytes) = {
+            let keyspace = self.inner.shared.keyspace.read();
+            (keyspace.no_space(), keyspace.retained_bytes())
+        };
+        if armed {
+            return Err(KvError::NoSpace);
+        }
+        if retained_bytes.saturating_add(cost) <= self.inner.config.quota_bytes {
+            return Ok(());
+        }
+        tracing::warn!(
+            retained_bytes,
+            cost,
+            quota_bytes = self.inner.config.quota_bytes,
+            "quota exceeded; raising the NOSPACE alarm"
+        );
+        let activate = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Activate as i32,
+            member_id: self.inner.shared.node_id,
+            alarm: pb::AlarmType::Nospace as i32,
+        };
+        if let Err(error) = self.propose(Op::Alarm(activate)).await {
+            tracing::warn!(%error, "could not raise the NOSPACE alarm");
+        }
+        Err(KvError::NoSpace)
     }
 
     /// The consensus handle (membership changes and status go through it).
@@ -145,14 +299,14 @@ impl KvStore {
         self.inner.shared.pending_writes()
     }
 
-    /// Number of keys in the local map.
+    /// Number of keys at head in the local keyspace.
     pub fn len(&self) -> usize {
-        self.inner.shared.data.read().len()
+        self.inner.shared.keyspace.read().len()
     }
 
-    /// Whether the local map is empty.
+    /// Whether no key exists at head in the local keyspace.
     pub fn is_empty(&self) -> bool {
-        self.inner.shared.data.read().is_empty()
+        self.inner.shared.keyspace.read().is_empty()
     }
 
     fn next_request_id(&self) -> RequestId {
@@ -182,4 +336,40 @@ impl std::fmt::Debug for KvStore {
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
+}
+
+/// A response of another kind than the request's: apply and the request
+/// side disagree, which is a bug; reported, not panicked on.
+fn unexpected(response: &Response) -> KvError {
+    tracing::error!(?response, "apply answered a different kind of request");
+    KvError::Stopped
+}
+
+/// Whether every range of a read-only txn asks for a serializable read.
+fn txn_is_serializable(request: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request;
+    request
+        .success
+        .iter()
+        .chain(&request.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(range)) => range.serializable,
+            // As etcd: any other op (a nested txn too) makes it linearizable.
+            _ => false,
+        })
+}
+
+/// Bytes a txn's puts add (both branches, all depths).
+fn txn_cost(request: &pb::TxnRequest) -> u64 {
+    use pb::request_op::Request;
+    request
+        .success
+        .iter()
+        .chain(&request.failure)
+        .map(|op| match &op.request {
+            Some(Request::RequestPut(put)) => (put.key.len() + put.value.len()) as u64,
+            Some(Request::RequestTxn(nested)) => txn_cost(nested),
+            _ => 0,
+        })
+        .sum()
 }

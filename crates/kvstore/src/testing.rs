@@ -296,3 +296,36 @@ pub fn request_id_of(payload: &[u8]) -> Option<RequestId> {
 pub fn encode_put(id: RequestId, key: &bytes::Bytes, value: &bytes::Bytes) -> Vec<u8> {
     command::encode_put(id, key, value)
 }
+
+/// An etcd request as the log carries it (for feeding state machines).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// etcd `Put`.
+    Put(etcdproto::etcdserverpb::PutRequest),
+    /// etcd `DeleteRange`.
+    DeleteRange(etcdproto::etcdserverpb::DeleteRangeRequest),
+    /// etcd `Txn`.
+    Txn(etcdproto::etcdserverpb::TxnRequest),
+    /// etcd `Compact`.
+    Compaction(etcdproto::etcdserverpb::CompactionRequest),
+    /// etcd `Maintenance.Alarm`.
+    Alarm(etcdproto::etcdserverpb::AlarmRequest),
+}
+
+/// Encodes `request` as the command node `id.node_id` would propose.
+pub fn encode_request(id: RequestId, request: Request) -> Vec<u8> {
+    let op = match request {
+        Request::Put(request) => command::Op::Put(request),
+        Request::DeleteRange(request) => command::Op::DeleteRange(request),
+        Request::Txn(request) => command::Op::Txn(request),
+        Request::Compaction(request) => command::Op::Compaction(request),
+        Request::Alarm(request) => command::Op::Alarm(request),
+    };
+    command::encode(id, op)
+}
+
+/// The snapshot bytes a state machine holding `keyspace` and an empty dedup
+/// window writes.
+pub fn snapshot_of(keyspace: &crate::Keyspace) -> Vec<u8> {
+    crate::snapshot::encode(keyspace, &crate::DedupWindow::new())
+}

@@ -29,9 +29,11 @@ async fn ids_of_one_incarnation(node_id: u64) -> Vec<RequestId> {
     let writers: Vec<_> = (0..PUTS_PER_STORE)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(
-                async move { store.put(Bytes::from(format!("/k{i}")), Bytes::new()).await },
-            )
+            tokio::spawn(async move {
+                store
+                    .put_value(Bytes::from(format!("/k{i}")), Bytes::new())
+                    .await
+            })
         })
         .collect();
     until_pending(&store, PUTS_PER_STORE).await;
@@ -75,7 +77,7 @@ async fn old_incarnation_entry_does_not_ack_new_incarnation() {
         let store = store_a.clone();
         async move {
             store
-                .put(Bytes::from_static(b"/x"), Bytes::from_static(b"a"))
+                .put_value(Bytes::from_static(b"/x"), Bytes::from_static(b"a"))
                 .await
         }
     });
@@ -89,7 +91,7 @@ async fn old_incarnation_entry_does_not_ack_new_incarnation() {
         let store = store_b.clone();
         async move {
             store
-                .put(Bytes::from_static(b"/x"), Bytes::from_static(b"a"))
+                .put_value(Bytes::from_static(b"/x"), Bytes::from_static(b"a"))
                 .await
         }
     });

@@ -43,6 +43,9 @@ fn fed(node_id: u64, entries: &[Vec<u8>]) -> KvStateMachine {
     state_machine
 }
 
+/// The raftexample-era snapshot format (a plain map), still read.
+const MAP_VERSION: u32 = 1;
+
 /// Builds snapshot bytes by hand (with a valid checksum) for rejection tests.
 fn framed(version: u32, entry_count: u64, body: &[u8]) -> Vec<u8> {
     let mut out = SNAPSHOT_MAGIC.to_vec();
@@ -88,7 +91,7 @@ async fn snapshot_restore_round_trip() {
 
     let (store, consensus) = local_store(KvConfig::new(2));
     store
-        .put(
+        .put_value(
             Bytes::from_static(b"/only-here"),
             Bytes::from_static(b"gone"),
         )
@@ -125,7 +128,7 @@ async fn snapshot_restore_round_trip() {
     );
     // Applies continue after the snapshot index.
     store
-        .put(Bytes::from_static(b"/after"), Bytes::from_static(b"x"))
+        .put_value(Bytes::from_static(b"/after"), Bytes::from_static(b"x"))
         .await
         .unwrap();
     assert_eq!(store.applied_index(), index + 1);
@@ -135,11 +138,15 @@ async fn snapshot_restore_round_trip() {
 fn empty_map_snapshot_round_trips() {
     let (_unattached, empty) = kvstore::new(KvConfig::new(1));
     let snapshot = empty.snapshot();
-    assert_eq!(snapshot, framed(SNAPSHOT_VERSION, 0, &[]));
-    let mut target = fed(2, &log());
-    target.restore(9, &snapshot).unwrap();
-    assert!(target.is_empty());
-    assert_eq!(target.applied_index(), 9);
+    assert_eq!(snapshot[..4], SNAPSHOT_MAGIC);
+    assert_eq!(snapshot[4..8], SNAPSHOT_VERSION.to_le_bytes());
+    for data in [snapshot, framed(MAP_VERSION, 0, &[])] {
+        let mut target = fed(2, &log());
+        target.restore(9, &data).unwrap();
+        assert!(target.is_empty());
+        assert_eq!(target.keyspace().revision(), 1);
+        assert_eq!(target.applied_index(), 9);
+    }
 }
 
 #[test]
@@ -162,23 +169,20 @@ fn garbage_snapshots_are_rejected_without_changing_state() {
         ("flipped bit", flipped),
         ("truncated", truncated),
         ("bad magic", {
-            let mut bad = framed(SNAPSHOT_VERSION, 0, &[]);
+            let mut bad = framed(MAP_VERSION, 0, &[]);
             bad[0] = b'X';
             bad
         }),
         ("future version", framed(SNAPSHOT_VERSION + 1, 0, &[])),
         (
             "count too high",
-            framed(SNAPSHOT_VERSION, 3, &entry(b"/a", b"1")),
+            framed(MAP_VERSION, 3, &entry(b"/a", b"1")),
         ),
-        (
-            "count too low",
-            framed(SNAPSHOT_VERSION, 0, &entry(b"/a", b"1")),
-        ),
+        ("count too low", framed(MAP_VERSION, 0, &entry(b"/a", b"1"))),
         (
             "unsorted keys",
             framed(
-                SNAPSHOT_VERSION,
+                MAP_VERSION,
                 2,
                 &[entry(b"/b", b"1"), entry(b"/a", b"2")].concat(),
             ),
@@ -186,13 +190,13 @@ fn garbage_snapshots_are_rejected_without_changing_state() {
         (
             "duplicate keys",
             framed(
-                SNAPSHOT_VERSION,
+                MAP_VERSION,
                 2,
                 &[entry(b"/a", b"1"), entry(b"/a", b"2")].concat(),
             ),
         ),
-        ("huge length", framed(SNAPSHOT_VERSION, 1, &huge_length)),
-        ("huge count", framed(SNAPSHOT_VERSION, u64::MAX, &[])),
+        ("huge length", framed(MAP_VERSION, 1, &huge_length)),
+        ("huge count", framed(MAP_VERSION, u64::MAX, &[])),
     ];
     let mut target = fed(2, &log());
     let before = target.snapshot();

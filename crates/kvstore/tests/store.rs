@@ -16,6 +16,7 @@ fn config(node_id: u64) -> KvConfig {
         node_id,
         request_timeout_ms: 5_000,
         max_in_flight_writes: 64,
+        ..KvConfig::new(1)
     }
 }
 
@@ -36,9 +37,9 @@ async fn until_pending(store: &KvStore, count: usize) {
 #[tokio::test]
 async fn put_then_get_round_trips_both_consistencies() {
     let (store, _consensus) = local_store(config(1));
-    store.put(b("/a"), b("1")).await.unwrap();
-    store.put(b("/b"), b("2")).await.unwrap();
-    store.put(b("/a"), b("3")).await.unwrap();
+    store.put_value(b("/a"), b("1")).await.unwrap();
+    store.put_value(b("/b"), b("2")).await.unwrap();
+    store.put_value(b("/a"), b("3")).await.unwrap();
     assert_eq!(
         store
             .get(b"/a", ReadConsistency::Linearizable)
@@ -66,11 +67,20 @@ async fn put_then_get_round_trips_both_consistencies() {
 }
 
 #[tokio::test]
-async fn empty_key_and_value_are_stored() {
-    let (store, _consensus) = local_store(config(1));
-    store.put(Bytes::new(), Bytes::new()).await.unwrap();
+async fn empty_key_is_refused_and_empty_value_is_stored() {
+    let (store, consensus) = local_store(config(1));
     assert_eq!(
-        store.get(b"", ReadConsistency::Linearizable).await.unwrap(),
+        store.put_value(Bytes::new(), b("v")).await,
+        Err(KvError::EmptyKey),
+        "etcd refuses an empty key before proposing"
+    );
+    assert_eq!(consensus.proposals_seen(), 0);
+    store.put_value(b("/k"), Bytes::new()).await.unwrap();
+    assert_eq!(
+        store
+            .get(b"/k", ReadConsistency::Linearizable)
+            .await
+            .unwrap(),
         Some(Bytes::new())
     );
 }
@@ -81,7 +91,7 @@ async fn put_resolves_only_on_its_own_apply() {
     consensus.set_hold_proposals(true);
     let writer = tokio::spawn({
         let store = store.clone();
-        async move { store.put(b("/k"), b("mine")).await }
+        async move { store.put_value(b("/k"), b("mine")).await }
     });
     until_pending(&store, 1).await;
     let held = consensus.take_held();
@@ -125,7 +135,7 @@ async fn dropped_proposal_times_out_and_never_succeeds() {
         ..config(1)
     });
     consensus.set_drop_proposals(true);
-    let error = store.put(b("/lost"), b("v")).await.unwrap_err();
+    let error = store.put_value(b("/lost"), b("v")).await.unwrap_err();
     assert_eq!(error, KvError::Timeout { timeout_ms: 30 });
     assert!(error.to_string().contains("outcome is unknown"), "{error}");
     assert_eq!(
@@ -150,7 +160,7 @@ async fn late_apply_after_timeout_is_harmless() {
         ..config(1)
     });
     consensus.set_hold_proposals(true);
-    let error = store.put(b("/late"), b("v")).await.unwrap_err();
+    let error = store.put_value(b("/late"), b("v")).await.unwrap_err();
     assert!(matches!(error, KvError::Timeout { .. }));
     assert_eq!(consensus.release_held(), 1);
     // The write did take effect: that is why the error says "unknown".
@@ -162,7 +172,7 @@ async fn late_apply_after_timeout_is_harmless() {
         Some(b("v"))
     );
     consensus.set_hold_proposals(false);
-    store.put(b("/next"), b("w")).await.unwrap();
+    store.put_value(b("/next"), b("w")).await.unwrap();
 }
 
 #[tokio::test]
@@ -175,11 +185,16 @@ async fn busy_when_in_flight_bound_is_reached() {
     let writers: Vec<_> = (0..2)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.put(Bytes::from(format!("/w{i}")), b("v")).await })
+            tokio::spawn(
+                async move { store.put_value(Bytes::from(format!("/w{i}")), b("v")).await },
+            )
         })
         .collect();
     until_pending(&store, 2).await;
-    assert_eq!(store.put(b("/third"), b("v")).await, Err(KvError::Busy));
+    assert_eq!(
+        store.put_value(b("/third"), b("v")).await,
+        Err(KvError::Busy)
+    );
     assert_eq!(
         consensus.proposals_seen(),
         2,
@@ -190,16 +205,16 @@ async fn busy_when_in_flight_bound_is_reached() {
         writer.await.unwrap().unwrap();
     }
     consensus.set_hold_proposals(false);
-    store.put(b("/third"), b("v")).await.unwrap();
+    store.put_value(b("/third"), b("v")).await.unwrap();
 }
 
 #[tokio::test]
 async fn raft_errors_reach_the_caller() {
     let (store, consensus) = local_store(config(1));
-    store.put(b("/k"), b("v")).await.unwrap();
+    store.put_value(b("/k"), b("v")).await.unwrap();
     consensus.set_no_leader(true);
     assert_eq!(
-        store.put(b("/k"), b("w")).await,
+        store.put_value(b("/k"), b("w")).await,
         Err(KvError::Raft(RaftError::NoLeader))
     );
     assert_eq!(
@@ -217,7 +232,7 @@ async fn raft_errors_reach_the_caller() {
     consensus.set_no_leader(false);
     consensus.set_busy(true);
     assert_eq!(
-        store.put(b("/k"), b("w")).await,
+        store.put_value(b("/k"), b("w")).await,
         Err(KvError::Raft(RaftError::Busy))
     );
     assert_eq!(store.pending_writes(), 0);
@@ -240,7 +255,7 @@ async fn stalled_read_barrier_times_out() {
 #[tokio::test]
 async fn undecodable_entries_are_skipped() {
     let (store, consensus) = local_store(config(1));
-    store.put(b("/k"), b("v")).await.unwrap();
+    store.put_value(b("/k"), b("v")).await.unwrap();
     let index = consensus.apply_payload(&[0xff, 0xff, 0xff, 0x07, 0x01]);
     consensus.apply_payload(b"");
     assert_eq!(store.applied_index(), index + 1);
@@ -278,12 +293,15 @@ async fn dropping_the_state_machine_stops_waiting_writes() {
     let store = unattached.attach(Arc::new(BlackHole));
     let writer = tokio::spawn({
         let store = store.clone();
-        async move { store.put(b("/k"), b("v")).await }
+        async move { store.put_value(b("/k"), b("v")).await }
     });
     until_pending(&store, 1).await;
     drop(state_machine);
     assert_eq!(writer.await.unwrap(), Err(KvError::Stopped));
-    assert_eq!(store.put(b("/k"), b("v")).await, Err(KvError::Stopped));
+    assert_eq!(
+        store.put_value(b("/k"), b("v")).await,
+        Err(KvError::Stopped)
+    );
 }
 
 #[test]
@@ -305,7 +323,7 @@ async fn local_consensus_reports_status() {
     let (unattached, state_machine) = kvstore::new(config(7));
     let consensus = Arc::new(LocalConsensus::new(state_machine));
     let store = unattached.attach(consensus.clone());
-    store.put(b("/k"), b("v")).await.unwrap();
+    store.put_value(b("/k"), b("v")).await.unwrap();
     let status = store.consensus().status();
     assert_eq!(
         (status.id, status.leader_id, status.applied_index),

@@ -64,6 +64,13 @@ pub(crate) struct Flags {
     #[arg(long, default_value_t = 1_572_864)]
     pub max_value_bytes: usize,
 
+    /// Largest v3 write request (Put, DeleteRange, Txn), encoded, in bytes
+    /// (etcd's --max-request-bytes; larger: "etcdserver: request is too
+    /// large"). gRPC messages may exceed it by 512 KiB before the gRPC layer
+    /// refuses them with ResourceExhausted.
+    #[arg(long, default_value_t = api::ApiConfig::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+
     /// Writes in flight on this node before new ones get 503.
     #[arg(long, default_value_t = kvstore::KvConfig::DEFAULT_MAX_IN_FLIGHT_WRITES)]
     pub max_in_flight_writes: usize,
@@ -73,6 +80,28 @@ pub(crate) struct Flags {
     /// be above --max-in-flight-writes, or that bound could not be reached.
     #[arg(long)]
     pub max_concurrent_requests: Option<usize>,
+
+    /// Most compares, or operations of one branch, at one level of a txn
+    /// (etcd's flag of the same name).
+    #[arg(long, default_value_t = kvstore::KvConfig::DEFAULT_MAX_TXN_OPS)]
+    pub max_txn_ops: usize,
+
+    /// Quota on the keyspace's retained bytes (keys and values of every
+    /// retained version); past it writes fail with "database space exceeded"
+    /// and the NOSPACE alarm is raised (etcd's flag of the same name; 0 means
+    /// the default).
+    #[arg(long, default_value_t = kvstore::KvConfig::DEFAULT_QUOTA_BYTES)]
+    pub quota_backend_bytes: u64,
+
+    /// Auto-compaction mode: "periodic" (retention is a duration) or
+    /// "revision" (retention is a revision count). Only the leader compacts.
+    #[arg(long, default_value = kvstore::AutoCompaction::DEFAULT_MODE)]
+    pub auto_compaction_mode: String,
+
+    /// Auto-compaction retention: "1h", "30m" or a number of hours in
+    /// periodic mode, a revision count in revision mode; 0 turns it off.
+    #[arg(long, default_value = kvstore::AutoCompaction::DEFAULT_RETENTION)]
+    pub auto_compaction_retention: String,
 
     /// Length of a Raft tick.
     #[arg(long, default_value_t = 100)]

@@ -108,11 +108,15 @@ fn limits(flags: &Flags) -> Result<Limits, MainError> {
         node_id: flags.id,
         request_timeout_ms: flags.request_timeout_ms,
         max_in_flight_writes: flags.max_in_flight_writes,
+        max_txn_ops: flags.max_txn_ops,
+        quota_bytes: flags.quota_backend_bytes,
     };
     let api = api::ApiConfig {
         max_value_bytes: flags.max_value_bytes,
         request_timeout_ms: flags.request_timeout_ms,
         max_concurrent_requests,
+        max_request_bytes: flags.max_request_bytes,
+        cluster_id: flags::cluster_id(&flags.cluster_token),
     };
     let request_queue_len = NodeConfig::new(flags.id, Vec::new(), flags.data_dir())
         .request_queue_len
@@ -162,6 +166,11 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let mut config = node_config(&flags, members.clone());
     config.request_queue_len = limits.request_queue_len;
 
+    let auto_compaction = kvstore::AutoCompaction::parse(
+        &flags.auto_compaction_mode,
+        &flags.auto_compaction_retention,
+    )
+    .map_err(MainError::Flags)?;
     let (unattached, machine) = kvstore::new(limits.kv);
     let node = RaftNode::start(config, Box::new(machine))?;
     let start = match node.start_kind() {
@@ -178,6 +187,7 @@ async fn run(flags: Flags) -> Result<(), MainError> {
         "raftkv starting"
     );
     let kv = unattached.attach(node.consensus());
+    let _compactor = kvstore::compactor::spawn(kv.clone(), auto_compaction).map(AbortOnDrop);
 
     let peer_addr = flags::listen_addr_of(&own_url).map_err(MainError::Flags)?;
     let client_addr = format!("{}:{}", flags.listen_addr, flags.port);
@@ -192,7 +202,13 @@ async fn run(flags: Flags) -> Result<(), MainError> {
         shutdown_rx.clone(),
     );
     let api_router = api::router(kv, limits.api);
-    let client_server = serve("client", client_listener, api_router, shutdown_rx);
+    // TCP_NODELAY on client connections, as etcd has.
+    let client_server = serve(
+        "client",
+        api::client_listener(client_listener),
+        api_router,
+        shutdown_rx,
+    );
     let mut peer_task = tokio::spawn(peer_server);
     let mut client_task = tokio::spawn(client_server);
 
@@ -266,12 +282,16 @@ async fn bind(addr: &str) -> Result<TcpListener, MainError> {
         })
 }
 
-async fn serve(
+async fn serve<L>(
     server: &'static str,
-    listener: TcpListener,
+    listener: L,
     router: axum::Router,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), MainError> {
+) -> Result<(), MainError>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -294,6 +314,15 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Aborts a background task when the node's `run` returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

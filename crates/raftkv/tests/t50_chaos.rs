@@ -1,6 +1,8 @@
 //! The chaos suite (`cargo xtask chaos`) in its bounded CI form: every
-//! fault kind at least once under concurrent clients, then the crash loop,
-//! each checked for linearizability, durability and liveness.
+//! fault kind at least once under concurrent clients (raftexample's routes
+//! and compare-and-swap txns over gRPC), then the crash loop, each checked
+//! for linearizability, durability (unique keys read back on every
+//! member), liveness and HashKV equality across members after every heal.
 //!
 //! The seed is fixed so a failure reproduces with
 //! `cargo xtask chaos --seed <seed>`; set `RAFTKV_CHAOS_SEED` to try
@@ -43,7 +45,31 @@ fn run_and_check(mut config: ChaosConfig) -> Report {
             report.summary()
         );
     }
+    assert_new_checks_ran(&report);
     report
+}
+
+/// The compare-and-swap register, the unique keys and the HashKV
+/// comparison all had something to check.
+fn assert_new_checks_ran(report: &Report) {
+    let counts = &report.counts;
+    assert!(
+        counts.cas_swapped > 10 && counts.cas_refused > 0 && counts.read_ok > 10,
+        "too little compare-and-swap traffic:\n{}",
+        report.summary()
+    );
+    assert!(
+        report.unique_keys_acked > 20,
+        "too few unique keys:\n{}",
+        report.summary()
+    );
+    // After every fault's heal, and after the final one.
+    assert_eq!(
+        report.hash_checks,
+        report.faults.len() as u64 + 1,
+        "{}",
+        report.summary()
+    );
 }
 
 #[test]

@@ -237,7 +237,7 @@ async fn probe_write(addr: SocketAddr) -> bool {
 }
 
 /// `count` distinct free loopback ports (bound together, then released).
-fn free_ports(count: usize) -> Result<Vec<u16>, BenchError> {
+pub(crate) fn free_ports(count: usize) -> Result<Vec<u16>, BenchError> {
     let listeners = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()

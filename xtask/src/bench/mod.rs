@@ -17,6 +17,7 @@
 
 mod client;
 mod cluster;
+mod grpc;
 mod load;
 mod options;
 mod peers;
@@ -146,6 +147,18 @@ fn run_bench(options: &Options) -> Result<(), BenchError> {
         .enable_all()
         .build()
         .map_err(|e| BenchError::io("start the tokio runtime", e))?;
+    if options.grpc {
+        let table = runtime.block_on(grpc::run(&binary, options))?;
+        println!("\netcd v3 gRPC: raftkv against etcd 3.4, one run:\n\n{table}");
+        let results_path = out_dir.join("grpc.md");
+        std::fs::write(
+            &results_path,
+            format!("{}\n{table}", machine_summary(options)),
+        )
+        .map_err(|e| BenchError::io(&format!("write {}", results_path.display()), e))?;
+        eprintln!("bench: results in {}", results_path.display());
+        return Ok(());
+    }
     let rows = runtime.block_on(run_scenarios(&binary, &scenarios, options))?;
     let mut results = format!("{}\n{}", machine_summary(options), report::table(&rows));
     let svg = out_dir.join("bench.svg");

@@ -26,6 +26,10 @@ Options:
   --openraft DIR      openraft source tree for --peers (bench-openraft)
   --peers-dir DIR     the peers scripts (default ../shared/peers from the
                       workspace root)
+  --grpc              instead: etcd's v3 gRPC API against raftkv and a 3-member
+                      etcd 3.4 (etcd on the PATH) in one run, as ratios
+                      (put-c1, put-c64, range-lin-c64, range-ser-c64,
+                      range-1000-keys-c8, txn-cas-c64); target/bench/grpc.md
   --no-build          use target/release/raftkv as it is
   --raftkv PATH       benchmark this raftkv binary (implies --no-build)
 
@@ -54,6 +58,8 @@ pub(crate) struct Options {
     pub no_build: bool,
     /// A raftkv binary to measure instead of target/release/raftkv.
     pub raftkv_binary: Option<PathBuf>,
+    /// Run the gRPC scenarios against raftkv and etcd instead.
+    pub grpc: bool,
     /// Set by `--help`.
     pub help: bool,
 }
@@ -84,6 +90,7 @@ pub(crate) fn parse(
         peers_dir: workspace_root.join("../shared/peers"),
         no_build: false,
         raftkv_binary: None,
+        grpc: false,
         help: false,
     };
     let mut duration_set = false;
@@ -113,6 +120,7 @@ pub(crate) fn parse(
                 sample_set = true;
             }
             "--peers" => options.peers = true,
+            "--grpc" => options.grpc = true,
             "--openraft" => options.openraft_dir = Some(PathBuf::from(value(arg)?)),
             "--peers-dir" => options.peers_dir = PathBuf::from(value(arg)?),
             "--no-build" => options.no_build = true,

@@ -3,7 +3,14 @@
 //!
 //! Each key is an independent register (P-compositionality), so each is
 //! checked alone. The model: the state is the key's value (`None` when
-//! absent); a PUT always succeeds and sets it; a GET must read the state.
+//! absent) and its `mod_revision`; a PUT always succeeds and sets the
+//! value; a GET must read the value. The compare-and-swap register's
+//! operations use the revision too: a gRPC read must see value and
+//! `mod_revision`; a CAS that swapped is legal only while the
+//! `mod_revision` is the one it compared against, and sets value and the
+//! revision the server answered; a refused CAS is a read (its failure
+//! branch returns the key) that must also see a different `mod_revision`.
+//! The raftexample routes do not report revisions: their keys keep 0.
 //!
 //! Outcomes: an acknowledged operation must take effect between its
 //! invocation and its completion; a failed PUT never takes effect and is
@@ -11,7 +18,12 @@
 //! invocation, or never. Because write values are unique, an unknown PUT
 //! whose value no GET ever read can be dropped as well: if it took effect,
 //! nobody saw it before the next write, so removing it keeps every
-//! linearization valid. That keeps the search small.
+//! linearization valid. That keeps the search small. The same holds for
+//! an unknown CAS: every later operation on the register (a read, a
+//! refused CAS returning the key, a CAS that compared against its
+//! revision, which it could only have read) would have seen its value.
+//! An unknown CAS whose value was seen took effect at the revision it was
+//! seen at.
 //!
 //! The search is bounded by a step budget; a search that exhausts it
 //! answers [`KeyVerdict::Unknown`], never a pass.
@@ -20,7 +32,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::history::{Op, OpKind, Outcome};
+use super::history::{CasResult, Op, OpKind, Outcome};
 
 /// The verdict for one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,43 +130,117 @@ enum Search {
     GaveUp(u64),
 }
 
+/// The register's state as the search sees it: the interned value
+/// (`None`: absent) and the key's `mod_revision` (always 0 for the
+/// raftexample routes' PUT/GET, which do not report it).
+type State = (Option<u32>, i64);
+
+/// What an operation does to the register.
+#[derive(Clone, Copy)]
+enum Effect {
+    /// A PUT: sets the state.
+    Set(State),
+    /// A CAS that swapped (or an unknown one that did): legal only while
+    /// the state's `mod_revision` is `expect_mod`; then sets the state.
+    SetIf { expect_mod: i64, new: State },
+    /// A read: must see exactly the state.
+    Observe(State),
+    /// A refused CAS: must see exactly the state, whose `mod_revision`
+    /// must differ from `expect_mod`.
+    Refuse { expect_mod: i64, seen: State },
+}
+
 /// One operation as the search sees it: values interned as numbers.
 #[derive(Clone, Copy)]
 struct ModelOp {
-    /// `Some(v)` for a PUT of value v.
-    write: Option<u32>,
-    /// For a GET: the value read (`None` = absent).
-    read: Option<u32>,
+    effect: Effect,
     invoke_us: u64,
     /// `None` for an unknown outcome: completes at infinity.
     complete_us: Option<u64>,
 }
 
+/// The values `op` reports having seen, with the `mod_revision` seen.
+fn observed(op: &Op) -> Option<(&str, i64)> {
+    match &op.kind {
+        OpKind::Get { value: Some(v) } => Some((v.as_str(), 0)),
+        OpKind::Read {
+            value: Some(v),
+            mod_revision,
+        } => Some((v.as_str(), *mod_revision)),
+        OpKind::Cas {
+            result:
+                Some(CasResult::Refused {
+                    value: Some(v),
+                    mod_revision,
+                }),
+            ..
+        } => Some((v.as_str(), *mod_revision)),
+        _ => None,
+    }
+}
+
 /// Interns values and drops the operations that cannot matter.
 fn model_ops(ops: &[Op], subset: &[usize]) -> Vec<ModelOp> {
-    let read_values: HashSet<&str> = subset
-        .iter()
-        .filter_map(|&i| match &ops[i].kind {
-            OpKind::Get { value: Some(v) } => Some(v.as_str()),
-            _ => None,
-        })
-        .collect();
+    // The first revision each value was seen at: an unknown CAS that took
+    // effect wrote its value at that revision.
+    let mut read_values: HashMap<&str, i64> = HashMap::new();
+    for &i in subset {
+        if let Some((value, revision)) = observed(&ops[i]) {
+            read_values.entry(value).or_insert(revision);
+        }
+    }
     let mut ids: HashMap<&str, u32> = HashMap::new();
     let mut model = Vec::with_capacity(subset.len());
     for &i in subset {
         let op = &ops[i];
-        let (write, read) = match (&op.kind, op.outcome) {
-            (OpKind::Put { .. }, Outcome::Fail) => continue,
-            (OpKind::Put { value }, Outcome::Unknown) if !read_values.contains(value.as_str()) => {
+        let effect = match (&op.kind, op.outcome) {
+            (OpKind::Put { .. } | OpKind::Cas { .. }, Outcome::Fail) => continue,
+            (OpKind::Put { value } | OpKind::Cas { value, .. }, Outcome::Unknown)
+                if !read_values.contains_key(value.as_str()) =>
+            {
                 continue
             }
-            (OpKind::Put { value }, _) => (Some(intern(value, &mut ids)), None),
-            (OpKind::Get { value }, _) => (None, value.as_deref().map(|v| intern(v, &mut ids))),
+            (OpKind::Put { value }, _) => Effect::Set((Some(intern(value, &mut ids)), 0)),
+            (OpKind::Get { value }, _) => {
+                Effect::Observe((value.as_deref().map(|v| intern(v, &mut ids)), 0))
+            }
+            (
+                OpKind::Read {
+                    value,
+                    mod_revision,
+                },
+                _,
+            ) => Effect::Observe((value.as_deref().map(|v| intern(v, &mut ids)), *mod_revision)),
+            (
+                OpKind::Cas {
+                    expect_mod_revision,
+                    value,
+                    result,
+                },
+                _,
+            ) => match result {
+                Some(CasResult::Swapped { revision }) => Effect::SetIf {
+                    expect_mod: *expect_mod_revision,
+                    new: (Some(intern(value, &mut ids)), *revision),
+                },
+                Some(CasResult::Refused {
+                    value: seen,
+                    mod_revision,
+                }) => Effect::Refuse {
+                    expect_mod: *expect_mod_revision,
+                    seen: (seen.as_deref().map(|v| intern(v, &mut ids)), *mod_revision),
+                },
+                // Unknown, and its value was seen: it took effect at the
+                // revision it was seen at.
+                None => Effect::SetIf {
+                    expect_mod: *expect_mod_revision,
+                    new: (Some(intern(value, &mut ids)), read_values[value.as_str()]),
+                },
+            },
         };
         let complete_us = (op.outcome == Outcome::Ok).then_some(op.complete_us);
         model.push(ModelOp {
-            write,
-            read,
+            effect,
             invoke_us: op.invoke_us,
             complete_us,
         });
@@ -259,10 +345,14 @@ impl EventList {
 }
 
 /// The register model: applies `op` to `state`, or `None` if illegal.
-fn step(state: Option<u32>, op: &ModelOp) -> Option<Option<u32>> {
-    match op.write {
-        Some(value) => Some(Some(value)),
-        None => (op.read == state).then_some(state),
+fn step(state: State, op: &ModelOp) -> Option<State> {
+    match op.effect {
+        Effect::Set(new) => Some(new),
+        Effect::SetIf { expect_mod, new } => (state.1 == expect_mod).then_some(new),
+        Effect::Observe(seen) => (seen == state).then_some(state),
+        Effect::Refuse { expect_mod, seen } => {
+            (seen == state && state.1 != expect_mod).then_some(state)
+        }
     }
 }
 
@@ -272,9 +362,9 @@ fn search(ops: &[Op], subset: &[usize], max_steps: u64) -> Search {
     let mut list = EventList::new(&model);
     let words = model.len().div_ceil(64).max(1);
     let mut linearized = vec![0u64; words];
-    let mut seen: HashSet<(Vec<u64>, Option<u32>)> = HashSet::new();
-    let mut stack: Vec<(usize, Option<u32>)> = Vec::new();
-    let mut state: Option<u32> = None;
+    let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
+    let mut stack: Vec<(usize, State)> = Vec::new();
+    let mut state: State = (None, 0);
     let head = list.head();
     let mut cursor = list.next[head];
     let mut steps = 0u64;
@@ -322,4 +412,71 @@ fn search(ops: &[Op], subset: &[usize], max_steps: u64) -> Search {
 fn intern<'a>(value: &'a str, ids: &mut HashMap<&'a str, u32>) -> u32 {
     let next = ids.len() as u32;
     *ids.entry(value).or_insert(next)
+}
+
+/// The durability check on keys written once each: `reads` holds, per
+/// node, every key under `prefix` it served after healing (key, value).
+/// Every acknowledged PUT of such a key must be there on every node with
+/// its value; every key there must have been written by a PUT that was
+/// acknowledged or whose outcome is unknown, with that value. Returns how
+/// many unique keys were acknowledged, or the violations in words (the
+/// first few, and how many).
+pub fn check_unique_keys(
+    ops: &[Op],
+    prefix: &str,
+    reads: &[(u64, Vec<(String, String)>)],
+) -> Result<u64, String> {
+    let mut written: BTreeMap<&str, (&str, Outcome)> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for op in ops.iter().filter(|op| op.key.starts_with(prefix)) {
+        if let OpKind::Put { value } = &op.kind {
+            let previous = written.insert(op.key.as_str(), (value.as_str(), op.outcome));
+            if previous.is_some() {
+                // Not a server fault: the history is not one of unique keys.
+                problems.push(format!(
+                    "{} is written more than once in the history",
+                    op.key
+                ));
+            }
+        }
+    }
+    let acked = written
+        .values()
+        .filter(|(_, outcome)| *outcome == Outcome::Ok)
+        .count() as u64;
+    for (node, keys) in reads {
+        let served: BTreeMap<&str, &str> = keys
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        for (key, (value, outcome)) in &written {
+            if *outcome == Outcome::Ok && served.get(key) != Some(value) {
+                problems.push(format!(
+                    "node {node} lost acknowledged {key} = {value} (serves {})",
+                    served.get(key).copied().unwrap_or("nothing")
+                ));
+            }
+        }
+        for (key, value) in &served {
+            match written.get(key) {
+                Some((written_value, Outcome::Ok | Outcome::Unknown)) if written_value == value => {
+                }
+                Some((_, Outcome::Fail)) => {
+                    problems.push(format!("node {node} serves {key}, whose PUT was refused"))
+                }
+                _ => problems.push(format!(
+                    "node {node} serves {key} = {value}, which no PUT wrote"
+                )),
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(acked);
+    }
+    let count = problems.len();
+    problems.truncate(5);
+    Err(format!(
+        "{count} unique-key violation(s) (of {acked} acknowledged keys): {}",
+        problems.join("; ")
+    ))
 }

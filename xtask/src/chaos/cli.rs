@@ -19,6 +19,8 @@ Usage: cargo xtask chaos [options]
   --seed S            seed of the fault schedule and workload (default: clock)
   --nodes N           cluster size, 3 to 7 (default 3)
   --clients N         concurrent clients (default 4)
+  --cas-clients N     compare-and-swap clients on the register, over gRPC
+                      (default 2)
   --keys N            keys the clients share (default 3)
   --hold-ms MS        how long each fault is held (default 2000)
   --crash-loop        instead: kill -9 a random node under write load, restart
@@ -103,6 +105,7 @@ pub fn parse(args: &[String], binary: PathBuf, root: &Path) -> Result<ChaosConfi
             "--seed" => config.seed = number(arg, &value()?)?,
             "--nodes" => config.nodes = number(arg, &value()?)?,
             "--clients" => config.clients = number(arg, &value()?)?,
+            "--cas-clients" => config.cas_clients = number(arg, &value()?)?,
             "--keys" => config.keys = number(arg, &value()?)?,
             "--hold-ms" => config.fault_hold_ms = number(arg, &value()?)?,
             "--rounds" => config.fault_count = Some(number(arg, &value()?)?),

@@ -32,6 +32,46 @@ pub enum OpKind {
         /// The value read, or `None` if the key was absent.
         value: Option<String>,
     },
+    /// A linearizable gRPC `Range` of one key of the compare-and-swap
+    /// register: its value and `mod_revision` (0 when absent). Only
+    /// successful reads are recorded.
+    Read {
+        /// The value read, or `None` if the key was absent.
+        value: Option<String>,
+        /// The key's `mod_revision` (0 when absent).
+        mod_revision: i64,
+    },
+    /// A gRPC `Txn` on the register: if the key's `mod_revision` equals
+    /// `expect_mod_revision`, `Put(key, value)` (a value unique in the
+    /// whole history), else `Range(key)`.
+    Cas {
+        /// The `mod_revision` the client read before (0: absent).
+        expect_mod_revision: i64,
+        /// The value written if the compare holds.
+        value: String,
+        /// What the server answered; `None` unless the outcome is ok.
+        result: Option<CasResult>,
+    },
+}
+
+/// The answer to an acknowledged [`OpKind::Cas`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "cas", rename_all = "snake_case")]
+pub enum CasResult {
+    /// `succeeded`: the write happened at `revision` (the response
+    /// header's revision, the key's new `mod_revision`).
+    Swapped {
+        /// The revision of the write.
+        revision: i64,
+    },
+    /// `succeeded` false: the failure branch's Range saw this value and
+    /// `mod_revision` (a failed CAS is a read).
+    Refused {
+        /// The value seen, `None` if the key was absent.
+        value: Option<String>,
+        /// The `mod_revision` seen (0 when absent).
+        mod_revision: i64,
+    },
 }
 
 /// One operation of the history.
@@ -94,9 +134,49 @@ impl Op {
         }
     }
 
-    /// Whether this is a write.
+    /// A successful gRPC read of the register: `value` (`None`: absent)
+    /// at `mod_revision`.
+    pub fn read(
+        client: &str,
+        key: &str,
+        value: Option<&str>,
+        mod_revision: i64,
+        times_us: (u64, u64),
+    ) -> Op {
+        let kind = OpKind::Read {
+            value: value.map(str::to_string),
+            mod_revision,
+        };
+        Op::new(client, key, kind, Outcome::Ok, times_us)
+    }
+
+    /// A compare-and-swap of `key` from `expect_mod_revision` to `value`;
+    /// `result` must be `Some` exactly when `outcome` is ok.
+    pub fn cas(
+        client: &str,
+        key: &str,
+        expect_mod_revision: i64,
+        value: &str,
+        result: Option<CasResult>,
+        outcome: Outcome,
+        times_us: (u64, u64),
+    ) -> Op {
+        assert_eq!(
+            result.is_some(),
+            outcome == Outcome::Ok,
+            "only an acknowledged CAS has a result"
+        );
+        let kind = OpKind::Cas {
+            expect_mod_revision,
+            value: value.into(),
+            result,
+        };
+        Op::new(client, key, kind, outcome, times_us)
+    }
+
+    /// Whether this is a write (a PUT or a CAS).
     pub fn is_put(&self) -> bool {
-        matches!(self.kind, OpKind::Put { .. })
+        matches!(self.kind, OpKind::Put { .. } | OpKind::Cas { .. })
     }
 }
 
@@ -111,6 +191,18 @@ pub struct OpCounts {
     pub put_unknown: u64,
     /// Successful GETs (200 or 404).
     pub get_ok: u64,
+    /// Compare-and-swaps that swapped.
+    #[serde(default)]
+    pub cas_swapped: u64,
+    /// Compare-and-swaps refused (the compare failed).
+    #[serde(default)]
+    pub cas_refused: u64,
+    /// Compare-and-swaps with an unknown or failed outcome.
+    #[serde(default)]
+    pub cas_unknown: u64,
+    /// Successful gRPC reads of the register.
+    #[serde(default)]
+    pub read_ok: u64,
 }
 
 impl OpCounts {
@@ -123,6 +215,22 @@ impl OpCounts {
                 (OpKind::Put { .. }, Outcome::Fail) => counts.put_fail += 1,
                 (OpKind::Put { .. }, Outcome::Unknown) => counts.put_unknown += 1,
                 (OpKind::Get { .. }, _) => counts.get_ok += 1,
+                (OpKind::Read { .. }, _) => counts.read_ok += 1,
+                (
+                    OpKind::Cas {
+                        result: Some(CasResult::Swapped { .. }),
+                        ..
+                    },
+                    _,
+                ) => counts.cas_swapped += 1,
+                (
+                    OpKind::Cas {
+                        result: Some(CasResult::Refused { .. }),
+                        ..
+                    },
+                    _,
+                ) => counts.cas_refused += 1,
+                (OpKind::Cas { result: None, .. }, _) => counts.cas_unknown += 1,
             }
         }
         counts

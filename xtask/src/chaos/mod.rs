@@ -6,10 +6,13 @@
 //! `--enable-fault-injection` in temp dirs ([`run_suite`]); concurrent
 //! clients that record every operation with its invoke and completion
 //! times and its outcome ([`history`]); a nemesis injecting one fault at a
-//! time on a schedule drawn from the seed ([`FaultKind`]); three checkers
-//! (linearizability per key, durability after healing, liveness after the
-//! last heal, see [`checker`]); and the report ([`Report`]), with the
-//! failing window as JSON and HTML on a violation.
+//! time on a schedule drawn from the seed ([`FaultKind`]); compare-and-swap
+//! clients on a register over etcd's v3 gRPC API; four checkers
+//! (linearizability per key, the CAS register included; durability after
+//! healing, with keys written once read back on every member; liveness
+//! after the last heal; HashKV equality across members after every heal,
+//! see [`checker`]); and the report ([`Report`]), with the failing window
+//! as JSON and HTML on a violation.
 //!
 //! **What it does not own:** building the binary (the CLI in [`run`] runs
 //! `cargo build --release -p raftkv`; tests pass `CARGO_BIN_EXE_raftkv`),
@@ -20,7 +23,8 @@
 //! [`Verdict::Unknown`], which fails the run. Every process the suite
 //! starts is killed when the run ends, on success or error. A PUT answered
 //! 503, timed out or cut off is *unknown* (may take effect later), a 4xx
-//! is *fail*, and a GET that fails is not recorded.
+//! is *fail*, and a GET that fails is not recorded; likewise a CAS that
+//! errs is *unknown* (*fail* for `InvalidArgument`).
 //!
 //! The checker is usable on its own:
 //!
@@ -55,6 +59,7 @@ mod cluster;
 pub mod history;
 mod nemesis;
 mod report;
+mod v3;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -130,8 +135,11 @@ pub struct ChaosConfig {
     pub faults: Vec<FaultKind>,
     /// Initial cluster size (3 to 7).
     pub nodes: u64,
-    /// Concurrent client workers.
+    /// Concurrent client workers (raftexample's routes).
     pub clients: usize,
+    /// Concurrent compare-and-swap workers on the register (etcd's v3
+    /// gRPC API).
+    pub cas_clients: usize,
     /// Number of keys (small, so that clients collide).
     pub keys: usize,
     /// How long a fault is held before it is healed.
@@ -169,6 +177,7 @@ impl ChaosConfig {
             faults: FaultKind::ALL.to_vec(),
             nodes: 3,
             clients: 4,
+            cas_clients: 2,
             keys: 3,
             fault_hold_ms: 2_000,
             recover_ms: 1_000,
@@ -251,34 +260,187 @@ pub fn run_suite(config: &ChaosConfig) -> Result<Report, ChaosError> {
     let run = run_under_faults(&mut cluster, config, started)?;
     drop(cluster);
     let checked = Checked::new(config, &run.ops, &run.final_ops, &run.faults)?;
+    let unique = if run.unique_reads.is_empty() {
+        Err("no final reads of the unique keys (see liveness)".to_string())
+    } else {
+        checker::check_unique_keys(&run.ops, workload::UNIQUE_PREFIX, &run.unique_reads)
+    };
     let report = Report {
         seed: config.seed,
         counts: OpCounts::of(&run.ops),
         faults: run.faults,
         linearizability: checked.linearizability,
-        durability: checked.durability,
+        durability: with_unique_keys(checked.durability, &unique),
         liveness: if run.wedged.is_empty() {
             Verdict::Pass
         } else {
             Verdict::Fail(run.wedged.join("; "))
         },
+        consistency: match run.hash_mismatches.as_slice() {
+            [] => Verdict::Pass,
+            [first, ..] => Verdict::Fail(format!(
+                "{} of {} comparisons differ; first {first}",
+                run.hash_mismatches.len(),
+                run.hash_checks
+            )),
+        },
+        hash_checks: run.hash_checks,
+        unique_keys_acked: unique.as_ref().map_or(0, |acked| *acked),
         recovery_ms: run.recovery_ms,
         wal_tail_repairs: report::count_tail_repairs(&logs),
         elapsed_ms: started.elapsed().as_millis() as u64,
         out_dir: config.out_dir.clone(),
     };
     write_outputs(&config.out_dir, &run.ops, &run.final_ops, &report)?;
+    report::write_json(
+        &config.out_dir.join("final-unique-keys.json"),
+        &run.unique_reads,
+    )?;
     Ok(report)
+}
+
+/// The durability verdict with the unique-key check's result folded in.
+fn with_unique_keys(durability: Verdict, unique: &Result<u64, String>) -> Verdict {
+    match (durability, unique) {
+        (verdict, Ok(_)) => verdict,
+        (Verdict::Fail(why), Err(lost)) => Verdict::Fail(format!("{why}; {lost}")),
+        (_, Err(lost)) => Verdict::Fail(lost.clone()),
+    }
 }
 
 /// What happened on the cluster, before checking.
 struct Run {
     ops: Vec<Op>,
     final_ops: Vec<Op>,
+    /// Every unique key each member served after healing.
+    unique_reads: workload::UniqueReads,
     faults: Vec<FaultRecord>,
     /// Liveness failures, in words.
     wedged: Vec<String>,
     recovery_ms: Option<u64>,
+    /// `HashKV` comparisons made, and those that differed, in words.
+    hash_checks: u64,
+    hash_mismatches: Vec<String>,
+}
+
+/// The `HashKV` comparisons of a run.
+#[derive(Default)]
+struct Hashes {
+    checks: u64,
+    mismatches: Vec<String>,
+}
+
+impl Hashes {
+    /// Compares every member's `HashKV` now (see [`compare_hashes`]);
+    /// returns a liveness failure if the members did not catch up.
+    fn compare(
+        &mut self,
+        v3: &mut v3::V3,
+        cluster: &Cluster,
+        config: &ChaosConfig,
+        when: &str,
+    ) -> Result<(), String> {
+        match compare_hashes(v3, cluster, config) {
+            Ok(()) => {
+                self.checks += 1;
+                Ok(())
+            }
+            Err(HashError::Mismatch(why)) => {
+                self.checks += 1;
+                self.mismatches.push(format!("{when}: {why}"));
+                Ok(())
+            }
+            Err(HashError::Stuck(why)) => Err(format!("{when}: {why}")),
+        }
+    }
+}
+
+/// Why a `HashKV` comparison did not pass.
+enum HashError {
+    /// Members answered different digests at the same revision.
+    Mismatch(String),
+    /// Members did not all answer at a common revision within the bound.
+    Stuck(String),
+}
+
+/// Waits until every member has applied at least the highest revision any
+/// member reports now, then asks each for `HashKV` at the lowest revision
+/// they report (so every member has it) and compares the digests.
+fn compare_hashes(
+    v3: &mut v3::V3,
+    cluster: &Cluster,
+    config: &ChaosConfig,
+) -> Result<(), HashError> {
+    let bound_ms = cluster.election_timeout_ms() * config.liveness_election_timeouts;
+    let deadline = Instant::now() + Duration::from_millis(bound_ms);
+    let members = cluster
+        .targets()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut target: Option<i64> = None;
+    let mut last_seen: String;
+    loop {
+        let revisions: Result<Vec<i64>, String> = members
+            .iter()
+            .map(|(id, port)| {
+                v3.status(*port)
+                    .map(|s| s.header.map_or(0, |h| h.revision))
+                    .map_err(|e| format!("node {id}: {}", e.message()))
+            })
+            .collect();
+        match revisions {
+            Ok(revisions) => {
+                let (low, high) = (
+                    revisions.iter().copied().min().unwrap_or(0),
+                    revisions.iter().copied().max().unwrap_or(0),
+                );
+                let wanted = *target.get_or_insert(high);
+                if low >= wanted {
+                    let hashes: Result<Vec<(u64, u32, i64)>, String> = members
+                        .iter()
+                        .map(|(id, port)| {
+                            v3.hash_kv(*port, low)
+                                .map(|h| (*id, h.hash, h.compact_revision))
+                                .map_err(|e| format!("node {id}: {}", e.message()))
+                        })
+                        .collect();
+                    match hashes {
+                        Ok(hashes) => {
+                            if hashes.windows(2).all(|w| w[0].1 == w[1].1) {
+                                return Ok(());
+                            }
+                            let listed: Vec<String> = hashes
+                                .iter()
+                                .map(|(id, hash, compacted)| {
+                                    format!("node {id} {hash:#010x} (compacted at {compacted})")
+                                })
+                                .collect();
+                            return Err(HashError::Mismatch(format!(
+                                "HashKV at revision {low} differs: {}",
+                                listed.join(", ")
+                            )));
+                        }
+                        Err(why) => last_seen = why,
+                    }
+                } else {
+                    let listed: Vec<String> = members
+                        .iter()
+                        .zip(&revisions)
+                        .map(|((id, _), rev)| format!("node {id} at {rev}"))
+                        .collect();
+                    last_seen = format!("waiting for revision {wanted}: {}", listed.join(", "));
+                }
+            }
+            Err(why) => last_seen = why,
+        }
+        if Instant::now() > deadline {
+            return Err(HashError::Stuck(format!(
+                "members did not reach a common revision for HashKV within {bound_ms} ms ({last_seen})"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Clients and nemesis until the stop condition; then heal, stop the
@@ -301,8 +463,18 @@ fn run_under_faults(
             std::thread::spawn(move || workload.run_worker(i, seed))
         })
         .collect();
+    let grpc_timeout = Duration::from_millis(config.request_timeout_ms + 2_000);
+    let cas_workers: Vec<_> = (0..config.cas_clients)
+        .map(|i| {
+            let (workload, seed) = (workload.clone(), config.seed);
+            std::thread::spawn(move || workload.run_cas_worker(i, seed, grpc_timeout))
+        })
+        .collect();
+    let mut v3 = v3::V3::new(grpc_timeout)?;
+    let mut hashes = Hashes::default();
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let (faults, mut wedged) = run_nemesis(cluster, config, &mut rng, started);
+    let (faults, mut wedged) =
+        run_nemesis(cluster, config, &mut rng, started, &mut v3, &mut hashes);
     for (id, status) in cluster.exited_by_themselves() {
         wedged.push(format!(
             "node {id} exited by itself ({status}); see logs/node-{id}.log"
@@ -312,7 +484,7 @@ fn run_under_faults(
     workload.stop.store(true, Ordering::SeqCst);
     let mut ops: Vec<Op> = Vec::new();
     let mut panicked = 0;
-    for worker in workers {
+    for worker in workers.into_iter().chain(cas_workers) {
         match worker.join() {
             Ok(history) => ops.extend(history),
             Err(_) => panicked += 1,
@@ -335,16 +507,33 @@ fn run_under_faults(
         wedged.push(format!("after the final heal: {why}"));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    let final_ops = workload::final_reads(&workload, config.keys, deadline).unwrap_or_else(|why| {
+    let mut final_ops =
+        workload::final_reads(&workload, config.keys, deadline).unwrap_or_else(|why| {
+            wedged.push(why);
+            Vec::new()
+        });
+    let unique_reads = match workload::final_v3_reads(&workload, grpc_timeout, deadline) {
+        Ok((unique, register)) => {
+            final_ops.extend(register);
+            unique
+        }
+        Err(why) => {
+            wedged.push(why);
+            Vec::new()
+        }
+    };
+    if let Err(why) = hashes.compare(&mut v3, cluster, config, "after the final heal") {
         wedged.push(why);
-        Vec::new()
-    });
+    }
     Ok(Run {
         ops,
         final_ops,
+        unique_reads,
         faults,
         wedged,
         recovery_ms,
+        hash_checks: hashes.checks,
+        hash_mismatches: hashes.mismatches,
     })
 }
 
@@ -355,6 +544,8 @@ fn run_nemesis(
     config: &ChaosConfig,
     rng: &mut StdRng,
     started: Instant,
+    v3: &mut v3::V3,
+    hashes: &mut Hashes,
 ) -> (Vec<FaultRecord>, Vec<String>) {
     let timing = nemesis::Timing {
         hold_ms: config.fault_hold_ms,
@@ -405,6 +596,10 @@ fn run_nemesis(
             wedged.push(format!("after {kind}: {why}"));
             break;
         }
+        if let Err(why) = hashes.compare(v3, cluster, config, &format!("after {kind}")) {
+            wedged.push(why);
+            break;
+        }
         std::thread::sleep(recover);
     }
     (faults, wedged)
@@ -452,7 +647,16 @@ pub fn recheck(dir: &Path, max_steps: u64) -> Result<(Verdict, Verdict), ChaosEr
     let mut config = ChaosConfig::new(PathBuf::new(), dir.to_path_buf());
     config.checker_max_steps = max_steps;
     let checked = Checked::new(&config, &ops, &final_ops, &faults)?;
-    Ok((checked.linearizability, checked.durability))
+    // Runs saved before the unique-key check have no such file.
+    let unique_path = dir.join("final-unique-keys.json");
+    let durability = if unique_path.is_file() {
+        let unique_reads: workload::UniqueReads = read_json(&unique_path)?;
+        let unique = checker::check_unique_keys(&ops, workload::UNIQUE_PREFIX, &unique_reads);
+        with_unique_keys(checked.durability, &unique)
+    } else {
+        checked.durability
+    };
+    Ok((checked.linearizability, durability))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ChaosError> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::history::{Op, OpCounts, OpKind, Outcome};
+use super::history::{CasResult, Op, OpCounts, OpKind, Outcome};
 use super::nemesis::{FaultKind, FaultRecord};
 use super::ChaosError;
 
@@ -40,6 +40,10 @@ impl std::fmt::Display for Verdict {
     }
 }
 
+fn not_checked() -> Verdict {
+    Verdict::Unknown("not checked".into())
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -57,6 +61,17 @@ pub struct Report {
     /// Checker 3: a leader and a successful write within the bound after
     /// the last heal, and no fault step that found the cluster wedged.
     pub liveness: Verdict,
+    /// Checker 4: after every heal and at the end, every member's
+    /// `HashKV` at a common revision is the same.
+    #[serde(default = "not_checked")]
+    pub consistency: Verdict,
+    /// How many `HashKV` comparisons across all members were made.
+    #[serde(default)]
+    pub hash_checks: u64,
+    /// Keys written once each (the durability check's unique keys) that
+    /// were acknowledged, and read back on every node at the end.
+    #[serde(default)]
+    pub unique_keys_acked: u64,
     /// The longest time from a heal to the next acknowledged write, over
     /// every fault and the final heal.
     pub recovery_ms: Option<u64>,
@@ -72,7 +87,10 @@ pub struct Report {
 impl Report {
     /// Every checker passed.
     pub fn passed(&self) -> bool {
-        self.linearizability.is_pass() && self.durability.is_pass() && self.liveness.is_pass()
+        self.linearizability.is_pass()
+            && self.durability.is_pass()
+            && self.liveness.is_pass()
+            && self.consistency.is_pass()
     }
 
     /// The distinct fault kinds injected.
@@ -84,13 +102,20 @@ impl Report {
     pub fn summary(&self) -> String {
         let c = &self.counts;
         let mut text = format!(
-            "chaos: seed {}, {:.1} s\noperations: put ok {}, put fail {}, put unknown {}, get ok {}\nfaults ({}):\n",
+            "chaos: seed {}, {:.1} s\noperations: put ok {}, put fail {}, put unknown {}, get ok {}\n\
+             cas register: read ok {}, cas swapped {}, cas refused {}, cas unknown {}\n\
+             unique keys acknowledged and read back on every node: {}\nfaults ({}):\n",
             self.seed,
             self.elapsed_ms as f64 / 1000.0,
             c.put_ok,
             c.put_fail,
             c.put_unknown,
             c.get_ok,
+            c.read_ok,
+            c.cas_swapped,
+            c.cas_refused,
+            c.cas_unknown,
+            self.unique_keys_acked,
             self.faults.len()
         );
         for fault in &self.faults {
@@ -111,12 +136,14 @@ impl Report {
             .map(|ms| format!(" (slowest recovery: a write acknowledged {ms} ms after a heal)"));
         let _ = write!(
             text,
-            "WAL torn tails repaired on restart: {}\nlinearizability: {}\ndurability: {}\nliveness: {}{}\noutput: {}\nverdict: {}\n",
+            "WAL torn tails repaired on restart: {}\nlinearizability: {}\ndurability: {}\nliveness: {}{}\nconsistency (HashKV across members, {} comparisons): {}\noutput: {}\nverdict: {}\n",
             self.wal_tail_repairs,
             self.linearizability,
             self.durability,
             self.liveness,
             recovery.unwrap_or_default(),
+            self.hash_checks,
+            self.consistency,
             self.out_dir.display(),
             if self.passed() { "PASS" } else { "FAIL" }
         );
@@ -187,12 +214,16 @@ pub(crate) fn window(
     let read: BTreeSet<String> = ops
         .iter()
         .filter_map(|op| match &op.kind {
-            OpKind::Get { value: Some(v) } => Some(v.clone()),
+            OpKind::Get { value: Some(v) } | OpKind::Read { value: Some(v), .. } => Some(v.clone()),
+            OpKind::Cas {
+                result: Some(CasResult::Refused { value: Some(v), .. }),
+                ..
+            } => Some(v.clone()),
             _ => None,
         })
         .collect();
     for op in key_ops {
-        if let OpKind::Put { value } = &op.kind {
+        if let OpKind::Put { value } | OpKind::Cas { value, .. } = &op.kind {
             if read.contains(value) && !ops.contains(op) {
                 ops.push(op.clone());
             }
@@ -292,12 +323,33 @@ pub fn timeline_html(window: &Window) -> String {
 fn bar(op: &Op, culprit: bool, top: f64, left: f64, right: f64) -> String {
     let class = match (&op.kind, op.outcome) {
         (_, Outcome::Unknown | Outcome::Fail) => "unknown",
-        (OpKind::Put { .. }, _) => "put",
-        (OpKind::Get { .. }, _) => "get",
+        (OpKind::Put { .. } | OpKind::Cas { .. }, _) => "put",
+        (OpKind::Get { .. } | OpKind::Read { .. }, _) => "get",
     };
     let label = match &op.kind {
         OpKind::Put { value } => format!("W {value}"),
         OpKind::Get { value } => format!("R {}", value.as_deref().unwrap_or("nil")),
+        OpKind::Read {
+            value,
+            mod_revision,
+        } => format!("R {}@{mod_revision}", value.as_deref().unwrap_or("nil")),
+        OpKind::Cas {
+            expect_mod_revision,
+            value,
+            result,
+        } => match result {
+            Some(CasResult::Swapped { revision }) => {
+                format!("CAS @{expect_mod_revision} {value}@{revision}")
+            }
+            Some(CasResult::Refused {
+                value: seen,
+                mod_revision,
+            }) => format!(
+                "CAS @{expect_mod_revision} refused, saw {}@{mod_revision}",
+                seen.as_deref().unwrap_or("nil")
+            ),
+            None => format!("CAS @{expect_mod_revision} {value}?"),
+        },
     };
     format!(
         "<div class='op {class}{}' style='top:{top:.0}px;left:{left:.0}px;width:{:.0}px' title='{}'>{}</div>",
@@ -317,6 +369,35 @@ pub(crate) fn describe(op: &Op) -> String {
             op.key,
             value.as_deref().unwrap_or("(absent)")
         ),
+        OpKind::Read {
+            value,
+            mod_revision,
+        } => format!(
+            "Range {} -> {} (mod_revision {mod_revision})",
+            op.key,
+            value.as_deref().unwrap_or("(absent)")
+        ),
+        OpKind::Cas {
+            expect_mod_revision,
+            value,
+            result,
+        } => {
+            let answer = match result {
+                Some(CasResult::Swapped { revision }) => format!("swapped at revision {revision}"),
+                Some(CasResult::Refused {
+                    value: seen,
+                    mod_revision,
+                }) => format!(
+                    "refused, saw {} (mod_revision {mod_revision})",
+                    seen.as_deref().unwrap_or("(absent)")
+                ),
+                None => "no answer".into(),
+            };
+            format!(
+                "Txn {key} if mod_revision = {expect_mod_revision} then put {value}: {answer}",
+                key = op.key
+            )
+        }
     };
     format!(
         "{} on node {}: {what}, {:?}, {:.3} .. {:.3} s",

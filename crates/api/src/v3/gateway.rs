@@ -1,0 +1,192 @@
+//! The JSON gateway: etcd 3.4's grpc-gateway routes (`POST /v3/kv/range`,
+//! …, also under `/v3beta/`), with the proto3 JSON mapping etcd uses
+//! (proto field names, 64-bit integers as strings, base64 bytes, zero values
+//! omitted) and its error body.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, MethodRouter};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::error::V3Error;
+use super::keyspace::Keyspace;
+use super::service::V3;
+
+/// The gateway's API prefixes: etcd 3.4 serves both.
+pub const GATEWAY_PREFIXES: [&str; 2] = ["/v3", "/v3beta"];
+
+/// Bytes of JSON a gateway body may have beyond the request itself
+/// (base64 grows bytes by 4/3; field names and quotes add a little).
+fn body_limit_bytes(max_request_bytes: usize) -> usize {
+    max_request_bytes
+        .saturating_mul(4)
+        .div_ceil(3)
+        .saturating_add(64 * 1024)
+}
+
+/// The gateway's routes (for both prefixes); unknown paths under them answer
+/// 404 `Not Found` for POST, like etcd.
+pub fn router<K: Keyspace>(v3: V3<K>, max_request_bytes: usize) -> Router {
+    let mut router = Router::new();
+    for prefix in GATEWAY_PREFIXES {
+        router = router
+            .route(
+                &format!("{prefix}/kv/range"),
+                route(|v3: V3<K>, req| async move { v3.range(req).await }),
+            )
+            .route(
+                &format!("{prefix}/kv/put"),
+                route(|v3: V3<K>, req| async move { v3.put(req).await }),
+            )
+            .route(
+                &format!("{prefix}/kv/deleterange"),
+                route(|v3: V3<K>, req| async move { v3.delete_range(req).await }),
+            )
+            .route(
+                &format!("{prefix}/kv/txn"),
+                route(|v3: V3<K>, req| async move { v3.txn(req).await }),
+            )
+            .route(
+                &format!("{prefix}/kv/compaction"),
+                route(|v3: V3<K>, req| async move { v3.compact(req).await }),
+            )
+            .route(
+                &format!("{prefix}/maintenance/status"),
+                route(|v3: V3<K>, req| async move { v3.status(req).await }),
+            )
+            // etcd maps both Hash and HashKV to this path (Hash wins there);
+            // raftkv has no database file to hash and answers HashKV.
+            .route(
+                &format!("{prefix}/maintenance/hash"),
+                route(|v3: V3<K>, req| async move { v3.hash_kv(req).await }),
+            )
+            .route(
+                &format!("{prefix}/maintenance/alarm"),
+                route(|v3: V3<K>, req| async move { v3.alarm(req).await }),
+            );
+    }
+    router
+        .layer(DefaultBodyLimit::max(body_limit_bytes(max_request_bytes)))
+        .with_state(v3)
+}
+
+/// A POST route decoding `Req` from JSON, calling `call`, encoding the answer.
+fn route<K, Req, Resp, F, Fut>(call: F) -> MethodRouter<V3<K>>
+where
+    K: Keyspace,
+    Req: DeserializeOwned + Default + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    F: Fn(V3<K>, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Resp, V3Error>> + Send + 'static,
+{
+    post(
+        move |State(v3): State<V3<K>>, body: Result<Bytes, BytesRejection>| async move {
+            let response = async {
+                let body = body.map_err(|rejection| {
+                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        V3Error::RequestTooLarge
+                    } else {
+                        V3Error::BadBody(rejection.body_text())
+                    }
+                })?;
+                let request = decode::<Req>(&body)?;
+                call(v3, request).await
+            }
+            .await;
+            match response {
+                Ok(response) => json_response(&response),
+                Err(error) => error.into_response(),
+            }
+        },
+    )
+    .fallback(method_not_allowed)
+}
+
+/// An empty body is the empty request (as grpc-gateway reads it).
+fn decode<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Req, V3Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Req::default());
+    }
+    serde_json::from_slice(body).map_err(|error| V3Error::BadJson(error.to_string()))
+}
+
+fn json_response<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode a gateway response");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the response",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Any method but POST on a gateway route, as etcd's gateway answers it.
+async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n").into_response()
+}
+
+/// A POST under a gateway prefix that names no route, as etcd answers it.
+pub(crate) async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not Found\n").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcdproto::etcdserverpb as pb;
+
+    #[test]
+    fn empty_body_is_the_default_request() {
+        let request: pb::RangeRequest = decode(b"").unwrap();
+        assert_eq!(request, pb::RangeRequest::default());
+        let request: pb::RangeRequest = decode(b" \n").unwrap();
+        assert_eq!(request, pb::RangeRequest::default());
+    }
+
+    #[test]
+    fn json_uses_proto_names_strings_for_64_bit_and_base64() {
+        let request: pb::RangeRequest =
+            decode(br#"{"key":"Zm9v","range_end":"AA==","limit":"5","keysOnly":true}"#).unwrap();
+        assert_eq!(request.key, b"foo");
+        assert_eq!(request.range_end, b"\0");
+        assert_eq!(request.limit, 5);
+        assert!(request.keys_only);
+        let response = pb::RangeResponse {
+            count: 3,
+            kvs: vec![etcdproto::mvccpb::KeyValue {
+                key: b"foo".to_vec(),
+                create_revision: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&response).unwrap(),
+            r#"{"kvs":[{"key":"Zm9v","create_revision":"2"}],"count":"3"}"#
+        );
+    }
+
+    #[test]
+    fn bad_json_is_invalid_argument() {
+        let error = decode::<pb::RangeRequest>(br#"{"key":"#).unwrap_err();
+        assert_eq!(error.to_status().code(), tonic::Code::InvalidArgument);
+        let error = decode::<pb::RangeRequest>(br#"{"sort_order":"BOGUS"}"#).unwrap_err();
+        assert_eq!(error.to_status().code(), tonic::Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,286 @@
+//! The gRPC services `etcdserverpb.KV` and `etcdserverpb.Maintenance`.
+
+use std::sync::Arc;
+
+use etcdproto::etcdserverpb as pb;
+use etcdproto::prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::error::V3Error;
+use super::keyspace::Keyspace;
+
+/// The etcd version raftkv's v3 API follows (reported by
+/// `Maintenance.Status`, printed by `etcdctl endpoint status`).
+pub const ETCD_API_VERSION: &str = "3.4.0";
+
+/// Settings the v3 services share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V3Settings {
+    /// Reported as `header.cluster_id`.
+    pub cluster_id: u64,
+    /// Largest encoded write request (etcd's `--max-request-bytes`); larger
+    /// ones are refused with "etcdserver: request is too large".
+    pub max_request_bytes: usize,
+}
+
+/// Both services' shared state; cheap to clone.
+#[derive(Clone)]
+pub struct V3<K> {
+    keyspace: K,
+    settings: Arc<V3Settings>,
+}
+
+impl<K: Keyspace> V3<K> {
+    /// The services over `keyspace`.
+    pub fn new(keyspace: K, settings: V3Settings) -> Self {
+        V3 {
+            keyspace,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The keyspace the services call.
+    pub fn keyspace(&self) -> &K {
+        &self.keyspace
+    }
+
+    /// Fills `cluster_id`, `member_id`, `raft_term` (and the revision when
+    /// the keyspace left it 0).
+    fn fill_header(&self, header: &mut Option<pb::ResponseHeader>) {
+        let status = self.keyspace.consensus_status();
+        let header = header.get_or_insert_with(Default::default);
+        header.cluster_id = self.settings.cluster_id;
+        header.member_id = status.id;
+        header.raft_term = status.term;
+        if header.revision == 0 {
+            header.revision = self.keyspace.info().revision;
+        }
+    }
+
+    fn check_size<M: Message>(&self, request: &M) -> Result<(), V3Error> {
+        if request.encoded_len() > self.settings.max_request_bytes {
+            return Err(V3Error::RequestTooLarge);
+        }
+        Ok(())
+    }
+
+    /// `KV.Range`.
+    pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, V3Error> {
+        let mut response = self.keyspace.range(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// `KV.Put`.
+    pub async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse, V3Error> {
+        self.check_size(&req)?;
+        let mut response = self.keyspace.put(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// `KV.DeleteRange`.
+    pub async fn delete_range(
+        &self,
+        req: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, V3Error> {
+        self.check_size(&req)?;
+        let mut response = self.keyspace.delete_range(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// `KV.Txn`.
+    pub async fn txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, V3Error> {
+        self.check_size(&req)?;
+        let mut response = self.keyspace.txn(req).await?;
+        self.fill_header(&mut response.header);
+        nested_txn_headers(&mut response.responses);
+        Ok(response)
+    }
+
+    /// `KV.Compact`.
+    pub async fn compact(
+        &self,
+        req: pb::CompactionRequest,
+    ) -> Result<pb::CompactionResponse, V3Error> {
+        let mut response = self.keyspace.compact(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// `Maintenance.HashKV`.
+    pub async fn hash_kv(&self, req: pb::HashKvRequest) -> Result<pb::HashKvResponse, V3Error> {
+        let mut response = self.keyspace.hash_kv(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// `Maintenance.Alarm`. Like etcd 3.4, the answer carries no header.
+    pub async fn alarm(&self, req: pb::AlarmRequest) -> Result<pb::AlarmResponse, V3Error> {
+        self.check_size(&req)?;
+        Ok(self.keyspace.alarm(req).await?)
+    }
+
+    /// `Maintenance.Status`: this member's view, no read barrier.
+    pub async fn status(&self, _req: pb::StatusRequest) -> Result<pb::StatusResponse, V3Error> {
+        let consensus = self.keyspace.consensus_status();
+        let info = self.keyspace.info();
+        let mut response = pb::StatusResponse {
+            header: Some(pb::ResponseHeader {
+                revision: info.revision,
+                ..Default::default()
+            }),
+            version: ETCD_API_VERSION.to_string(),
+            db_size: info.db_size_bytes,
+            leader: consensus.leader_id.unwrap_or(0),
+            raft_index: consensus.commit_index,
+            raft_term: consensus.term,
+            raft_applied_index: consensus.applied_index,
+            errors: info
+                .alarms
+                .iter()
+                .map(|alarm| {
+                    let name = pb::AlarmType::try_from(alarm.alarm)
+                        .map(|a| a.as_str_name())
+                        .unwrap_or("UNKNOWN");
+                    format!("memberID:{} alarm:{name} ", alarm.member_id)
+                })
+                .collect(),
+            db_size_in_use: info.db_size_in_use_bytes,
+            ..Default::default()
+        };
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+}
+
+/// etcd 3.4 answers a nested txn with an empty (present, all-zero) header;
+/// clients that read `header.revision` of a nested txn get 0 either way, but
+/// the message on the wire is etcd's.
+fn nested_txn_headers(responses: &mut [pb::ResponseOp]) {
+    for response in responses {
+        if let Some(pb::response_op::Response::ResponseTxn(txn)) = &mut response.response {
+            txn.header.get_or_insert_with(Default::default);
+            nested_txn_headers(&mut txn.responses);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<K: Keyspace> pb::kv_server::Kv for V3<K> {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        Ok(Response::new(V3::range(self, request.into_inner()).await?))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        Ok(Response::new(V3::put(self, request.into_inner()).await?))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        Ok(Response::new(
+            V3::delete_range(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        Ok(Response::new(V3::txn(self, request.into_inner()).await?))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        Ok(Response::new(
+            V3::compact(self, request.into_inner()).await?,
+        ))
+    }
+
+    type RangeStreamStream = Unserved<pb::RangeStreamResponse>;
+
+    async fn range_stream(
+        &self,
+        _request: Request<pb::RangeRequest>,
+    ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        Err(V3Error::Unimplemented("KV.RangeStream (not in etcd 3.4)").into())
+    }
+}
+
+/// The stream type of the streaming RPCs raftkv does not serve.
+type Unserved<T> =
+    std::pin::Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<K: Keyspace> pb::maintenance_server::Maintenance for V3<K> {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        Ok(Response::new(V3::alarm(self, request.into_inner()).await?))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(V3::status(self, request.into_inner()).await?))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Err(V3Error::Unimplemented("Maintenance.Defragment").into())
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        Err(V3Error::Unimplemented("Maintenance.Hash (use HashKV)").into())
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        Ok(Response::new(
+            V3::hash_kv(self, request.into_inner()).await?,
+        ))
+    }
+
+    type SnapshotStream = Unserved<pb::SnapshotResponse>;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(V3Error::Unimplemented("Maintenance.Snapshot").into())
+    }
+
+    async fn move_leader(
+        &self,
+        _request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(V3Error::Unimplemented("Maintenance.MoveLeader").into())
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(V3Error::Unimplemented("Maintenance.Downgrade").into())
+    }
+}

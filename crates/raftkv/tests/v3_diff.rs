@@ -1,0 +1,752 @@
+//! Differential test: seeded random sequences of v3 requests go to a real
+//! etcd 3.4 and to a raftkv cluster through the same client (the tonic
+//! client generated in etcdproto), and every response and error must be
+//! equal field by field, ignoring cluster and member ids and raft terms.
+//! The same for the JSON gateway (fewer operations).
+//!
+//! `RAFTKV_DIFF_SEEDS=1,2,3` and `RAFTKV_DIFF_OPS=5000` run other sequences;
+//! `RAFTKV_DIFF_SELF_CHECK=1` puts a second etcd in raftkv's place, to check
+//! that the harness compares nothing that varies between runs.
+//! A mismatch prints the seed and the first differing operation.
+
+// The sequences' summaries belong in the test output.
+#![allow(clippy::print_stderr)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::etcd::{find_tool, Etcd};
+use common::{Cluster, FAST};
+use etcdproto::etcdserverpb as pb;
+use pb::compare::{CompareTarget, TargetUnion};
+use pb::kv_client::KvClient;
+use pb::range_request::SortOrder;
+use pb::request_op::Request as Req;
+use pb::response_op::Response as Resp;
+use tonic::transport::Channel;
+
+/// Default sequence: one seed, 2,000 operations.
+const DEFAULT_SEEDS: &[u64] = &[20_240_611];
+const DEFAULT_OPS: usize = 2_000;
+const GATEWAY_OPS: usize = 400;
+
+/// Keys the generator draws from: few, so operations collide; prefixes,
+/// the smallest and largest bytes.
+const KEYS: &[&[u8]] = &[
+    b"a",
+    b"a/1",
+    b"a/2",
+    b"a/3",
+    b"b",
+    b"b/1",
+    b"c",
+    b"\x00",
+    b"\xff",
+    b"\xff\xff",
+    b"z",
+];
+
+/// splitmix64: small, seeded, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn between(&mut self, low: i64, high: i64) -> i64 {
+        if high <= low {
+            return low;
+        }
+        low + self.below((high - low + 1) as u64) as i64
+    }
+}
+
+/// One request of a sequence.
+#[derive(Debug, Clone)]
+enum Op {
+    Range(pb::RangeRequest),
+    Put(pb::PutRequest),
+    Delete(pb::DeleteRangeRequest),
+    Txn(pb::TxnRequest),
+    Compact(pb::CompactionRequest),
+}
+
+/// What a server answered, normalised for comparison.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Range(pb::RangeResponse),
+    Put(pb::PutResponse),
+    Delete(pb::DeleteRangeResponse),
+    Txn(pb::TxnResponse),
+    Compact(pb::CompactionResponse),
+    Error { code: tonic::Code, message: String },
+}
+
+struct Generator {
+    rng: Rng,
+    /// Current revision, as the reference (etcd) last reported it.
+    revision: i64,
+    /// Last successful compaction revision (0: none).
+    compacted: i64,
+    values: u64,
+}
+
+impl Generator {
+    fn new(seed: u64) -> Self {
+        Generator {
+            rng: Rng(seed),
+            revision: 1,
+            compacted: 0,
+            values: 0,
+        }
+    }
+
+    fn key(&mut self) -> Vec<u8> {
+        if self.rng.chance(2) {
+            return Vec::new(); // "key is not provided"
+        }
+        KEYS[self.rng.below(KEYS.len() as u64) as usize].to_vec()
+    }
+
+    fn range_end(&mut self, key: &[u8]) -> Vec<u8> {
+        match self.rng.below(6) {
+            0..=1 => Vec::new(),
+            2 => prefix_end(key),
+            3 => vec![0],
+            _ => KEYS[self.rng.below(KEYS.len() as u64) as usize].to_vec(),
+        }
+    }
+
+    fn value(&mut self) -> Vec<u8> {
+        self.values += 1;
+        if self.rng.chance(5) {
+            return Vec::new();
+        }
+        format!("v{}", self.values % 7).into_bytes()
+    }
+
+    /// A read revision: head, history, the compacted one, below it, future.
+    fn read_revision(&mut self) -> i64 {
+        match self.rng.below(10) {
+            0..=4 => 0,
+            5..=6 => self.rng.between(self.compacted.max(1), self.revision),
+            7 => self.compacted,
+            8 => self.rng.between(1, self.revision),
+            _ => self.revision + self.rng.between(1, 2),
+        }
+    }
+
+    fn any_revision(&mut self) -> i64 {
+        self.rng.between(0, self.revision + 1)
+    }
+
+    fn range(&mut self) -> pb::RangeRequest {
+        let key = self.key();
+        let range_end = self.range_end(&key);
+        pb::RangeRequest {
+            range_end,
+            key,
+            limit: if self.rng.chance(30) {
+                self.rng.between(0, 4)
+            } else {
+                0
+            },
+            revision: self.read_revision(),
+            sort_order: match self.rng.below(10) {
+                0..=5 => SortOrder::None as i32,
+                6..=7 => SortOrder::Ascend as i32,
+                _ => SortOrder::Descend as i32,
+            },
+            sort_target: self.rng.below(5) as i32,
+            serializable: self.rng.chance(30),
+            keys_only: self.rng.chance(20),
+            count_only: self.rng.chance(10),
+            min_mod_revision: self.filter_revision(),
+            max_mod_revision: self.filter_revision(),
+            min_create_revision: self.filter_revision(),
+            max_create_revision: self.filter_revision(),
+        }
+    }
+
+    fn filter_revision(&mut self) -> i64 {
+        if self.rng.chance(10) {
+            self.any_revision()
+        } else {
+            0
+        }
+    }
+
+    fn put(&mut self) -> pb::PutRequest {
+        let ignore_value = self.rng.chance(6);
+        pb::PutRequest {
+            key: self.key(),
+            value: if ignore_value && !self.rng.chance(20) {
+                Vec::new()
+            } else {
+                self.value()
+            },
+            prev_kv: self.rng.chance(40),
+            ignore_value,
+            ignore_lease: self.rng.chance(4),
+            lease: if self.rng.chance(2) {
+                self.rng.between(1, 1_000_000)
+            } else {
+                0
+            },
+        }
+    }
+
+    fn delete(&mut self) -> pb::DeleteRangeRequest {
+        let key = self.key();
+        pb::DeleteRangeRequest {
+            range_end: self.range_end(&key),
+            key,
+            prev_kv: self.rng.chance(50),
+        }
+    }
+
+    fn compare(&mut self) -> pb::Compare {
+        let key = KEYS[self.rng.below(KEYS.len() as u64) as usize].to_vec();
+        let range_end = if self.rng.chance(20) {
+            prefix_end(&key)
+        } else {
+            Vec::new()
+        };
+        let target = match self.rng.below(5) {
+            0 => CompareTarget::Version,
+            1 => CompareTarget::Create,
+            2 => CompareTarget::Mod,
+            3 => CompareTarget::Value,
+            _ => CompareTarget::Lease,
+        };
+        let union = match target {
+            CompareTarget::Version => TargetUnion::Version(self.rng.between(0, 3)),
+            CompareTarget::Create => TargetUnion::CreateRevision(self.any_revision()),
+            CompareTarget::Mod => TargetUnion::ModRevision(self.any_revision()),
+            CompareTarget::Value => {
+                TargetUnion::Value(format!("v{}", self.rng.below(7)).into_bytes())
+            }
+            CompareTarget::Lease => TargetUnion::Lease(0),
+        };
+        pb::Compare {
+            result: self.rng.below(4) as i32,
+            target: target as i32,
+            key,
+            range_end,
+            target_union: Some(union),
+        }
+    }
+
+    fn request_op(&mut self, depth: u32) -> pb::RequestOp {
+        let request = match self.rng.below(10) {
+            0..=3 => Req::RequestRange(self.range()),
+            4..=6 => Req::RequestPut(self.put()),
+            7..=8 => Req::RequestDeleteRange(self.delete()),
+            _ if depth < 2 => Req::RequestTxn(self.txn(depth + 1)),
+            _ => Req::RequestRange(self.range()),
+        };
+        pb::RequestOp {
+            request: Some(request),
+        }
+    }
+
+    fn txn(&mut self, depth: u32) -> pb::TxnRequest {
+        let compares = self.rng.below(4);
+        let success = self.rng.below(4);
+        let failure = self.rng.below(4);
+        pb::TxnRequest {
+            compare: (0..compares).map(|_| self.compare()).collect(),
+            success: (0..success).map(|_| self.request_op(depth)).collect(),
+            failure: (0..failure).map(|_| self.request_op(depth)).collect(),
+        }
+    }
+
+    fn compaction(&mut self) -> pb::CompactionRequest {
+        let revision = match self.rng.below(5) {
+            0 => self.compacted,
+            1 => self.revision + 1,
+            2 => self.revision,
+            _ => self.rng.between(self.compacted + 1, self.revision),
+        };
+        pb::CompactionRequest {
+            revision,
+            physical: self.rng.chance(50),
+        }
+    }
+
+    fn next_op(&mut self) -> Op {
+        match self.rng.below(100) {
+            0 => {
+                // A sort order or target no enum names.
+                let mut range = self.range();
+                range.key = b"a".to_vec();
+                if self.rng.chance(50) {
+                    range.sort_order = 3 + self.rng.below(5) as i32;
+                } else {
+                    range.sort_target = 5 + self.rng.below(5) as i32;
+                }
+                Op::Range(range)
+            }
+            1..=34 => Op::Range(self.range()),
+            35..=59 => Op::Put(self.put()),
+            60..=69 => Op::Delete(self.delete()),
+            70..=95 => {
+                let mut txn = self.txn(0);
+                avoid_etcd_txn_panic(&mut txn);
+                Op::Txn(txn)
+            }
+            96 => {
+                // More than --max-txn-ops (128) operations.
+                let mut txn = self.txn(0);
+                txn.success = (0..129)
+                    .map(|i| pb::RequestOp {
+                        request: Some(Req::RequestRange(pb::RangeRequest {
+                            key: format!("k{i}").into_bytes(),
+                            ..Default::default()
+                        })),
+                    })
+                    .collect();
+                Op::Txn(txn)
+            }
+            _ => Op::Compact(self.compaction()),
+        }
+    }
+
+    /// Follows the reference's answer: its revision and compactions.
+    fn observe(&mut self, op: &Op, outcome: &Outcome) {
+        let header = match outcome {
+            Outcome::Range(r) => r.header.as_ref(),
+            Outcome::Put(r) => r.header.as_ref(),
+            Outcome::Delete(r) => r.header.as_ref(),
+            Outcome::Txn(r) => r.header.as_ref(),
+            Outcome::Compact(r) => r.header.as_ref(),
+            Outcome::Error { .. } => None,
+        };
+        if let Some(header) = header {
+            self.revision = header.revision;
+        }
+        if let (Op::Compact(request), Outcome::Compact(_)) = (op, outcome) {
+            self.compacted = request.revision;
+        }
+    }
+}
+
+/// etcd 3.4 crashes on a Range whose sort target no enum names (a nil
+/// sorter: etcd #13554) and ignores an unknown sort order; later etcd
+/// refuses both before applying (InvalidArgument "etcdserver: invalid sort
+/// option", PR #13555 and `checkRangeRequest`). raftkv follows the fixed
+/// behaviour, so such a request is not sent to etcd: this is its answer.
+fn fixed_etcd_answer(op: &Op) -> Option<Outcome> {
+    let Op::Range(range) = op else {
+        return None;
+    };
+    let named = SortOrder::try_from(range.sort_order).is_ok()
+        && pb::range_request::SortTarget::try_from(range.sort_target).is_ok();
+    (!named && !range.key.is_empty()).then(|| Outcome::Error {
+        code: tonic::Code::InvalidArgument,
+        message: "etcdserver: invalid sort option".to_string(),
+    })
+}
+
+/// etcd 3.4's duplicate-key check misses a put under a from-key delete of
+/// the same txn (the `"\0"` range end makes an empty interval), and applying
+/// an `ignore_value`/`ignore_lease` put of a key such a delete just removed
+/// then panics the server ("unexpected error during txn"; found by seed 13:
+/// the reference etcd died). raftkv answers "key not found" and applies
+/// nothing. Such txns are not sent: their puts lose the ignore flags when the
+/// txn holds a from-key delete.
+fn avoid_etcd_txn_panic(txn: &mut pb::TxnRequest) {
+    fn has_from_key_delete(txn: &pb::TxnRequest) -> bool {
+        txn.success
+            .iter()
+            .chain(&txn.failure)
+            .any(|op| match &op.request {
+                Some(Req::RequestDeleteRange(d)) => d.range_end == [0],
+                Some(Req::RequestTxn(t)) => has_from_key_delete(t),
+                _ => false,
+            })
+    }
+    fn clear_ignores(txn: &mut pb::TxnRequest) {
+        for op in txn.success.iter_mut().chain(txn.failure.iter_mut()) {
+            match &mut op.request {
+                Some(Req::RequestPut(p)) => {
+                    p.ignore_value = false;
+                    p.ignore_lease = false;
+                }
+                Some(Req::RequestTxn(t)) => clear_ignores(t),
+                _ => {}
+            }
+        }
+    }
+    if has_from_key_delete(txn) {
+        clear_ignores(txn);
+    }
+}
+
+/// The range end that covers every key starting with `key`.
+fn prefix_end(key: &[u8]) -> Vec<u8> {
+    let mut end = key.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn strip_header(header: &mut Option<pb::ResponseHeader>) {
+    if let Some(header) = header {
+        header.cluster_id = 0;
+        header.member_id = 0;
+        header.raft_term = 0;
+    }
+}
+
+fn strip_txn(txn: &mut pb::TxnResponse) {
+    strip_header(&mut txn.header);
+    for response in &mut txn.responses {
+        match &mut response.response {
+            Some(Resp::ResponseRange(r)) => strip_header(&mut r.header),
+            Some(Resp::ResponsePut(r)) => strip_header(&mut r.header),
+            Some(Resp::ResponseDeleteRange(r)) => strip_header(&mut r.header),
+            Some(Resp::ResponseTxn(r)) => strip_txn(r),
+            None => {}
+        }
+    }
+}
+
+fn error(status: tonic::Status) -> Outcome {
+    Outcome::Error {
+        code: status.code(),
+        message: status.message().to_string(),
+    }
+}
+
+async fn send(client: &mut KvClient<Channel>, op: &Op) -> Outcome {
+    match op.clone() {
+        Op::Range(r) => match client.range(r).await {
+            Ok(r) => {
+                let mut r = r.into_inner();
+                strip_header(&mut r.header);
+                Outcome::Range(r)
+            }
+            Err(e) => error(e),
+        },
+        Op::Put(r) => match client.put(r).await {
+            Ok(r) => {
+                let mut r = r.into_inner();
+                strip_header(&mut r.header);
+                Outcome::Put(r)
+            }
+            Err(e) => error(e),
+        },
+        Op::Delete(r) => match client.delete_range(r).await {
+            Ok(r) => {
+                let mut r = r.into_inner();
+                strip_header(&mut r.header);
+                Outcome::Delete(r)
+            }
+            Err(e) => error(e),
+        },
+        Op::Txn(r) => match client.txn(r).await {
+            Ok(r) => {
+                let mut r = r.into_inner();
+                strip_txn(&mut r);
+                Outcome::Txn(r)
+            }
+            Err(e) => error(e),
+        },
+        Op::Compact(r) => match client.compact(r).await {
+            Ok(r) => {
+                let mut r = r.into_inner();
+                strip_header(&mut r.header);
+                Outcome::Compact(r)
+            }
+            Err(e) => error(e),
+        },
+    }
+}
+
+async fn connect(url: &str) -> KvClient<Channel> {
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let attempt = async {
+            let channel = Channel::from_shared(url.to_string())
+                .expect("url")
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut client = KvClient::new(channel).max_decoding_message_size(64 << 20);
+            // Ready once a linearizable read succeeds (a leader exists).
+            client
+                .range(pb::RangeRequest {
+                    key: b"ready".to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(client)
+        };
+        match attempt.await {
+            Ok(client) => return client,
+            Err(e) if Instant::now() > deadline => panic!("{url} never became ready: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("RAFTKV_DIFF_SEEDS") {
+        Ok(list) => list
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .expect("RAFTKV_DIFF_SEEDS: comma-separated u64s")
+            })
+            .collect(),
+        Err(_) => DEFAULT_SEEDS.to_vec(),
+    }
+}
+
+fn ops() -> usize {
+    std::env::var("RAFTKV_DIFF_OPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_OPS)
+}
+
+fn self_check() -> bool {
+    std::env::var_os("RAFTKV_DIFF_SELF_CHECK").is_some()
+}
+
+/// The server under test: a 3-node raftkv cluster (or, for the harness's
+/// self-check, another etcd), and the URL to send to.
+fn subject(etcd_binary: &std::path::Path) -> (Option<Cluster>, Option<Etcd>, String) {
+    if self_check() {
+        let etcd = Etcd::start(etcd_binary);
+        let url = etcd.client_url.clone();
+        return (None, Some(etcd), url);
+    }
+    let cluster = Cluster::start(3, FAST);
+    cluster.leader();
+    let url = cluster.url(1, "");
+    (Some(cluster), None, url)
+}
+
+#[test]
+fn grpc_answers_match_etcd() {
+    let Some(etcd_binary) = find_tool("etcd", "grpc_answers_match_etcd") else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for seed in seeds() {
+        // Fresh servers per seed: both start at revision 1.
+        let etcd = Etcd::start(&etcd_binary);
+        let (_cluster, _other_etcd, raftkv_url) = subject(&etcd_binary);
+        let total = ops();
+        let checked = runtime.block_on(async {
+            let mut reference = connect(&etcd.client_url).await;
+            let mut subject = connect(&raftkv_url).await;
+            let mut generator = Generator::new(seed);
+            let mut errors = std::collections::BTreeMap::<String, usize>::new();
+            for index in 0..total {
+                let op = generator.next_op();
+                let expected = match fixed_etcd_answer(&op) {
+                    // The self-check's second etcd would crash as well.
+                    Some(_) if self_check() => continue,
+                    Some(fixed) => fixed,
+                    None => send(&mut reference, &op).await,
+                };
+                let actual = send(&mut subject, &op).await;
+                if expected != actual {
+                    panic!(
+                        "seed {seed}: operation #{index} differs\nrequest: {op:?}\netcd:    {expected:?}\nraftkv:  {actual:?}"
+                    );
+                }
+                if let Outcome::Error { message, .. } = &expected {
+                    *errors.entry(message.clone()).or_default() += 1;
+                }
+                generator.observe(&op, &expected);
+            }
+            (total, generator.revision, errors)
+        });
+        let (total, revision, errors) = checked;
+        eprintln!(
+            "seed {seed}: {total} operations matched etcd (final revision {revision}); errors among them: {errors:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- gateway
+
+fn gateway_path(op: &Op) -> (&'static str, serde_json::Value) {
+    let to_json = |v: serde_json::Result<serde_json::Value>| v.expect("request JSON");
+    match op {
+        Op::Range(r) => ("/v3/kv/range", to_json(serde_json::to_value(r))),
+        Op::Put(r) => ("/v3/kv/put", to_json(serde_json::to_value(r))),
+        Op::Delete(r) => ("/v3/kv/deleterange", to_json(serde_json::to_value(r))),
+        Op::Txn(r) => ("/v3/kv/txn", to_json(serde_json::to_value(r))),
+        Op::Compact(r) => ("/v3/kv/compaction", to_json(serde_json::to_value(r))),
+    }
+}
+
+/// Removes the member-specific header fields wherever a header appears.
+fn strip_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(header)) = map.get_mut("header") {
+                for field in ["cluster_id", "member_id", "raft_term"] {
+                    header.remove(field);
+                }
+            }
+            for (_, child) in map.iter_mut() {
+                strip_json(child);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_json),
+        _ => {}
+    }
+}
+
+fn post(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = http.post(url).json(body).send().expect("gateway request");
+    let status = response.status().as_u16();
+    let text = response.text().expect("gateway body");
+    let mut value: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{url} answered {status} with non-JSON {text:?}: {e}"));
+    strip_json(&mut value);
+    (status, value)
+}
+
+/// The outcome the generator follows, from the gateway's JSON.
+fn outcome_of_json(op: &Op, status: u16, body: &serde_json::Value) -> Outcome {
+    if status != 200 {
+        return Outcome::Error {
+            code: tonic::Code::Unknown,
+            message: body.to_string(),
+        };
+    }
+    let revision = body["header"]["revision"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    let header = Some(pb::ResponseHeader {
+        revision,
+        ..Default::default()
+    });
+    match op {
+        Op::Compact(_) => Outcome::Compact(pb::CompactionResponse { header }),
+        _ => Outcome::Put(pb::PutResponse {
+            header,
+            prev_kv: None,
+        }),
+    }
+}
+
+#[test]
+fn gateway_answers_match_etcd() {
+    let Some(etcd_binary) = find_tool("etcd", "gateway_answers_match_etcd") else {
+        return;
+    };
+    let etcd = Etcd::start(&etcd_binary);
+    let (_cluster, _other_etcd, subject_url) = subject(&etcd_binary);
+    // Wait until both serve linearizable reads.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        connect(&etcd.client_url).await;
+        connect(&subject_url).await;
+    });
+    let http = &reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("http client");
+    let seed = seeds()[0] ^ 0x5eed;
+    let mut generator = Generator::new(seed);
+    for index in 0..GATEWAY_OPS {
+        let op = generator.next_op();
+        if fixed_etcd_answer(&op).is_some() {
+            // etcd 3.4 would crash (see fixed_etcd_answer); covered over gRPC.
+            continue;
+        }
+        let (path, body) = gateway_path(&op);
+        let expected = post(http, &format!("{}{path}", etcd.client_url), &body);
+        let actual = post(http, &format!("{subject_url}{path}"), &body);
+        if expected != actual {
+            panic!(
+                "gateway seed {seed}: operation #{index} differs\nPOST {path} {body}\netcd:   {expected:?}\nraftkv: {actual:?}"
+            );
+        }
+        let outcome = outcome_of_json(&op, expected.0, &expected.1);
+        generator.observe(&op, &outcome);
+    }
+    // Malformed bodies: both refuse with InvalidArgument (messages are each
+    // JSON decoder's own).
+    for body in [r#"{"key":"#, r#"{"key":"!!"}"#, r#"{"sort_order":"BOGUS"}"#] {
+        let refused = |url: String| {
+            let response = http.post(url).body(body).send().expect("gateway request");
+            let status = response.status().as_u16();
+            let json: serde_json::Value = response.json().expect("error JSON");
+            (status, json["code"].clone())
+        };
+        assert_eq!(
+            refused(format!("{}/v3/kv/range", etcd.client_url)),
+            refused(format!("{subject_url}/v3/kv/range")),
+            "body {body}"
+        );
+    }
+    eprintln!("gateway seed {seed}: {GATEWAY_OPS} operations matched etcd");
+}
+
+/// Found by the sequences of seeds 3, 7 and 8: a plain Put with
+/// `ignore_value` of a missing key and an unknown lease. etcd checks the
+/// lease first for a plain Put (NotFound "requested lease not found") and
+/// the key first inside a Txn; raftkv's keyspace checks the key first in
+/// both. It failed before kvstore's plain Put checked the lease first.
+#[test]
+fn plain_put_checks_the_lease_before_ignore_value() {
+    let Some(etcd_binary) = find_tool("etcd", "plain_put_checks_the_lease_before_ignore_value")
+    else {
+        return;
+    };
+    let etcd = Etcd::start(&etcd_binary);
+    let (_cluster, _other_etcd, subject_url) = subject(&etcd_binary);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut reference = connect(&etcd.client_url).await;
+        let mut subject = connect(&subject_url).await;
+        let put = pb::PutRequest {
+            key: b"missing".to_vec(),
+            lease: 12_345,
+            ignore_value: true,
+            ..Default::default()
+        };
+        let txn = pb::TxnRequest {
+            success: vec![pb::RequestOp {
+                request: Some(Req::RequestPut(put.clone())),
+            }],
+            ..Default::default()
+        };
+        for op in [Op::Put(put), Op::Txn(txn)] {
+            let expected = send(&mut reference, &op).await;
+            let actual = send(&mut subject, &op).await;
+            assert_eq!(expected, actual, "{op:?}");
+        }
+    });
+}

@@ -1,0 +1,397 @@
+//! `cargo xtask bench --grpc`: etcd's v3 gRPC API driven by one Rust client
+//! (the tonic client generated in etcdproto) against a 3-node raftkv cluster
+//! and a 3-member etcd cluster (the `etcd` on the PATH), one after the other
+//! in the same run, reported as ratios.
+//!
+//! Scenarios: Put with 1 and 64 connections (each connection one request at
+//! a time), a one-key Range linearizable and serializable (64 connections),
+//! a Range of 1,000 keys (8 connections), and a compare-and-swap Txn on
+//! `mod_revision` (64 connections, one key each). Every acknowledged Put is
+//! read back afterwards (a sample): the `lost` column.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcdproto::etcdserverpb as pb;
+use hdrhistogram::Histogram;
+use pb::kv_client::KvClient;
+use pb::maintenance_client::MaintenanceClient;
+use tonic::transport::Channel;
+
+use super::cluster::{free_ports, BenchCluster};
+use super::options::Options;
+use super::BenchError;
+
+/// Members of the etcd cluster (same as raftkv's bench cluster).
+const ETCD_MEMBERS: usize = 3;
+/// Keys written for the 1,000-key range.
+const RANGE_KEYS: usize = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Put,
+    RangeOne { serializable: bool },
+    RangeMany,
+    TxnCas,
+}
+
+struct Scenario {
+    name: &'static str,
+    kind: Kind,
+    connections: usize,
+}
+
+const SCENARIOS: [Scenario; 6] = [
+    Scenario {
+        name: "put-c1",
+        kind: Kind::Put,
+        connections: 1,
+    },
+    Scenario {
+        name: "put-c64",
+        kind: Kind::Put,
+        connections: 64,
+    },
+    Scenario {
+        name: "range-lin-c64",
+        kind: Kind::RangeOne {
+            serializable: false,
+        },
+        connections: 64,
+    },
+    Scenario {
+        name: "range-ser-c64",
+        kind: Kind::RangeOne { serializable: true },
+        connections: 64,
+    },
+    Scenario {
+        name: "range-1000-keys-c8",
+        kind: Kind::RangeMany,
+        connections: 8,
+    },
+    Scenario {
+        name: "txn-cas-c64",
+        kind: Kind::TxnCas,
+        connections: 64,
+    },
+];
+
+/// One scenario's result on one system.
+#[derive(Debug, Clone)]
+struct Measured {
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    lost: u64,
+}
+
+/// A 3-member etcd on loopback, killed on drop.
+struct EtcdCluster {
+    children: Vec<Child>,
+    client_addrs: Vec<SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    fn start(binary: &Path) -> Result<Self, BenchError> {
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-bench.")
+            .tempdir()
+            .map_err(|e| BenchError::io("create a temp dir", e))?;
+        let ports = free_ports(2 * ETCD_MEMBERS)?;
+        let (peer_ports, client_ports) = ports.split_at(ETCD_MEMBERS);
+        let initial = peer_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("e{}=http://127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut children = Vec::new();
+        for i in 0..ETCD_MEMBERS {
+            let client = format!("http://127.0.0.1:{}", client_ports[i]);
+            let peer = format!("http://127.0.0.1:{}", peer_ports[i]);
+            let log = std::fs::File::create(dir.path().join(format!("e{}.log", i + 1)))
+                .map_err(|e| BenchError::io("create an etcd log", e))?;
+            let child = Command::new(binary)
+                .args(["--name", &format!("e{}", i + 1)])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("e{}", i + 1)))
+                .args(["--listen-client-urls", &client])
+                .args(["--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer])
+                .args(["--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &initial])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--log-level", "warn"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| BenchError::io("start etcd", e))?;
+            children.push(child);
+        }
+        Ok(EtcdCluster {
+            children,
+            client_addrs: client_ports
+                .iter()
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+                .collect(),
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn find_etcd() -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join("etcd"))
+        .find(|path| path.is_file())
+}
+
+async fn channel(addr: SocketAddr) -> Result<Channel, BenchError> {
+    Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| BenchError::Cluster(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| BenchError::Cluster(format!("connect to {addr}: {e}")))
+}
+
+/// The member that says it is the leader (by `Maintenance.Status`).
+async fn leader_of(addrs: &[SocketAddr]) -> Result<SocketAddr, BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        for addr in addrs {
+            let Ok(channel) = channel(*addr).await else {
+                continue;
+            };
+            let Ok(status) = MaintenanceClient::new(channel)
+                .status(pb::StatusRequest::default())
+                .await
+            else {
+                continue;
+            };
+            let status = status.into_inner();
+            let member = status.header.map(|h| h.member_id).unwrap_or(0);
+            if status.leader != 0 && status.leader == member {
+                return Ok(*addr);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(BenchError::Cluster(format!("no leader among {addrs:?}")))
+}
+
+fn put(key: String, value: &[u8]) -> pb::PutRequest {
+    pb::PutRequest {
+        key: key.into_bytes(),
+        value: value.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Runs one scenario against the leader at `addr`.
+async fn measure(
+    scenario: &Scenario,
+    addr: SocketAddr,
+    duration: Duration,
+    sample: usize,
+) -> Result<Measured, BenchError> {
+    let system_tag = addr.port();
+    // Setup: keys the reads need.
+    let mut setup = KvClient::new(channel(addr).await?);
+    match scenario.kind {
+        Kind::RangeOne { .. } => {
+            setup
+                .put(put("bench/one".into(), &[b'x'; 64]))
+                .await
+                .map_err(|e| BenchError::Cluster(e.to_string()))?;
+        }
+        Kind::RangeMany => {
+            for i in 0..RANGE_KEYS {
+                setup
+                    .put(put(format!("bench/many/{i:05}"), &[b'x'; 64]))
+                    .await
+                    .map_err(|e| BenchError::Cluster(e.to_string()))?;
+            }
+        }
+        _ => {}
+    }
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    let end = start + duration;
+    for worker in 0..scenario.connections {
+        let mut client = KvClient::new(channel(addr).await?);
+        let kind = scenario.kind;
+        let name = scenario.name;
+        tasks.push(tokio::spawn(async move {
+            let mut latency_us = Histogram::<u64>::new(3).expect("histogram");
+            let mut errors = 0u64;
+            let mut acked = Vec::new();
+            let mut last_mod = 0i64;
+            let cas_key = format!("bench/{name}/{system_tag}/cas/{worker}").into_bytes();
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let began = Instant::now();
+                let ok = match kind {
+                    Kind::Put => {
+                        let key = format!("bench/{name}/{worker}/{n}");
+                        let done = client.put(put(key.clone(), &[b'v'; 64])).await.is_ok();
+                        if done {
+                            acked.push(key);
+                        }
+                        done
+                    }
+                    Kind::RangeOne { serializable } => client
+                        .range(pb::RangeRequest {
+                            key: b"bench/one".to_vec(),
+                            serializable,
+                            ..Default::default()
+                        })
+                        .await
+                        .is_ok(),
+                    Kind::RangeMany => client
+                        .range(pb::RangeRequest {
+                            key: b"bench/many/".to_vec(),
+                            range_end: b"bench/many0".to_vec(),
+                            ..Default::default()
+                        })
+                        .await
+                        .is_ok_and(|r| r.into_inner().kvs.len() == RANGE_KEYS),
+                    Kind::TxnCas => {
+                        let txn = pb::TxnRequest {
+                            compare: vec![pb::Compare {
+                                key: cas_key.clone(),
+                                target: pb::compare::CompareTarget::Mod as i32,
+                                result: pb::compare::CompareResult::Equal as i32,
+                                target_union: Some(pb::compare::TargetUnion::ModRevision(last_mod)),
+                                ..Default::default()
+                            }],
+                            success: vec![pb::RequestOp {
+                                request: Some(pb::request_op::Request::RequestPut(
+                                    pb::PutRequest {
+                                        key: cas_key.clone(),
+                                        value: n.to_string().into_bytes(),
+                                        ..Default::default()
+                                    },
+                                )),
+                            }],
+                            failure: Vec::new(),
+                        };
+                        match client.txn(txn).await {
+                            Ok(response) => {
+                                let response = response.into_inner();
+                                if response.succeeded {
+                                    last_mod = response.header.map(|h| h.revision).unwrap_or(0);
+                                }
+                                response.succeeded
+                            }
+                            Err(_) => false,
+                        }
+                    }
+                };
+                n += 1;
+                if ok {
+                    let _ = latency_us.record(began.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+            }
+            (latency_us, errors, acked)
+        }));
+    }
+    let mut latency_us = Histogram::<u64>::new(3).expect("histogram");
+    let mut errors = 0;
+    let mut acked = Vec::new();
+    for task in tasks {
+        let (histogram, task_errors, task_acked) = task
+            .await
+            .map_err(|e| BenchError::Cluster(format!("a load task failed: {e}")))?;
+        let _ = latency_us.add(&histogram);
+        errors += task_errors;
+        acked.extend(task_acked);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // Read back a sample of the acknowledged writes.
+    let mut lost = 0;
+    let step = (acked.len() / sample.max(1)).max(1);
+    for key in acked.iter().step_by(step) {
+        let found = setup
+            .range(pb::RangeRequest {
+                key: key.clone().into_bytes(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().count)
+            .unwrap_or(0);
+        if found != 1 {
+            lost += 1;
+        }
+    }
+    Ok(Measured {
+        ops_per_sec: latency_us.len() as f64 / elapsed,
+        p50_ms: latency_us.value_at_quantile(0.5) as f64 / 1_000.0,
+        p99_ms: latency_us.value_at_quantile(0.99) as f64 / 1_000.0,
+        errors,
+        lost,
+    })
+}
+
+/// Runs every gRPC scenario on raftkv, then on etcd; returns the markdown
+/// table (also printed).
+pub(crate) async fn run(binary: &Path, options: &Options) -> Result<String, BenchError> {
+    let etcd = find_etcd().ok_or_else(|| {
+        BenchError::Cluster("--grpc needs `etcd` (3.4) on the PATH (Debian: etcd-server)".into())
+    })?;
+    let mut results = Vec::new();
+    {
+        let mut cluster = BenchCluster::start(binary).await?;
+        let addrs = cluster.client_addrs();
+        let _ = cluster.leader_addr().await?;
+        let leader = leader_of(&addrs).await?;
+        for scenario in &SCENARIOS {
+            eprintln!("bench: grpc {} on raftkv", scenario.name);
+            results.push(measure(scenario, leader, options.duration, options.sample_keys).await?);
+        }
+        cluster.stop();
+    }
+    let etcd_cluster = EtcdCluster::start(&etcd)?;
+    let leader = leader_of(&etcd_cluster.client_addrs).await?;
+    let mut table = String::from(
+        "| scenario | raftkv ops/s | etcd ops/s | throughput ratio | raftkv p50 ms | etcd p50 ms | p50 ratio (etcd/raftkv) | raftkv p99 ms | etcd p99 ms | errors raftkv/etcd | lost raftkv/etcd |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (scenario, ours) in SCENARIOS.iter().zip(&results) {
+        eprintln!("bench: grpc {} on etcd", scenario.name);
+        let theirs = measure(scenario, leader, options.duration, options.sample_keys).await?;
+        let row = format!(
+            "| {} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {}/{} | {}/{} |\n",
+            scenario.name,
+            ours.ops_per_sec,
+            theirs.ops_per_sec,
+            ours.ops_per_sec / theirs.ops_per_sec.max(f64::MIN_POSITIVE),
+            ours.p50_ms,
+            theirs.p50_ms,
+            theirs.p50_ms / ours.p50_ms.max(f64::MIN_POSITIVE),
+            ours.p99_ms,
+            theirs.p99_ms,
+            ours.errors,
+            theirs.errors,
+            ours.lost,
+            theirs.lost,
+        );
+        eprint!("{row}");
+        table.push_str(&row);
+    }
+    drop(etcd_cluster);
+    Ok(table)
+}

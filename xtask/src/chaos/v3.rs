@@ -1,0 +1,120 @@
+//! A blocking client of etcd's v3 gRPC API (the tonic client generated in
+//! `etcdproto`) for the suite's threads: the compare-and-swap workload, the
+//! durability check's prefix reads and the `HashKV` comparison.
+//!
+//! Each [`V3`] owns a small single-threaded tokio runtime and one lazily
+//! connected channel per client port; a channel reconnects by itself after
+//! its node restarts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use etcdproto::etcdserverpb as pb;
+use pb::kv_client::KvClient;
+use pb::maintenance_client::MaintenanceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use super::ChaosError;
+
+/// Responses larger than this are refused by the client (a page of the
+/// durability read stays far below).
+const MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// A blocking v3 client for one thread.
+pub(crate) struct V3 {
+    runtime: tokio::runtime::Runtime,
+    channels: HashMap<u16, Channel>,
+    timeout: Duration,
+}
+
+impl V3 {
+    /// A client whose every request gives up after `timeout`.
+    pub fn new(timeout: Duration) -> Result<V3, ChaosError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ChaosError::Io {
+                what: "starting a tokio runtime for the gRPC client".into(),
+                source,
+            })?;
+        Ok(V3 {
+            runtime,
+            channels: HashMap::new(),
+            timeout,
+        })
+    }
+
+    fn channel(&mut self, port: u16) -> Result<Channel, Status> {
+        if let Some(channel) = self.channels.get(&port) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .timeout(self.timeout)
+            .connect_timeout(Duration::from_millis(500));
+        // The lazy channel spawns its worker on the current runtime.
+        let _guard = self.runtime.enter();
+        let channel = endpoint.connect_lazy();
+        self.channels.insert(port, channel.clone());
+        Ok(channel)
+    }
+
+    fn kv(&mut self, port: u16) -> Result<KvClient<Channel>, Status> {
+        Ok(KvClient::new(self.channel(port)?).max_decoding_message_size(MESSAGE_BYTES_MAX))
+    }
+
+    fn maintenance(&mut self, port: u16) -> Result<MaintenanceClient<Channel>, Status> {
+        Ok(MaintenanceClient::new(self.channel(port)?))
+    }
+
+    /// `KV.Range` on the node listening on `port`.
+    pub fn range(
+        &mut self,
+        port: u16,
+        request: pb::RangeRequest,
+    ) -> Result<pb::RangeResponse, Status> {
+        let mut client = self.kv(port)?;
+        self.runtime
+            .block_on(client.range(request))
+            .map(|r| r.into_inner())
+    }
+
+    /// `KV.Txn` on the node listening on `port`.
+    pub fn txn(&mut self, port: u16, request: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
+        let mut client = self.kv(port)?;
+        self.runtime
+            .block_on(client.txn(request))
+            .map(|r| r.into_inner())
+    }
+
+    /// `Maintenance.Status`: the member's current revision is in its header.
+    pub fn status(&mut self, port: u16) -> Result<pb::StatusResponse, Status> {
+        let mut client = self.maintenance(port)?;
+        self.runtime
+            .block_on(client.status(pb::StatusRequest {}))
+            .map(|r| r.into_inner())
+    }
+
+    /// `Maintenance.HashKV` at `revision`.
+    pub fn hash_kv(&mut self, port: u16, revision: i64) -> Result<pb::HashKvResponse, Status> {
+        let mut client = self.maintenance(port)?;
+        self.runtime
+            .block_on(client.hash_kv(pb::HashKvRequest { revision }))
+            .map(|r| r.into_inner())
+    }
+}
+
+/// The `range_end` of every key starting with `prefix` (etcd's
+/// `GetPrefixRangeEnd`).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte 0xff: to the end of the keyspace.
+    vec![0]
+}
