@@ -77,18 +77,23 @@
 //! ```
 
 mod checks;
+mod clock;
 mod codec;
 mod config;
 mod disk;
+mod driven;
+mod durable;
 #[cfg(test)]
 mod fuzz_tests;
 mod interface;
 mod logger;
+mod outbox;
 mod raft_loop;
 mod reads;
 mod reports;
 mod storage;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -100,14 +105,18 @@ use tokio::sync::{oneshot, watch};
 use tracing::info;
 use transport::{Delivery, Overloaded, Transport, TransportConfig};
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
+pub use driven::{CommittedEntry, DrivenNode, DrivenParts};
 pub use interface::{
     BoxFuture, Consensus, Member, MembershipChange, RaftError, RestoreError, Role, SnapshotJob,
     StateMachine, Status,
 };
+pub use outbox::{Outbox, PeerError};
 pub use raft_loop::StopReason;
 
-use raft_loop::{Frame, LoopParts, RaftLoop, Request};
+use durable::WalLog;
+use raft_loop::{boot_nonce, Frame, LoopParts, RaftLoop, Request};
 use reports::Reports;
 
 /// Errors that stop a node (at start or while running).
@@ -162,15 +171,7 @@ impl RaftNode {
         config: NodeConfig,
         mut state_machine: Box<dyn StateMachine>,
     ) -> Result<RaftNode, NodeError> {
-        config.validate()?;
-        let recovered = disk::Disk::open(&config, state_machine.as_mut())?;
-        let raft_config = raft_config(&config, recovered.applied);
-        raft_config.validate()?;
-        let raw = RawNode::new(
-            &raft_config,
-            recovered.store,
-            &logger::raft_logger(config.id),
-        )?;
+        let recovered = open_node(&config, disk::std_fs(), state_machine.as_mut())?;
 
         let (request_tx, request_rx) = bounded(config.request_queue_len);
         let (peer_tx, peer_rx) = bounded(config.inbound_queue_len);
@@ -208,10 +209,11 @@ impl RaftNode {
         let start_kind = recovered.kind;
         let raft_loop = RaftLoop::new(LoopParts {
             config: config.clone(),
-            raw,
-            disk: recovered.disk,
+            raw: recovered.raw,
             sm: state_machine,
-            transport: transport.clone(),
+            outbox: Box::new(transport.clone()),
+            clock: Arc::new(SystemClock),
+            nonce: boot_nonce(),
             requests: request_rx,
             peer_frames: peer_rx,
             reports,
@@ -288,10 +290,53 @@ impl RaftNode {
     }
 }
 
+/// A node's data opened and its `RawNode` built: what both drivers
+/// ([`RaftNode`] and [`DrivenNode`]) start from.
+pub(crate) struct Opened {
+    pub raw: RawNode<WalLog>,
+    pub kind: StartKind,
+    pub applied: u64,
+    pub members: BTreeMap<u64, String>,
+}
+
+/// Validates `config`, opens (or bootstraps) the node's data on `fs`,
+/// restores `sm` from the newest snapshot and builds the `RawNode`.
+pub(crate) fn open_node(
+    config: &NodeConfig,
+    fs: wal::SharedFs,
+    sm: &mut dyn StateMachine,
+) -> Result<Opened, NodeError> {
+    config.validate()?;
+    let recovered = disk::Disk::open(config, fs, sm)?;
+    let raft_config = raft_config(config, recovered.applied);
+    raft_config.validate()?;
+    let raw = RawNode::new(
+        &raft_config,
+        WalLog::new(recovered.disk, recovered.store),
+        &logger::raft_logger(config.id),
+    )?;
+    Ok(Opened {
+        raw,
+        kind: recovered.kind,
+        applied: recovered.applied,
+        members: recovered.members,
+    })
+}
+
 fn raft_config(config: &NodeConfig, applied: u64) -> raft::Config {
+    // raft-rs draws each election timeout from [min, max) with a thread RNG;
+    // a range of one value takes the randomness out (0 keeps its default,
+    // [election_ticks, 2 * election_ticks)).
+    let (min_election_tick, max_election_tick) = if config.election_ticks_pinned {
+        (config.election_ticks, config.election_ticks + 1)
+    } else {
+        (0, 0)
+    };
     raft::Config {
         id: config.id,
         election_tick: config.election_ticks,
+        min_election_tick,
+        max_election_tick,
         heartbeat_tick: config.heartbeat_ticks,
         applied,
         max_size_per_msg: config.max_size_per_msg,
@@ -302,7 +347,7 @@ fn raft_config(config: &NodeConfig, applied: u64) -> raft::Config {
     }
 }
 
-fn initial_status(id: u64) -> Status {
+pub(crate) fn initial_status(id: u64) -> Status {
     Status {
         id,
         leader_id: None,
@@ -427,13 +472,7 @@ mod tests {
             .collect();
         let config = NodeConfig::new(1, members, dir.to_path_buf());
         let mut sm = NullMachine;
-        let recovered = disk::Disk::open(&config, &mut sm).unwrap();
-        let raw = RawNode::new(
-            &raft_config(&config, recovered.applied),
-            recovered.store,
-            &logger::raft_logger(1),
-        )
-        .unwrap();
+        let opened = open_node(&config, disk::std_fs(), &mut sm).unwrap();
         let (frames, _) = bounded(1);
         let (reports, report_rings) = Reports::new();
         let reports = Arc::new(reports);
@@ -446,22 +485,24 @@ mod tests {
             runtime.handle().clone(),
         )
         .unwrap();
+        let transport: Box<dyn Outbox> = Box::new(transport);
         let (_, requests) = bounded(1);
         let (_, peer_frames) = bounded(1);
         let (_, shutdown) = bounded(1);
         RaftLoop::new(raft_loop::LoopParts {
             config,
-            raw,
-            disk: recovered.disk,
+            raw: opened.raw,
             sm: Box::new(NullMachine),
-            transport,
+            outbox: transport,
+            clock: Arc::new(SystemClock),
+            nonce: boot_nonce(),
             requests,
             peer_frames,
             reports,
             report_rings,
             shutdown,
-            members: recovered.members,
-            applied: recovered.applied,
+            members: opened.members,
+            applied: opened.applied,
             status: Arc::new(RwLock::new(initial_status(1))),
         })
     }
@@ -584,7 +625,9 @@ mod tests {
     fn no_wal_marker_without_its_snapshot_file() {
         let dir = tempfile::tempdir().unwrap();
         let config = NodeConfig::new(1, vec![(1, "http://127.0.0.1:1".into())], dir.path().into());
-        let mut disk = disk::Disk::open(&config, &mut NullMachine).unwrap().disk;
+        let mut disk = disk::Disk::open(&config, disk::std_fs(), &mut NullMachine)
+            .unwrap()
+            .disk;
         // The snapshot directory becomes unwritable: a file in its place.
         std::fs::remove_dir_all(&config.snap_dir).unwrap();
         std::fs::write(&config.snap_dir, b"not a directory").unwrap();

@@ -1,10 +1,14 @@
 //! The Raft loop: the only code that touches `RawNode`.
 //!
-//! One OS thread runs [`RaftLoop::run`]. Each turn it waits for work or the
-//! next tick, drains its queues (requests from the layers above, frames and
-//! reports from the transport), ticks, issues one ReadIndex for all new
-//! reads, and handles the Ready in raft-rs's order (see [`RaftLoop::on_ready`]).
-//! The WAL's fdatasync runs on this thread: one per Ready, for every
+//! The loop is a turn function, [`RaftLoop::turn`]: drain the queues
+//! (requests from the layers above, frames and reports from the transport),
+//! tick if the [`Clock`] says a tick is due, issue one ReadIndex for all new
+//! reads, and handle the Ready in raft-rs's order (see
+//! [`RaftLoop::on_ready`]). In production one OS thread runs
+//! [`RaftLoop::run`], a thin driver that blocks until there is work or the
+//! next tick and then calls `turn`; a simulation calls `turn` itself, one
+//! node after another on one thread. Messages leave through the [`Outbox`].
+//! The WAL's fdatasync runs on the turn's thread: one per Ready, for every
 //! proposal that Ready carries.
 
 use std::collections::BTreeMap;
@@ -20,13 +24,14 @@ use raft::eraftpb::{
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
-use transport::Transport;
 
 use crate::checks::check_peer_message;
-use crate::disk::{envelope, restore_state_machine, Disk};
+use crate::clock::Clock;
+use crate::disk::{envelope, restore_state_machine};
+use crate::durable::{DurableLog, WalLog};
+use crate::outbox::Outbox;
 use crate::reads::ReadTracker;
 use crate::reports::Reports;
-use crate::storage::LogStore;
 use crate::{
     Member, MembershipChange, NodeConfig, NodeError, RaftError, Role, StateMachine, Status,
 };
@@ -73,12 +78,17 @@ pub enum StopReason {
     Removed,
 }
 
-pub(crate) struct RaftLoop {
+pub(crate) struct RaftLoop<L: DurableLog = WalLog> {
     id: u64,
-    raw: RawNode<LogStore>,
-    disk: Disk,
+    /// raft-rs over the node's one durable log (read by raft, written
+    /// through by the Ready cycle).
+    raw: RawNode<L>,
     sm: Box<dyn StateMachine>,
-    transport: Transport,
+    outbox: Box<dyn Outbox>,
+    /// The only source of time: ticks and timeouts.
+    clock: Arc<dyn Clock>,
+    /// When raft-rs is ticked next.
+    next_tick: Instant,
     requests: Receiver<Request>,
     /// Frames of peer messages, bounded (a full queue answers peers 503).
     peer_frames: Receiver<Frame>,
@@ -132,12 +142,15 @@ const ENTRY_OVERHEAD_BYTES: u64 = 24;
 type SnapshotOutcome = Result<Snapshot, String>;
 
 /// Everything the loop needs, assembled by `RaftNode::start`.
-pub(crate) struct LoopParts {
+pub(crate) struct LoopParts<L: DurableLog = WalLog> {
     pub config: NodeConfig,
-    pub raw: RawNode<LogStore>,
-    pub disk: Disk,
+    pub raw: RawNode<L>,
     pub sm: Box<dyn StateMachine>,
-    pub transport: Transport,
+    pub outbox: Box<dyn Outbox>,
+    pub clock: Arc<dyn Clock>,
+    /// Distinguishes this incarnation's ReadIndex contexts and membership
+    /// request ids from an earlier one's ([`boot_nonce`] in production).
+    pub nonce: u64,
     pub requests: Receiver<Request>,
     pub peer_frames: Receiver<Frame>,
     pub reports: Arc<Reports>,
@@ -149,18 +162,20 @@ pub(crate) struct LoopParts {
     pub status: Arc<RwLock<Status>>,
 }
 
-impl RaftLoop {
-    pub(crate) fn new(parts: LoopParts) -> RaftLoop {
+impl<L: DurableLog> RaftLoop<L> {
+    pub(crate) fn new(parts: LoopParts<L>) -> RaftLoop<L> {
         let config = parts.config;
         let timeout = Duration::from_millis(config.request_timeout_ms);
         let retry = Duration::from_millis(config.tick_ms * 3);
-        let nonce = boot_nonce();
+        let nonce = parts.nonce;
+        let next_tick = parts.clock.now() + Duration::from_millis(config.tick_ms);
         RaftLoop {
             id: config.id,
             raw: parts.raw,
-            disk: parts.disk,
             sm: parts.sm,
-            transport: parts.transport,
+            outbox: parts.outbox,
+            clock: parts.clock,
+            next_tick,
             requests: parts.requests,
             peer_frames: parts.peer_frames,
             reports: parts.reports,
@@ -183,48 +198,58 @@ impl RaftLoop {
         }
     }
 
-    /// Runs until shutdown, removal or a fatal error (a failed fsync, a
-    /// corrupt snapshot): after any of those the node must not go on.
+    /// The production driver: blocks until there is work or the next tick,
+    /// then runs a [`turn`](Self::turn), until shutdown, removal or a fatal
+    /// error (a failed fsync, a corrupt snapshot): after any of those the
+    /// node must not go on.
     pub(crate) fn run(mut self) -> Result<StopReason, NodeError> {
-        let tick = Duration::from_millis(self.config.tick_ms);
-        let mut next_tick = Instant::now() + tick;
         self.publish_status(true);
         let result = loop {
-            if let Err(e) = self.wait_and_drain(next_tick) {
+            if let Err(e) = self.wait_for_work() {
                 break Err(e);
             }
-            let now = Instant::now();
-            if now >= next_tick {
-                self.raw.tick();
-                next_tick = now + tick;
-                self.on_timer(now);
-            }
-            let has_leader = self.raw.raft.leader_id != raft::INVALID_ID;
-            let raw = &mut self.raw;
-            self.reads.flush(has_leader, |ctx| raw.read_index(ctx));
-            if let Err(e) = self.on_ready() {
-                break Err(e);
-            }
-            self.publish_status(false);
-            if let Some(reason) = self.stop {
-                break Ok(reason);
+            match self.turn() {
+                Ok(Some(reason)) => break Ok(reason),
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
         };
+        self.finish(&result);
+        result
+    }
+
+    /// Answers everything still waiting after the loop ended, and logs why
+    /// it ended.
+    pub(crate) fn finish(&mut self, result: &Result<StopReason, NodeError>) {
         self.fail_everything(RaftError::Stopped);
-        match &result {
+        match result {
             Ok(StopReason::Removed) => {
                 info!(node = self.id, "removed from the cluster; stopping")
             }
             Ok(StopReason::Shutdown) => info!(node = self.id, "raft loop stopped"),
             Err(e) => error!(node = self.id, error = %e, "raft loop failed; stopping"),
         }
-        result
     }
 
-    /// Blocks until a request, a peer event or the next tick, then drains
-    /// what is queued (bounded).
-    fn wait_and_drain(&mut self, next_tick: Instant) -> Result<(), NodeError> {
-        let timeout = next_tick.saturating_duration_since(Instant::now());
+    /// One turn of the loop, without blocking: drain what is queued
+    /// (bounded), tick if due by the clock, issue the batch of new reads,
+    /// handle one Ready. Returns why the loop must stop, if it must.
+    pub(crate) fn turn(&mut self) -> Result<Option<StopReason>, NodeError> {
+        self.drain()?;
+        self.tick_if_due();
+        let has_leader = self.raw.raft.leader_id != raft::INVALID_ID;
+        let now = self.clock.now();
+        let raw = &mut self.raw;
+        self.reads.flush(has_leader, now, |ctx| raw.read_index(ctx));
+        self.on_ready()?;
+        self.publish_status(false);
+        Ok(self.stop)
+    }
+
+    /// Blocks until a request, a peer event or the next tick (by the clock),
+    /// and handles the one event that woke it.
+    fn wait_for_work(&mut self) -> Result<(), NodeError> {
+        let timeout = self.next_tick.saturating_duration_since(self.clock.now());
         select! {
             recv(self.requests) -> request => match request {
                 Ok(request) => self.on_request(request),
@@ -244,12 +269,22 @@ impl RaftLoop {
             },
             default(timeout) => {},
         }
+        Ok(())
+    }
+
+    /// Handles what is queued, without waiting: a finished snapshot, peer
+    /// frames, transport reports, requests (each bounded per turn).
+    fn drain(&mut self) -> Result<(), NodeError> {
+        if let Ok(outcome) = self.snapshot_done.1.try_recv() {
+            self.on_snapshot_written(outcome)?;
+        }
         for _ in 0..DRAIN_PEER_FRAMES_MAX {
             match self.peer_frames.try_recv() {
                 Ok(frame) => self.on_frame(frame),
                 Err(_) => break,
             }
         }
+        while self.report_rings.try_recv().is_ok() {}
         self.on_reports();
         for _ in 0..DRAIN_REQUESTS_MAX {
             match self.requests.try_recv() {
@@ -257,7 +292,25 @@ impl RaftLoop {
                 Err(_) => break,
             }
         }
+        if matches!(
+            self.shutdown.try_recv(),
+            Ok(()) | Err(crossbeam_channel::TryRecvError::Disconnected)
+        ) {
+            self.stop = Some(StopReason::Shutdown);
+        }
         Ok(())
+    }
+
+    /// Ticks raft-rs when the clock reached the next tick (at most once per
+    /// turn), then checks the read and membership timeouts.
+    fn tick_if_due(&mut self) {
+        let now = self.clock.now();
+        if now < self.next_tick {
+            return;
+        }
+        self.raw.tick();
+        self.next_tick = now + Duration::from_millis(self.config.tick_ms);
+        self.on_timer(now);
     }
 
     fn on_request(&mut self, request: Request) {
@@ -271,7 +324,7 @@ impl RaftLoop {
         }
     }
 
-    fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
+    pub(crate) fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
         if self.raw.raft.leader_id == raft::INVALID_ID {
             return Err(RaftError::NoLeader);
         }
@@ -318,7 +371,7 @@ impl RaftLoop {
         self.pending_change = Some(PendingChange {
             request_id,
             reply,
-            deadline: Instant::now() + Duration::from_millis(self.config.request_timeout_ms),
+            deadline: self.clock.now() + Duration::from_millis(self.config.request_timeout_ms),
         });
     }
 
@@ -487,16 +540,14 @@ impl RaftLoop {
         // raft-rs recorded the last entry when it built the Ready, so the
         // entries can be moved out instead of cloned into the store.
         let entries = ready.take_entries();
-        self.disk.persist(&entries, ready.hs())?;
+        #[cfg(test)]
+        let persisted_last_index = entries.last().map(|e| e.index);
+        self.raw.mut_store().persist(entries, ready.hs())?;
         #[cfg(test)]
         self.trace.borrow_mut().push(Traced::Persisted {
-            last_index: entries.last().map(|e| e.index),
+            last_index: persisted_last_index,
             hard_state: ready.hs().cloned(),
         });
-        self.raw.mut_store().append(entries);
-        if let Some(hard_state) = ready.hs() {
-            self.raw.mut_store().set_hard_state(hard_state.clone());
-        }
         // 7. Messages that claim durability (votes, append responses).
         self.send(ready.take_persisted_messages());
         // 8. Advance, then the light ready: commit index, messages, entries.
@@ -518,7 +569,7 @@ impl RaftLoop {
             .borrow_mut()
             .extend(messages.iter().cloned().map(|m| Traced::Sent(Box::new(m))));
         if !messages.is_empty() {
-            self.transport.send(messages);
+            self.outbox.send(messages);
         }
     }
 
@@ -550,11 +601,10 @@ impl RaftLoop {
         let index = snapshot.get_metadata().index;
         info!(node = self.id, index, "installing snapshot from the leader");
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
-        self.disk.save_snapshot(&snapshot)?;
-        self.set_members(members, index);
         self.last_snapshot_bytes = snapshot.data.len() as u64;
+        self.raw.mut_store().install_snapshot(snapshot)?;
+        self.set_members(members, index);
         self.log_bytes_since_snapshot = 0;
-        self.raw.mut_store().install_snapshot(snapshot);
         self.applied = index;
         self.publish_status(true);
         Ok(())
@@ -621,7 +671,7 @@ impl RaftLoop {
                 if cc.node_id == self.id {
                     self.stop = Some(StopReason::Removed);
                 } else {
-                    self.transport.remove_peer_at(cc.node_id, entry.index);
+                    self.outbox.remove_peer_at(cc.node_id, entry.index);
                 }
             }
         }
@@ -665,7 +715,7 @@ impl RaftLoop {
     /// The transport ignores this node's own id, so every member goes
     /// through it unfiltered.
     fn add_member(&mut self, id: u64, url: String) {
-        if let Err(e) = self.transport.add_peer(id, &url) {
+        if let Err(e) = self.outbox.add_peer(id, &url) {
             warn!(node = self.id, peer = id, %url, error = %e, "cannot reach new member");
         }
         self.members.insert(id, url);
@@ -677,12 +727,12 @@ impl RaftLoop {
     fn set_members(&mut self, members: BTreeMap<u64, String>, index: u64) {
         for old in self.members.keys() {
             if !members.contains_key(old) && *old != self.id {
-                self.transport.remove_peer_at(*old, index);
+                self.outbox.remove_peer_at(*old, index);
             }
         }
         for (id, url) in &members {
             if self.members.get(id) != Some(url) {
-                if let Err(e) = self.transport.add_peer(*id, url) {
+                if let Err(e) = self.outbox.add_peer(*id, url) {
                     warn!(node = self.id, peer = id, %url, error = %e, "bad peer URL in snapshot");
                 }
             }
@@ -697,11 +747,11 @@ impl RaftLoop {
     /// hands the encoding and the file write to a background thread, so the
     /// loop never waits for a snapshot. One snapshot is in flight at a time.
     fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
-        if self.snapshot_in_flight || self.applied <= self.disk.snapshot_index() {
+        if self.snapshot_in_flight || self.applied <= self.raw.store().snapshot_index() {
             return Ok(());
         }
         let due = snapshot_due(SnapshotTrigger {
-            entries_since: self.applied - self.disk.snapshot_index(),
+            entries_since: self.applied - self.raw.store().snapshot_index(),
             snapshot_count: self.config.snapshot_count,
             log_bytes_since: self.log_bytes_since_snapshot,
             last_snapshot_bytes: self.last_snapshot_bytes,
@@ -716,7 +766,7 @@ impl RaftLoop {
         let conf_state = self.raw.store().conf_state().clone();
         let members = self.members.clone();
         let job = self.sm.snapshot();
-        let store = self.disk.snapshot_store();
+        let sink = self.raw.store().snapshot_sink();
         let done = self.snapshot_done.0.clone();
         self.log_bytes_since_snapshot = 0;
         let started = Instant::now();
@@ -731,8 +781,8 @@ impl RaftLoop {
                 meta.index = index;
                 meta.term = term;
                 meta.set_conf_state(conf_state);
-                let outcome = store
-                    .save(term, index, &snapshot.encode_to_vec())
+                let outcome = sink
+                    .save(&snapshot)
                     .map(|()| snapshot)
                     .map_err(|e| e.to_string());
                 debug!(
@@ -762,23 +812,19 @@ impl RaftLoop {
             }
         };
         let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
-        if index <= self.disk.snapshot_index() {
+        if index <= self.raw.store().snapshot_index() {
             // A snapshot from the leader superseded it meanwhile.
             return Ok(());
         }
-        self.disk.save_marker(index, term)?;
         self.last_snapshot_bytes = snapshot.data.len() as u64;
-        self.raw.mut_store().set_local_snapshot(snapshot);
+        self.raw.mut_store().record_local_snapshot(snapshot)?;
         let compact_to = index.saturating_sub(self.config.catch_up_entries);
-        if compact_to > self.raw.store().first() {
-            let removed = self.raw.mut_store().compact(compact_to);
-            // Freeing a million entries takes tens of milliseconds.
-            if removed.len() > 1024 {
-                let _ = std::thread::Builder::new()
-                    .name(format!("compact-{}", self.id))
-                    .spawn(move || drop(removed));
-            }
-            self.disk.release_to(compact_to)?;
+        let removed = self.raw.mut_store().compact(compact_to)?;
+        // Freeing a million entries takes tens of milliseconds.
+        if removed.len() > 1024 {
+            let _ = std::thread::Builder::new()
+                .name(format!("compact-{}", self.id))
+                .spawn(move || drop(removed));
         }
         info!(
             node = self.id,
@@ -790,7 +836,28 @@ impl RaftLoop {
         Ok(())
     }
 
-    fn publish_status(&self, members_changed: bool) {
+    /// The entry at `index` if it is committed and still in the log.
+    pub(crate) fn committed_entry(&self, index: u64) -> Option<crate::CommittedEntry> {
+        if index > self.raw.raft.raft_log.committed {
+            return None;
+        }
+        let entries = raft::Storage::entries(
+            self.raw.store(),
+            index,
+            index + 1,
+            None,
+            raft::GetEntriesContext::empty(false),
+        )
+        .ok()?;
+        let entry = entries.into_iter().next()?;
+        Some(crate::CommittedEntry {
+            index,
+            term: entry.term,
+            data: entry.data,
+        })
+    }
+
+    pub(crate) fn publish_status(&self, members_changed: bool) {
         let raft = &self.raw.raft;
         let mut status = self.status.write();
         status.leader_id = (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id);
@@ -803,7 +870,7 @@ impl RaftLoop {
         status.term = raft.term;
         status.commit_index = raft.raft_log.committed;
         status.applied_index = self.applied;
-        status.snapshot_index = self.disk.snapshot_index();
+        status.snapshot_index = self.raw.store().snapshot_index();
         status.last_index = self.raw.store().last();
         if members_changed {
             let voters = &self.raw.store().conf_state().voters;
@@ -851,7 +918,7 @@ const CHANGE_MARKER_TAG: &[u8; 8] = b"ccmarker";
 
 /// A per-process number so that membership request ids and ReadIndex
 /// contexts of two incarnations of a node do not collide.
-fn boot_nonce() -> u64 {
+pub(crate) fn boot_nonce() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
