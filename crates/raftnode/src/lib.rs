@@ -649,6 +649,27 @@ mod tests {
         );
     }
 
+    /// raft-rs draws each election timeout from [min, max) with a thread
+    /// RNG: pinned, the range holds one value; by default raft-rs's own
+    /// range [election_ticks, 2 * election_ticks) is kept.
+    #[test]
+    fn pinned_election_ticks_leave_raft_rs_a_single_timeout() {
+        let members = vec![(1, "http://127.0.0.1:1".to_string())];
+        let mut config = NodeConfig::new(1, members, "unused".into());
+        let default = raft_config(&config, 0);
+        assert_eq!(
+            (default.min_election_tick(), default.max_election_tick()),
+            (10, 20)
+        );
+        config.election_ticks_pinned = true;
+        let pinned = raft_config(&config, 0);
+        pinned.validate().unwrap();
+        assert_eq!(
+            (pinned.min_election_tick(), pinned.max_election_tick()),
+            (10, 11)
+        );
+    }
+
     #[test]
     fn a_report_reaches_the_loop_when_the_frame_queue_is_full() {
         let (frames, queued) = bounded(1);
