@@ -4,6 +4,9 @@
 //! * The only `raft::RawNode` of the process, driven by one OS thread (the
 //!   *Raft loop*): ticks, stepping peer messages, proposals, ReadIndex
 //!   batches, membership changes, and the Ready cycle in raft-rs's order.
+//!   The loop is a turn function; [`RaftNode`] runs it on its thread, and
+//!   [`DrivenNode`] lets a caller run it one turn at a time (a simulation
+//!   runs many nodes on one thread that way).
 //! * The node's durable state through the `wal` crate: every Ready's entries
 //!   and hard state are written and fdatasynced *before* the messages that
 //!   depend on them are sent; snapshots are written before their WAL marker.
@@ -11,6 +14,21 @@
 //!   compaction (keeping `catch_up_entries` for slow followers).
 //! * The node's `transport::Transport`: peers are added and removed as
 //!   membership changes are applied.
+//!
+//! # Seams
+//! The loop reaches the world only through these, so the same code runs in
+//! production and in a deterministic simulation (`tests/t90_sim.rs`):
+//! * time: [`Clock`] ([`SystemClock`]; [`ManualClock`] in simulations);
+//! * sending: [`Outbox`] (the HTTP `transport::Transport`; a collector in
+//!   simulations);
+//! * the log: one write-through durable log store, the `RawNode`'s storage,
+//!   over the WAL and snapshot files (no separate in-memory log to keep in
+//!   step);
+//! * files: `wal::FileSystem` ([`wal::StdFs`]; `wal::sim::SimFs` in
+//!   simulations), given to [`DrivenNode`] through [`DrivenParts`].
+//!
+//! raft-rs draws its randomized election timeout from a thread RNG;
+//! [`NodeConfig::election_ticks_pinned`] pins it so runs repeat.
 //!
 //! # What it does not own
 //! The state machine (the layer above implements [`StateMachine`]), the
@@ -116,7 +134,7 @@ pub use outbox::{Outbox, PeerError};
 pub use raft_loop::StopReason;
 
 use durable::WalLog;
-use raft_loop::{boot_nonce, Frame, LoopParts, RaftLoop, Request};
+use raft_loop::{Frame, LoopParts, RaftLoop, Request};
 use reports::Reports;
 
 /// Errors that stop a node (at start or while running).
@@ -359,6 +377,16 @@ pub(crate) fn initial_status(id: u64) -> Status {
         last_index: 0,
         members: Vec::new(),
     }
+}
+
+/// A per-process number so that membership request ids and ReadIndex
+/// contexts of two incarnations of a node do not collide.
+fn boot_nonce() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ u64::from(std::process::id()).rotate_left(32)) << 16
 }
 
 /// Where the transport delivers frames (the Raft loop's bounded queue) and

@@ -149,7 +149,7 @@ pub(crate) struct LoopParts<L: DurableLog = WalLog> {
     pub outbox: Box<dyn Outbox>,
     pub clock: Arc<dyn Clock>,
     /// Distinguishes this incarnation's ReadIndex contexts and membership
-    /// request ids from an earlier one's ([`boot_nonce`] in production).
+    /// request ids from an earlier one's (`boot_nonce` in production).
     pub nonce: u64,
     pub requests: Receiver<Request>,
     pub peer_frames: Receiver<Frame>,
@@ -769,7 +769,8 @@ impl<L: DurableLog> RaftLoop<L> {
         let sink = self.raw.store().snapshot_sink();
         let done = self.snapshot_done.0.clone();
         self.log_bytes_since_snapshot = 0;
-        let started = Instant::now();
+        let clock = Arc::clone(&self.clock);
+        let started = clock.now();
         let spawned = std::thread::Builder::new()
             .name(format!("snapshot-{}", self.id))
             .spawn(move || {
@@ -787,7 +788,7 @@ impl<L: DurableLog> RaftLoop<L> {
                     .map_err(|e| e.to_string());
                 debug!(
                     index,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    elapsed_ms = clock.now().duration_since(started).as_millis() as u64,
                     "snapshot written"
                 );
                 let _ = done.send(outcome);
@@ -915,16 +916,6 @@ fn change_marker_id(context: &[u8]) -> Option<u64> {
 
 /// Tag of a membership change marker's context.
 const CHANGE_MARKER_TAG: &[u8; 8] = b"ccmarker";
-
-/// A per-process number so that membership request ids and ReadIndex
-/// contexts of two incarnations of a node do not collide.
-pub(crate) fn boot_nonce() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    (nanos ^ u64::from(std::process::id()).rotate_left(32)) << 16
-}
 
 /// The inputs of the snapshot trigger.
 struct SnapshotTrigger {
