@@ -109,6 +109,7 @@ mod outbox;
 mod raft_loop;
 mod reads;
 mod reports;
+pub mod sim;
 mod storage;
 
 use std::collections::BTreeMap;

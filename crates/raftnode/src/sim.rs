@@ -1,0 +1,558 @@
+//! A deterministic simulation of a raftnode cluster: real nodes
+//! ([`DrivenNode`]: raftnode's loop and the WAL, on `wal::sim::SimFs`) with
+//! one [`ManualClock`] each and an in-memory network, all on the caller's
+//! thread, every choice drawn from one seed.
+//!
+//! [`run`] builds the cluster, elects a leader, proposes through random
+//! nodes while the network drops, duplicates and delays messages, crashes
+//! one node right after a delivery (what it stepped but did not persist is
+//! lost, and its disk loses everything unsynced), restarts it from its disk,
+//! then lets the cluster converge without faults. After every turn of every
+//! node it checks:
+//! * at most one leader per term;
+//! * a committed entry never changes or disappears, across crashes too;
+//! * applied ≤ committed ≤ last index;
+//! * terms never go backwards on a node;
+//!
+//! and at the end that every node applied the same sequence. The event
+//! trace (deliveries, statuses, proposals, crashes) is hashed: the same seed
+//! gives the same hash. `cargo xtask sim` runs many seeds; the test
+//! `tests/t90_sim.rs` runs a few, and one seed twice.
+//!
+//! The state machine is a log of applied payloads; the simulation takes no
+//! snapshots beyond the bootstrap one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prost::Message as _;
+use raft::eraftpb::Message;
+use wal::sim::{CrashLoss, SimFs};
+
+use crate::{
+    DrivenNode, DrivenParts, ManualClock, NodeConfig, Outbox, PeerError, RestoreError, Role,
+    SnapshotJob, StateMachine,
+};
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimOptions {
+    /// Cluster size (at least 1).
+    pub nodes: u64,
+    /// Steps of the faulty phase (each step: deliveries, maybe a proposal,
+    /// one turn per live node); the calm phase adds `calm_steps`.
+    pub steps: u64,
+    /// Steps without faults or proposals at the end, for convergence.
+    pub calm_steps: u64,
+    /// Percentage of messages dropped in the faulty phase.
+    pub drop_percent: u64,
+    /// Percentage of messages delivered twice in the faulty phase.
+    pub duplicate_percent: u64,
+    /// Percentage of steps with a proposal.
+    pub propose_percent: u64,
+}
+
+impl Default for SimOptions {
+    fn default() -> SimOptions {
+        SimOptions {
+            nodes: 3,
+            steps: 600,
+            calm_steps: 400,
+            drop_percent: 3,
+            duplicate_percent: 2,
+            propose_percent: 30,
+        }
+    }
+}
+
+/// What a run observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimOutcome {
+    /// FNV-1a hash of the whole event trace: equal for equal seeds.
+    pub trace_hash: u64,
+    /// Leader of each term that had one.
+    pub leaders: BTreeMap<u64, u64>,
+    /// Highest commit index any node reached.
+    pub committed_max: u64,
+    /// Proposals the nodes accepted.
+    pub proposals_ok: u64,
+    /// Nodes crashed (and restarted).
+    pub crashes: u64,
+    /// Messages delivered.
+    pub delivered: u64,
+    /// Messages dropped (by the network or sent to a crashed node).
+    pub dropped: u64,
+}
+
+/// An invariant broke (or a node failed): the seed replays it.
+#[derive(Debug, thiserror::Error)]
+#[error("seed {seed}, step {step}: {reason}")]
+pub struct SimError {
+    /// The run's seed.
+    pub seed: u64,
+    /// The step at which it was seen.
+    pub step: u64,
+    /// What broke.
+    pub reason: String,
+}
+
+/// Milliseconds of one Raft tick in the simulation.
+const TICK_MS: u64 = 100;
+
+/// Runs one seeded simulation (see the module docs).
+pub fn run(seed: u64, options: &SimOptions) -> Result<SimOutcome, SimError> {
+    let mut sim = Sim::new(seed, *options)?;
+    let steps = options.steps;
+    let crash_at = steps / 3 + sim.rng.below(steps / 6);
+    let restart_at = crash_at + 10 + sim.rng.below(40);
+    let victim = sim.rng.below(options.nodes) as usize;
+    for step in 0..steps {
+        sim.step = step;
+        if step == restart_at {
+            sim.start(victim)?;
+        }
+        sim.run_step(false, (step == crash_at).then_some(victim))?;
+    }
+    for step in steps..steps + options.calm_steps {
+        sim.step = step;
+        if sim.nodes[victim].node.is_none() {
+            sim.start(victim)?;
+        }
+        sim.run_step(true, None)?;
+    }
+    sim.check_converged()?;
+    sim.outcome.trace_hash = sim.trace.0;
+    Ok(sim.outcome)
+}
+
+/// splitmix64: every random choice of a run comes from one of these.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+}
+
+/// FNV-1a over the trace's bytes: a fixed algorithm, so a hash printed by
+/// one build can be compared with another's.
+struct Trace(u64);
+
+impl Trace {
+    fn new() -> Trace {
+        Trace(0xCBF2_9CE4_8422_2325)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+
+    fn words(&mut self, words: &[u64]) {
+        for w in words {
+            self.bytes(&w.to_le_bytes());
+        }
+    }
+}
+
+/// Applied payloads as (index, payload), in order.
+type AppliedLog = Vec<(u64, Vec<u8>)>;
+
+/// The simulation's state machine: the applied payloads, in order.
+#[derive(Clone, Default)]
+struct Applied(Arc<Mutex<AppliedLog>>);
+
+impl StateMachine for Applied {
+    fn apply(&mut self, index: u64, data: &[u8]) {
+        let mut applied = self.0.lock();
+        assert!(
+            applied.last().is_none_or(|(last, _)| index > *last),
+            "raftnode applied {index} out of order"
+        );
+        applied.push((index, data.to_vec()));
+    }
+
+    fn snapshot(&mut self) -> SnapshotJob {
+        // Only the bootstrap snapshot is taken (snapshot_count is unreachable).
+        Box::new(Vec::new)
+    }
+
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), RestoreError> {
+        if !data.is_empty() {
+            return Err(RestoreError {
+                index,
+                reason: "the simulation takes no snapshots".into(),
+            });
+        }
+        self.0.lock().clear();
+        Ok(())
+    }
+}
+
+/// Collects what a node sends; the network takes it after each turn.
+#[derive(Clone, Default)]
+struct SimOutbox(Arc<Mutex<Vec<Message>>>);
+
+impl Outbox for SimOutbox {
+    fn send(&self, msgs: Vec<Message>) {
+        self.0.lock().extend(msgs);
+    }
+
+    fn add_peer(&self, _id: u64, _url: &str) -> Result<(), PeerError> {
+        Ok(())
+    }
+
+    fn remove_peer_at(&self, _id: u64, _index: u64) {}
+}
+
+/// One node: its disk and clock outlive crashes.
+struct SimNode {
+    id: u64,
+    fs: SimFs,
+    clock: ManualClock,
+    outbox: SimOutbox,
+    applied: Applied,
+    node: Option<DrivenNode>,
+    incarnation: u64,
+    /// Highest term this node ever reported.
+    term_max: u64,
+}
+
+struct Sim {
+    seed: u64,
+    options: SimOptions,
+    step: u64,
+    rng: Rng,
+    nodes: Vec<SimNode>,
+    /// Messages in flight: (delivery step, send order) → message.
+    network: BTreeMap<(u64, u64), Message>,
+    sent: u64,
+    trace: Trace,
+    /// Every committed entry any node reported: index → (term, data).
+    committed: HashMap<u64, (u64, Vec<u8>)>,
+    outcome: SimOutcome,
+}
+
+fn node_config(id: u64, nodes: u64) -> NodeConfig {
+    let members = (1..=nodes)
+        .map(|i| (i, format!("http://sim-{i}")))
+        .collect();
+    let mut config = NodeConfig::new(id, members, PathBuf::from(format!("/sim/node-{id}")));
+    config.tick_ms = TICK_MS;
+    config.election_ticks_pinned = true;
+    config.wal_segment_bytes = 64 * 1024;
+    config.snapshot_count = u64::MAX;
+    config
+}
+
+impl Sim {
+    fn new(seed: u64, options: SimOptions) -> Result<Sim, SimError> {
+        let nodes = (1..=options.nodes.max(1))
+            .map(|id| SimNode {
+                id,
+                fs: SimFs::new(seed ^ id.rotate_left(32)),
+                clock: ManualClock::new(),
+                outbox: SimOutbox::default(),
+                applied: Applied::default(),
+                node: None,
+                incarnation: 0,
+                term_max: 0,
+            })
+            .collect();
+        let mut sim = Sim {
+            seed,
+            options,
+            step: 0,
+            rng: Rng(seed),
+            nodes,
+            network: BTreeMap::new(),
+            sent: 0,
+            trace: Trace::new(),
+            committed: HashMap::new(),
+            outcome: SimOutcome::default(),
+        };
+        for i in 0..sim.nodes.len() {
+            sim.start(i)?;
+        }
+        Ok(sim)
+    }
+
+    fn fail(&self, reason: String) -> SimError {
+        SimError {
+            seed: self.seed,
+            step: self.step,
+            reason,
+        }
+    }
+
+    fn start(&mut self, i: usize) -> Result<(), SimError> {
+        let nodes = self.options.nodes;
+        let n = &mut self.nodes[i];
+        n.incarnation += 1;
+        n.applied = Applied::default();
+        let opened = DrivenNode::open(DrivenParts {
+            config: node_config(n.id, nodes),
+            fs: Arc::new(n.fs.clone()),
+            state_machine: Box::new(n.applied.clone()),
+            clock: Arc::new(n.clock.clone()),
+            outbox: Box::new(n.outbox.clone()),
+            nonce: (self.seed ^ n.id).wrapping_mul(0x1000_0000_01B3) ^ (n.incarnation << 48),
+        });
+        let (id, incarnation) = (n.id, n.incarnation);
+        match opened {
+            Ok(node) => n.node = Some(node),
+            Err(e) => return Err(self.fail(format!("node {id} does not start: {e}"))),
+        }
+        self.trace.words(&[1, id, incarnation]);
+        Ok(())
+    }
+
+    /// The node stops without any further write; its disk loses everything
+    /// not synced.
+    fn crash(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.node = None;
+        n.outbox.0.lock().clear();
+        n.fs.crash(CrashLoss::LoseAll);
+        self.outcome.crashes += 1;
+        self.trace.words(&[2, n.id]);
+    }
+
+    /// One step: deliver what is due, crash `crash` if given (after the
+    /// delivery, so what it stepped but did not persist is lost), maybe
+    /// propose, one turn per live node, collect what they sent.
+    fn run_step(&mut self, calm: bool, crash: Option<usize>) -> Result<(), SimError> {
+        self.deliver_due();
+        if let Some(victim) = crash {
+            self.crash(victim);
+        }
+        if !calm {
+            self.maybe_propose();
+        }
+        self.turn_all()?;
+        self.collect_sent(calm);
+        Ok(())
+    }
+
+    /// Moves what the nodes sent into the network, with drops, duplicates
+    /// and delays of 1 to 3 steps (none of those when `calm`).
+    fn collect_sent(&mut self, calm: bool) {
+        for i in 0..self.nodes.len() {
+            let msgs: Vec<Message> = std::mem::take(&mut *self.nodes[i].outbox.0.lock());
+            for msg in msgs {
+                if !calm && self.rng.percent(self.options.drop_percent) {
+                    self.outcome.dropped += 1;
+                    continue;
+                }
+                let duplicate = !calm && self.rng.percent(self.options.duplicate_percent);
+                for _ in 0..1 + u64::from(duplicate) {
+                    let delay = if calm { 1 } else { 1 + self.rng.below(3) };
+                    self.sent += 1;
+                    self.network
+                        .insert((self.step + delay, self.sent), msg.clone());
+                }
+            }
+        }
+    }
+
+    /// Delivers the messages due at this step, one frame per destination.
+    fn deliver_due(&mut self) {
+        let due: Vec<(u64, u64)> = self
+            .network
+            .range(..=(self.step, u64::MAX))
+            .map(|(key, _)| *key)
+            .collect();
+        let mut frames: BTreeMap<u64, Vec<Message>> = BTreeMap::new();
+        for key in due {
+            if let Some(msg) = self.network.remove(&key) {
+                frames.entry(msg.to).or_default().push(msg);
+            }
+        }
+        for (to, msgs) in frames {
+            let node = to
+                .checked_sub(1)
+                .and_then(|i| self.nodes.get_mut(i as usize))
+                .and_then(|n| n.node.as_mut());
+            let Some(node) = node else {
+                self.outcome.dropped += msgs.len() as u64;
+                continue;
+            };
+            for msg in &msgs {
+                self.trace.words(&[3, to]);
+                self.trace.bytes(&msg.encode_to_vec());
+            }
+            self.outcome.delivered += msgs.len() as u64;
+            node.deliver(msgs);
+        }
+    }
+
+    /// Advances each node's clock by 20 to 79 ms (so nodes tick at different
+    /// moments) and runs one turn of each live node, checking after each.
+    fn turn_all(&mut self) -> Result<(), SimError> {
+        for i in 0..self.nodes.len() {
+            let jitter_ms = 20 + self.rng.below(60);
+            let n = &mut self.nodes[i];
+            n.clock.advance(Duration::from_millis(jitter_ms));
+            let id = n.id;
+            let Some(node) = n.node.as_mut() else {
+                continue;
+            };
+            match node.turn() {
+                Ok(None) => {}
+                Ok(Some(reason)) => return Err(self.fail(format!("node {id} stopped: {reason:?}"))),
+                Err(e) => return Err(self.fail(format!("node {id} failed: {e}"))),
+            }
+            self.check(i)?;
+        }
+        Ok(())
+    }
+
+    /// The invariants, on node `i` after its turn.
+    fn check(&mut self, i: usize) -> Result<(), SimError> {
+        let n = &self.nodes[i];
+        let Some(node) = n.node.as_ref() else {
+            return Ok(());
+        };
+        let status = node.status();
+        let id = n.id;
+        self.trace.words(&[
+            4,
+            id,
+            status.term,
+            role_code(status.role),
+            status.commit_index,
+            status.applied_index,
+            status.last_index,
+        ]);
+        if !(status.applied_index <= status.commit_index
+            && status.commit_index <= status.last_index)
+        {
+            return Err(self.fail(format!(
+                "node {id}: applied {} <= committed {} <= last {} broken",
+                status.applied_index, status.commit_index, status.last_index
+            )));
+        }
+        if status.term < n.term_max {
+            return Err(self.fail(format!(
+                "node {id} went back from term {} to {}",
+                n.term_max, status.term
+            )));
+        }
+        if status.role == Role::Leader {
+            let leader = *self.outcome.leaders.entry(status.term).or_insert(id);
+            if leader != id {
+                return Err(self.fail(format!(
+                    "two leaders in term {}: {leader} and {id}",
+                    status.term
+                )));
+            }
+        }
+        for index in status.snapshot_index + 1..=status.commit_index {
+            let Some(entry) = node.committed_entry(index) else {
+                return Err(self.fail(format!("node {id} lost committed entry {index}")));
+            };
+            let seen = (entry.term, entry.data);
+            match self.committed.get(&index) {
+                Some(first) if *first != seen => {
+                    return Err(self.fail(format!(
+                        "node {id}: committed entry {index} changed from term {} to term {}",
+                        first.0, seen.0
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    self.committed.insert(index, seen);
+                }
+            }
+        }
+        for (index, data) in n.applied.0.lock().iter() {
+            if self.committed.get(index).map(|c| &c.1) != Some(data) {
+                return Err(self.fail(format!(
+                    "node {id} applied entry {index} that differs from the committed one"
+                )));
+            }
+        }
+        let n = &mut self.nodes[i];
+        n.term_max = status.term;
+        self.outcome.committed_max = self.outcome.committed_max.max(status.commit_index);
+        Ok(())
+    }
+
+    /// Proposes through a random live node (a follower forwards it).
+    fn maybe_propose(&mut self) {
+        if !self.rng.percent(self.options.propose_percent) {
+            return;
+        }
+        let i = self.rng.below(self.options.nodes) as usize;
+        let data = format!("seed {} step {}", self.seed, self.step).into_bytes();
+        let Some(node) = self.nodes[i].node.as_mut() else {
+            return;
+        };
+        let accepted = node.propose(data.clone()).is_ok();
+        self.trace.words(&[5, i as u64, u64::from(accepted)]);
+        self.trace.bytes(&data);
+        if accepted {
+            self.outcome.proposals_ok += 1;
+        }
+    }
+
+    /// After the calm phase: one commit index, everything applied, the same
+    /// applied sequence on every node (a restarted node restored the empty
+    /// bootstrap snapshot and applied the whole log again).
+    fn check_converged(&self) -> Result<(), SimError> {
+        let mut first: Option<(u64, AppliedLog)> = None;
+        for n in &self.nodes {
+            let Some(node) = n.node.as_ref() else {
+                return Err(self.fail(format!("node {} is down at the end", n.id)));
+            };
+            let status = node.status();
+            if status.applied_index != status.commit_index {
+                return Err(self.fail(format!(
+                    "node {} applied {} of {} committed after the calm phase",
+                    n.id, status.applied_index, status.commit_index
+                )));
+            }
+            let applied = n.applied.0.lock().clone();
+            match &first {
+                None => first = Some((status.commit_index, applied)),
+                Some((commit, log)) if *commit != status.commit_index || *log != applied => {
+                    return Err(self.fail(format!(
+                        "node {} did not converge: commit {} applied {} entries, node 1: commit {commit}, {} entries",
+                        n.id,
+                        status.commit_index,
+                        applied.len(),
+                        log.len()
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn role_code(role: Role) -> u64 {
+    match role {
+        Role::Follower => 0,
+        Role::PreCandidate => 1,
+        Role::Candidate => 2,
+        Role::Leader => 3,
+    }
+}
