@@ -110,6 +110,7 @@ mod raft_loop;
 mod reads;
 mod reports;
 pub mod sim;
+mod snapshots;
 mod storage;
 
 use std::collections::BTreeMap;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver};
 use parking_lot::RwLock;
 use prost::Message as _;
 use raft::eraftpb::{
@@ -27,11 +27,12 @@ use tracing::{debug, error, info, warn};
 
 use crate::checks::check_peer_message;
 use crate::clock::Clock;
-use crate::disk::{envelope, restore_state_machine};
+use crate::disk::restore_state_machine;
 use crate::durable::{DurableLog, WalLog};
 use crate::outbox::Outbox;
 use crate::reads::ReadTracker;
 use crate::reports::Reports;
+use crate::snapshots::{Capture, SnapshotOutcome, SnapshotSchedule};
 use crate::{
     Member, MembershipChange, NodeConfig, NodeError, RaftError, Role, StateMachine, Status,
 };
@@ -106,13 +107,8 @@ pub(crate) struct RaftLoop<L: DurableLog = WalLog> {
     config: NodeConfig,
     applied: u64,
     stop: Option<StopReason>,
-    /// Snapshots written by the background writer come back here.
-    snapshot_done: (Sender<SnapshotOutcome>, Receiver<SnapshotOutcome>),
-    snapshot_in_flight: bool,
-    /// Log bytes applied since the last snapshot was captured.
-    log_bytes_since_snapshot: u64,
-    /// Size of the newest snapshot's data.
-    last_snapshot_bytes: u64,
+    /// When to snapshot; the snapshot in flight.
+    snapshots: SnapshotSchedule,
     /// What was persisted and sent, in order (for the ordering tests).
     #[cfg(test)]
     pub(crate) trace: std::cell::RefCell<Vec<Traced>>,
@@ -133,13 +129,6 @@ pub(crate) enum Traced {
     /// A committed entry applied.
     Applied(u64),
 }
-
-/// Bytes a log entry costs beyond its payload (index, term, framing), for
-/// the snapshot trigger.
-const ENTRY_OVERHEAD_BYTES: u64 = 24;
-
-/// A snapshot file written (and fsynced) off the loop, or why not.
-type SnapshotOutcome = Result<Snapshot, String>;
 
 /// Everything the loop needs, assembled by `RaftNode::start`.
 pub(crate) struct LoopParts<L: DurableLog = WalLog> {
@@ -168,6 +157,7 @@ impl<L: DurableLog> RaftLoop<L> {
         let timeout = Duration::from_millis(config.request_timeout_ms);
         let retry = Duration::from_millis(config.tick_ms * 3);
         let nonce = parts.nonce;
+        let snapshots = SnapshotSchedule::new(&config);
         let next_tick = parts.clock.now() + Duration::from_millis(config.tick_ms);
         RaftLoop {
             id: config.id,
@@ -189,10 +179,7 @@ impl<L: DurableLog> RaftLoop<L> {
             config,
             applied: parts.applied,
             stop: None,
-            snapshot_done: bounded(1),
-            snapshot_in_flight: false,
-            log_bytes_since_snapshot: 0,
-            last_snapshot_bytes: 0,
+            snapshots,
             #[cfg(test)]
             trace: Default::default(),
         }
@@ -262,7 +249,7 @@ impl<L: DurableLog> RaftLoop<L> {
             },
             recv(self.report_rings) -> _ => {},
             recv(self.shutdown) -> _ => self.stop = Some(StopReason::Shutdown),
-            recv(self.snapshot_done.1) -> outcome => {
+            recv(self.snapshots.written()) -> outcome => {
                 if let Ok(outcome) = outcome {
                     self.on_snapshot_written(outcome)?;
                 }
@@ -275,7 +262,7 @@ impl<L: DurableLog> RaftLoop<L> {
     /// Handles what is queued, without waiting: a finished snapshot, peer
     /// frames, transport reports, requests (each bounded per turn).
     fn drain(&mut self) -> Result<(), NodeError> {
-        if let Ok(outcome) = self.snapshot_done.1.try_recv() {
+        if let Ok(outcome) = self.snapshots.written().try_recv() {
             self.on_snapshot_written(outcome)?;
         }
         for _ in 0..DRAIN_PEER_FRAMES_MAX {
@@ -601,10 +588,9 @@ impl<L: DurableLog> RaftLoop<L> {
         let index = snapshot.get_metadata().index;
         info!(node = self.id, index, "installing snapshot from the leader");
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
-        self.last_snapshot_bytes = snapshot.data.len() as u64;
+        self.snapshots.on_installed(snapshot.data.len() as u64);
         self.raw.mut_store().install_snapshot(snapshot)?;
         self.set_members(members, index);
-        self.log_bytes_since_snapshot = 0;
         self.applied = index;
         self.publish_status(true);
         Ok(())
@@ -635,7 +621,7 @@ impl<L: DurableLog> RaftLoop<L> {
                     Err(e) => warn!(index = entry.index, error = %e, "bad conf change v2"),
                 },
             }
-            self.log_bytes_since_snapshot += entry.data.len() as u64 + ENTRY_OVERHEAD_BYTES;
+            self.snapshots.on_applied(&entry);
             self.applied = entry.index;
             #[cfg(test)]
             self.trace.borrow_mut().push(Traced::Applied(entry.index));
@@ -740,86 +726,43 @@ impl<L: DurableLog> RaftLoop<L> {
         self.members = members;
     }
 
-    /// Every `snapshot_count` applied entries, once the log since the last
-    /// snapshot has grown to `snapshot_log_percent` of that snapshot's size
-    /// (or when a follower needs a newer snapshot than the stored one),
-    /// captures the state machine and
-    /// hands the encoding and the file write to a background thread, so the
-    /// loop never waits for a snapshot. One snapshot is in flight at a time.
+    /// Captures the state machine when a snapshot is due and hands the rest
+    /// to the background writer (see `snapshots.rs`).
     fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
-        if self.snapshot_in_flight || self.applied <= self.raw.store().snapshot_index() {
-            return Ok(());
-        }
-        let due = snapshot_due(SnapshotTrigger {
-            entries_since: self.applied - self.raw.store().snapshot_index(),
-            snapshot_count: self.config.snapshot_count,
-            log_bytes_since: self.log_bytes_since_snapshot,
-            last_snapshot_bytes: self.last_snapshot_bytes,
-            log_percent: self.config.snapshot_log_percent,
-        });
-        if !due && !self.raw.store().take_snapshot_wanted() {
+        let store = self.raw.store();
+        if !self
+            .snapshots
+            .due(self.applied, store.snapshot_index(), || {
+                store.take_snapshot_wanted()
+            })
+        {
             return Ok(());
         }
         let index = self.applied;
-        let term = raft::Storage::term(self.raw.store(), index)
+        let term = raft::Storage::term(store, index)
             .map_err(|e| NodeError::Corrupt(format!("no term for applied index {index}: {e}")))?;
-        let conf_state = self.raw.store().conf_state().clone();
-        let members = self.members.clone();
-        let job = self.sm.snapshot();
-        let sink = self.raw.store().snapshot_sink();
-        let done = self.snapshot_done.0.clone();
-        self.log_bytes_since_snapshot = 0;
-        let clock = Arc::clone(&self.clock);
-        let started = clock.now();
-        let spawned = std::thread::Builder::new()
-            .name(format!("snapshot-{}", self.id))
-            .spawn(move || {
-                let mut snapshot = Snapshot {
-                    data: envelope(&members, job()),
-                    ..Default::default()
-                };
-                let meta = snapshot.mut_metadata();
-                meta.index = index;
-                meta.term = term;
-                meta.set_conf_state(conf_state);
-                let outcome = sink
-                    .save(&snapshot)
-                    .map(|()| snapshot)
-                    .map_err(|e| e.to_string());
-                debug!(
-                    index,
-                    elapsed_ms = clock.now().duration_since(started).as_millis() as u64,
-                    "snapshot written"
-                );
-                let _ = done.send(outcome);
-            });
-        match spawned {
-            Ok(_) => self.snapshot_in_flight = true,
-            Err(e) => warn!(node = self.id, error = %e, "cannot start the snapshot writer"),
-        }
+        self.snapshots.start(Capture {
+            index,
+            term,
+            conf_state: store.conf_state().clone(),
+            members: self.members.clone(),
+            job: self.sm.snapshot(),
+            sink: store.snapshot_sink(),
+            clock: Arc::clone(&self.clock),
+        });
         Ok(())
     }
 
     /// Second half of a local snapshot: WAL marker, then log compaction
     /// keeping `catch_up_entries` for slow followers.
     fn on_snapshot_written(&mut self, outcome: SnapshotOutcome) -> Result<(), NodeError> {
-        self.snapshot_in_flight = false;
-        let snapshot = match outcome {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                // The log is intact; the next trigger tries again.
-                error!(node = self.id, error = %e, "snapshot could not be written");
-                return Ok(());
-            }
+        let snapshot_index = self.raw.store().snapshot_index();
+        let Some((snapshot, compact_to)) = self.snapshots.on_written(outcome, snapshot_index)
+        else {
+            return Ok(());
         };
         let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
-        if index <= self.raw.store().snapshot_index() {
-            // A snapshot from the leader superseded it meanwhile.
-            return Ok(());
-        }
-        self.last_snapshot_bytes = snapshot.data.len() as u64;
         self.raw.mut_store().record_local_snapshot(snapshot)?;
-        let compact_to = index.saturating_sub(self.config.catch_up_entries);
         let removed = self.raw.mut_store().compact(compact_to)?;
         // Freeing a million entries takes tens of milliseconds.
         if removed.len() > 1024 {
@@ -917,55 +860,14 @@ fn change_marker_id(context: &[u8]) -> Option<u64> {
 /// Tag of a membership change marker's context.
 const CHANGE_MARKER_TAG: &[u8; 8] = b"ccmarker";
 
-/// The inputs of the snapshot trigger.
-struct SnapshotTrigger {
-    entries_since: u64,
-    snapshot_count: u64,
-    log_bytes_since: u64,
-    last_snapshot_bytes: u64,
-    log_percent: u64,
-}
-
-/// A snapshot is due after `snapshot_count` entries, once the log written
-/// since the last one is `log_percent` of that snapshot's size: snapshot work
-/// then stays proportional to the writes, however large the state is.
-fn snapshot_due(t: SnapshotTrigger) -> bool {
-    t.entries_since >= t.snapshot_count
-        && t.log_bytes_since.saturating_mul(100)
-            >= t.last_snapshot_bytes.saturating_mul(t.log_percent)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn trigger(entries_since: u64, log_bytes_since: u64, log_percent: u64) -> bool {
-        snapshot_due(SnapshotTrigger {
-            entries_since,
-            snapshot_count: 100,
-            log_bytes_since,
-            last_snapshot_bytes: 1_000_000,
-            log_percent,
-        })
-    }
 
     #[test]
     fn change_markers_round_trip() {
         assert_eq!(change_marker_id(&change_marker(42)), Some(42));
         assert_eq!(change_marker_id(b""), None);
         assert_eq!(change_marker_id(b"ccmarker1"), None);
-    }
-
-    #[test]
-    fn snapshot_waits_for_the_count_and_for_enough_log() {
-        assert!(!trigger(99, u64::MAX / 200, 100), "never before the count");
-        assert!(!trigger(100, 999_999, 100), "log smaller than the snapshot");
-        assert!(trigger(100, 1_000_000, 100));
-        assert!(trigger(100, 500_000, 50));
-        assert!(
-            trigger(100, 0, 0),
-            "0 percent: every snapshot_count entries"
-        );
-        assert!(trigger(100, u64::MAX, u64::MAX), "no overflow");
     }
 }
