@@ -105,6 +105,7 @@ mod durable;
 mod fuzz_tests;
 mod interface;
 mod logger;
+mod membership;
 mod outbox;
 mod raft_loop;
 mod reads;

@@ -29,6 +29,7 @@ use crate::checks::check_peer_message;
 use crate::clock::Clock;
 use crate::disk::restore_state_machine;
 use crate::durable::{DurableLog, WalLog};
+use crate::membership::{change_marker, Membership, Reply};
 use crate::outbox::Outbox;
 use crate::reads::ReadTracker;
 use crate::reports::Reports;
@@ -64,12 +65,6 @@ pub(crate) struct Frame {
     pub permit: transport::InboundPermit,
 }
 
-struct PendingChange {
-    request_id: u64,
-    reply: oneshot::Sender<Result<(), RaftError>>,
-    deadline: Instant,
-}
-
 /// Why the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -99,10 +94,9 @@ pub(crate) struct RaftLoop<L: DurableLog = WalLog> {
     /// A message (or disconnection) here stops the loop; separate from the
     /// request queue so a full queue cannot delay a shutdown.
     shutdown: Receiver<()>,
-    members: BTreeMap<u64, String>,
+    /// Members' peer URLs; the membership change in flight.
+    membership: Membership,
     reads: ReadTracker,
-    pending_change: Option<PendingChange>,
-    next_change_id: u64,
     status: Arc<RwLock<Status>>,
     config: NodeConfig,
     applied: u64,
@@ -171,10 +165,8 @@ impl<L: DurableLog> RaftLoop<L> {
             reports: parts.reports,
             report_rings: parts.report_rings,
             shutdown: parts.shutdown,
-            members: parts.members,
+            membership: Membership::new(config.id, parts.members, nonce, timeout),
             reads: ReadTracker::new(config.id, nonce, timeout, retry),
-            pending_change: None,
-            next_change_id: nonce,
             status: parts.status,
             config,
             applied: parts.applied,
@@ -320,31 +312,18 @@ impl<L: DurableLog> RaftLoop<L> {
             .map_err(|e| RaftError::ProposalDropped(e.to_string()))
     }
 
-    fn change_membership(
-        &mut self,
-        change: MembershipChange,
-        reply: oneshot::Sender<Result<(), RaftError>>,
-    ) {
-        if let Err(e) = self.validate_change(&change) {
-            let _ = reply.send(Err(e));
-            return;
-        }
-        self.next_change_id += 1;
-        let request_id = self.next_change_id;
-        let cc = match &change {
-            MembershipChange::AddNode { id, peer_url } => ConfChange {
-                change_type: ConfChangeType::AddNode as i32,
-                node_id: *id,
-                context: peer_url.as_bytes().to_vec(),
-                id: request_id,
-            },
-            MembershipChange::RemoveNode { id } => ConfChange {
-                change_type: ConfChangeType::RemoveNode as i32,
-                node_id: *id,
-                context: Vec::new(),
-                id: request_id,
-            },
+    fn change_membership(&mut self, change: MembershipChange, reply: Reply) {
+        let cc = match self.check_change_leader().and_then(|()| {
+            self.membership
+                .conf_change(&change, &self.raw.store().conf_state().voters)
+        }) {
+            Ok(cc) => cc,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
         };
+        let request_id = cc.id;
         if let Err(e) = self.propose_change_with_marker(cc) {
             let _ = reply.send(Err(RaftError::ProposalDropped(e.to_string())));
             return;
@@ -355,11 +334,8 @@ impl<L: DurableLog> RaftLoop<L> {
             request_id,
             "membership change proposed"
         );
-        self.pending_change = Some(PendingChange {
-            request_id,
-            reply,
-            deadline: self.clock.now() + Duration::from_millis(self.config.request_timeout_ms),
-        });
+        self.membership
+            .proposed(request_id, reply, self.clock.now());
     }
 
     /// Proposes `cc` followed, in the same proposal, by an empty normal entry
@@ -386,10 +362,11 @@ impl<L: DurableLog> RaftLoop<L> {
         self.raw.raft.step(msg)
     }
 
-    /// raft-rs accepts a second conf change while one is pending and then
-    /// silently replaces it with an empty entry, so it is refused here.
-    fn validate_change(&self, change: &MembershipChange) -> Result<(), RaftError> {
-        if self.pending_change.is_some() {
+    /// A membership change needs a leader with no conf change of its own
+    /// pending (raft-rs would silently replace a second one), and none in
+    /// flight here.
+    fn check_change_leader(&self) -> Result<(), RaftError> {
+        if self.membership.is_pending() {
             return Err(RaftError::MembershipChangeInProgress);
         }
         if self.raw.raft.leader_id == raft::INVALID_ID {
@@ -400,34 +377,7 @@ impl<L: DurableLog> RaftLoop<L> {
         {
             return Err(RaftError::MembershipChangeInProgress);
         }
-        let voters = &self.raw.store().conf_state().voters;
-        match change {
-            MembershipChange::AddNode { id, peer_url } => {
-                if *id == 0 {
-                    return Err(RaftError::InvalidMembership("node id 0 is invalid".into()));
-                }
-                if voters.contains(id) {
-                    return Err(RaftError::InvalidMembership(format!(
-                        "node {id} is already a member"
-                    )));
-                }
-                transport::validate_peer_url(peer_url)
-                    .map_err(|e| RaftError::InvalidMembership(e.to_string()))
-            }
-            MembershipChange::RemoveNode { id } => {
-                if !voters.contains(id) {
-                    return Err(RaftError::InvalidMembership(format!(
-                        "node {id} is not a member"
-                    )));
-                }
-                if voters.len() == 1 {
-                    return Err(RaftError::InvalidMembership(
-                        "cannot remove the last member".into(),
-                    ));
-                }
-                Ok(())
-            }
-        }
+        Ok(())
     }
 
     pub(crate) fn on_frame(&mut self, frame: Frame) {
@@ -494,15 +444,7 @@ impl<L: DurableLog> RaftLoop<L> {
     fn on_timer(&mut self, now: Instant) {
         let raw = &mut self.raw;
         self.reads.on_timer(now, |ctx| raw.read_index(ctx));
-        if let Some(pending) = &self.pending_change {
-            if now >= pending.deadline {
-                if let Some(pending) = self.pending_change.take() {
-                    let _ = pending.reply.send(Err(RaftError::Timeout {
-                        timeout_ms: self.config.request_timeout_ms,
-                    }));
-                }
-            }
-        }
+        self.membership.expire(now);
     }
 
     /// Handles one Ready, in raft-rs's order.
@@ -590,7 +532,8 @@ impl<L: DurableLog> RaftLoop<L> {
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
         self.snapshots.on_installed(snapshot.data.len() as u64);
         self.raw.mut_store().install_snapshot(snapshot)?;
-        self.set_members(members, index);
+        self.membership
+            .replace(members, index, self.outbox.as_ref());
         self.applied = index;
         self.publish_status(true);
         Ok(())
@@ -610,7 +553,7 @@ impl<L: DurableLog> RaftLoop<L> {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
                     self.sm.apply(entry.index, &entry.data)
                 }
-                EntryType::EntryNormal => self.apply_change_marker(&entry),
+                EntryType::EntryNormal => self.membership.on_marker(&entry.context, entry.index),
                 EntryType::EntryConfChange => self.apply_conf_change(&entry),
                 EntryType::EntryConfChangeV2 => match ConfChangeV2::decode(entry.data.as_slice()) {
                     Ok(cc) => {
@@ -640,7 +583,8 @@ impl<L: DurableLog> RaftLoop<L> {
             Ok(conf_state) => conf_state,
             Err(e) => {
                 warn!(index = entry.index, error = %e, "conf change refused by raft");
-                self.answer_change(cc.id, Err(RaftError::InvalidMembership(e.to_string())));
+                self.membership
+                    .answer(cc.id, Err(RaftError::InvalidMembership(e.to_string())));
                 return;
             }
         };
@@ -649,81 +593,19 @@ impl<L: DurableLog> RaftLoop<L> {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                 let url = String::from_utf8_lossy(&cc.context).into_owned();
                 info!(node = self.id, added = cc.node_id, %url, "member added");
-                self.add_member(cc.node_id, url);
+                self.membership.added(cc.node_id, url, self.outbox.as_ref());
             }
             ConfChangeType::RemoveNode => {
                 info!(node = self.id, removed = cc.node_id, "member removed");
-                self.members.remove(&cc.node_id);
+                self.membership
+                    .removed(cc.node_id, entry.index, self.outbox.as_ref());
                 if cc.node_id == self.id {
                     self.stop = Some(StopReason::Removed);
-                } else {
-                    self.outbox.remove_peer_at(cc.node_id, entry.index);
                 }
             }
         }
-        self.answer_change(cc.id, Ok(()));
+        self.membership.answer(cc.id, Ok(()));
         self.publish_status(true);
-    }
-
-    /// The marker after a membership change: if that change is still
-    /// waiting here, the leader replaced it (another change was pending).
-    fn apply_change_marker(&mut self, entry: &Entry) {
-        let Some(request_id) = change_marker_id(&entry.context) else {
-            return;
-        };
-        if self
-            .pending_change
-            .as_ref()
-            .is_some_and(|p| p.request_id == request_id)
-        {
-            warn!(
-                node = self.id,
-                request_id,
-                index = entry.index,
-                "the leader dropped this membership change: another one was in progress"
-            );
-            self.answer_change(request_id, Err(RaftError::MembershipChangeInProgress));
-        }
-    }
-
-    fn answer_change(&mut self, request_id: u64, result: Result<(), RaftError>) {
-        if self
-            .pending_change
-            .as_ref()
-            .is_some_and(|p| p.request_id == request_id)
-        {
-            if let Some(pending) = self.pending_change.take() {
-                let _ = pending.reply.send(result);
-            }
-        }
-    }
-
-    /// The transport ignores this node's own id, so every member goes
-    /// through it unfiltered.
-    fn add_member(&mut self, id: u64, url: String) {
-        if let Err(e) = self.outbox.add_peer(id, &url) {
-            warn!(node = self.id, peer = id, %url, error = %e, "cannot reach new member");
-        }
-        self.members.insert(id, url);
-    }
-
-    /// Replaces the member list (from a snapshot at `index`) and the
-    /// transport's peers. A member missing from the snapshot was removed at
-    /// or before `index`.
-    fn set_members(&mut self, members: BTreeMap<u64, String>, index: u64) {
-        for old in self.members.keys() {
-            if !members.contains_key(old) && *old != self.id {
-                self.outbox.remove_peer_at(*old, index);
-            }
-        }
-        for (id, url) in &members {
-            if self.members.get(id) != Some(url) {
-                if let Err(e) = self.outbox.add_peer(*id, url) {
-                    warn!(node = self.id, peer = id, %url, error = %e, "bad peer URL in snapshot");
-                }
-            }
-        }
-        self.members = members;
     }
 
     /// Captures the state machine when a snapshot is due and hands the rest
@@ -745,7 +627,7 @@ impl<L: DurableLog> RaftLoop<L> {
             index,
             term,
             conf_state: store.conf_state().clone(),
-            members: self.members.clone(),
+            members: self.membership.members().clone(),
             job: self.sm.snapshot(),
             sink: store.snapshot_sink(),
             clock: Arc::clone(&self.clock),
@@ -822,7 +704,12 @@ impl<L: DurableLog> RaftLoop<L> {
                 .iter()
                 .map(|id| Member {
                     id: *id,
-                    peer_url: self.members.get(id).cloned().unwrap_or_default(),
+                    peer_url: self
+                        .membership
+                        .members()
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_default(),
                 })
                 .collect();
         }
@@ -830,9 +717,7 @@ impl<L: DurableLog> RaftLoop<L> {
 
     fn fail_everything(&mut self, error: RaftError) {
         self.reads.fail_all(error.clone());
-        if let Some(pending) = self.pending_change.take() {
-            let _ = pending.reply.send(Err(error.clone()));
-        }
+        self.membership.fail(error.clone());
         while let Ok(request) = self.requests.try_recv() {
             match request {
                 Request::Propose { reply, .. }
@@ -842,32 +727,5 @@ impl<L: DurableLog> RaftLoop<L> {
                 }
             }
         }
-    }
-}
-
-/// Context of the empty entry proposed right after a membership change
-/// (`propose_change_with_marker`): a tag and the change's request id.
-fn change_marker(request_id: u64) -> Vec<u8> {
-    [CHANGE_MARKER_TAG.as_slice(), &request_id.to_be_bytes()].concat()
-}
-
-/// The request id in a marker's context, if it is one.
-fn change_marker_id(context: &[u8]) -> Option<u64> {
-    let id = context.strip_prefix(CHANGE_MARKER_TAG.as_slice())?;
-    Some(u64::from_be_bytes(id.try_into().ok()?))
-}
-
-/// Tag of a membership change marker's context.
-const CHANGE_MARKER_TAG: &[u8; 8] = b"ccmarker";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn change_markers_round_trip() {
-        assert_eq!(change_marker_id(&change_marker(42)), Some(42));
-        assert_eq!(change_marker_id(b""), None);
-        assert_eq!(change_marker_id(b"ccmarker1"), None);
     }
 }
