@@ -88,6 +88,7 @@ struct Totals {
     terms_with_leader: u64,
     proposals_ok: u64,
     crashes: u64,
+    snapshots_sent: u64,
     delivered: u64,
     dropped: u64,
     failures: Vec<String>,
@@ -100,6 +101,7 @@ impl Totals {
         self.terms_with_leader += outcome.leaders.len() as u64;
         self.proposals_ok += outcome.proposals_ok;
         self.crashes += outcome.crashes;
+        self.snapshots_sent += outcome.snapshots_sent;
         self.delivered += outcome.delivered;
         self.dropped += outcome.dropped;
     }
@@ -107,12 +109,14 @@ impl Totals {
     fn summary(&self, seeds: u64) -> String {
         let mut text = format!(
             "passed {}/{seeds}: {} entries committed, {} terms with a leader, \
-             {} proposals accepted, {} crashes, {} messages delivered, {} dropped\n",
+             {} proposals accepted, {} crashes, {} snapshot transfers, \
+             {} messages delivered, {} dropped\n",
             self.passed,
             self.committed,
             self.terms_with_leader,
             self.proposals_ok,
             self.crashes,
+            self.snapshots_sent,
             self.delivered,
             self.dropped
         );

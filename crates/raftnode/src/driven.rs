@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::outbox::Outbox;
 use crate::raft_loop::{Frame, LoopParts, RaftLoop, Request};
 use crate::reports::Reports;
+use crate::snapshots::WriterThread;
 use crate::{
     open_node, NodeConfig, NodeError, RaftError, StartKind, StateMachine, Status, StopReason,
 };
@@ -53,13 +54,17 @@ pub struct CommittedEntry {
 /// Each [`turn`](Self::turn) drains what was delivered, ticks if the clock
 /// says a tick is due, handles one Ready (persisting through the WAL on the
 /// given file system, sending through the outbox, applying committed entries)
-/// and publishes the status. Dropping the node is a crash: nothing more is
-/// written, and what the file system did not sync may be lost.
+/// and publishes the status. Snapshots are encoded and written on the
+/// caller's thread too, in the turn that takes them. Dropping the node is a
+/// crash: nothing more is written, and what the file system did not sync
+/// may be lost.
 pub struct DrivenNode {
     raft_loop: RaftLoop,
     status: Arc<RwLock<Status>>,
     start_kind: StartKind,
     stopped: Option<Result<StopReason, String>>,
+    /// The transport's reports, which the caller makes instead.
+    reports: Arc<Reports>,
     // The loop stops when these disconnect; they live as long as the node.
     _requests: Sender<Request>,
     _peer_frames: Sender<Frame>,
@@ -88,6 +93,7 @@ impl DrivenNode {
         let (peer_frames_tx, peer_frames) = bounded(1);
         let (shutdown_tx, shutdown) = bounded(1);
         let (reports, report_rings) = Reports::new();
+        let reports = Arc::new(reports);
         let status = Arc::new(RwLock::new(crate::initial_status(config.id)));
         let raft_loop = RaftLoop::new(LoopParts {
             config,
@@ -96,9 +102,11 @@ impl DrivenNode {
             outbox,
             clock,
             nonce,
+            // One thread, deterministic: see `WriterThread::Inline`.
+            snapshot_writer: WriterThread::Inline,
             requests,
             peer_frames,
-            reports: Arc::new(reports),
+            reports: Arc::clone(&reports),
             report_rings,
             shutdown,
             members: opened.members,
@@ -111,6 +119,7 @@ impl DrivenNode {
             status,
             start_kind: opened.kind,
             stopped: None,
+            reports,
             _requests: requests_tx,
             _peer_frames: peer_frames_tx,
             _shutdown: shutdown_tx,
@@ -127,6 +136,23 @@ impl DrivenNode {
                 permit: transport::InboundPermit::unbudgeted(),
             });
         }
+    }
+
+    /// Reports how a snapshot this node sent to `peer` ended, as the
+    /// transport does once the transfer finished or failed: raft-rs keeps
+    /// that follower paused until it hears. Takes effect in the next turn.
+    pub fn report_snapshot(&self, peer: u64, delivered: bool) {
+        let status = if delivered {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.reports.record(peer, |r| r.snapshot = Some(status));
+    }
+
+    /// Reports that `peer` could not be reached (as the transport does).
+    pub fn report_unreachable(&self, peer: u64) {
+        self.reports.record(peer, |r| r.unreachable = true);
     }
 
     /// Proposes `data` (as [`Consensus::propose`](crate::Consensus::propose)

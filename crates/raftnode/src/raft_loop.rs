@@ -33,7 +33,7 @@ use crate::membership::{change_marker, Membership, Reply};
 use crate::outbox::Outbox;
 use crate::reads::ReadTracker;
 use crate::reports::Reports;
-use crate::snapshots::{Capture, SnapshotOutcome, SnapshotSchedule};
+use crate::snapshots::{Capture, SnapshotOutcome, SnapshotSchedule, WriterThread};
 use crate::{
     Member, MembershipChange, NodeConfig, NodeError, RaftError, Role, StateMachine, Status,
 };
@@ -134,6 +134,8 @@ pub(crate) struct LoopParts<L: DurableLog = WalLog> {
     /// Distinguishes this incarnation's ReadIndex contexts and membership
     /// request ids from an earlier one's (`boot_nonce` in production).
     pub nonce: u64,
+    /// Where snapshots are encoded and written.
+    pub snapshot_writer: WriterThread,
     pub requests: Receiver<Request>,
     pub peer_frames: Receiver<Frame>,
     pub reports: Arc<Reports>,
@@ -151,7 +153,7 @@ impl<L: DurableLog> RaftLoop<L> {
         let timeout = Duration::from_millis(config.request_timeout_ms);
         let retry = Duration::from_millis(config.tick_ms * 3);
         let nonce = parts.nonce;
-        let snapshots = SnapshotSchedule::new(&config);
+        let snapshots = SnapshotSchedule::new(&config, parts.snapshot_writer);
         let next_tick = parts.clock.now() + Duration::from_millis(config.tick_ms);
         RaftLoop {
             id: config.id,

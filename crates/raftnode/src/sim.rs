@@ -5,10 +5,12 @@
 //!
 //! [`run`] builds the cluster, elects a leader, proposes through random
 //! nodes while the network drops, duplicates and delays messages, crashes
-//! one node right after a delivery (what it stepped but did not persist is
-//! lost, and its disk loses everything unsynced), restarts it from its disk,
-//! then lets the cluster converge without faults. After every turn of every
-//! node it checks:
+//! nodes one at a time right after a delivery (what a node stepped but did
+//! not persist is lost, and its disk loses everything unsynced) and restarts
+//! them from their disks, takes snapshots and compacts the log often (so a
+//! node that fell behind catches up from the leader's snapshot), then lets
+//! the cluster converge without faults. After every turn of every node it
+//! checks:
 //! * at most one leader per term;
 //! * a committed entry never changes or disappears, across crashes too;
 //! * applied ≤ committed ≤ last index;
@@ -19,8 +21,9 @@
 //! gives the same hash. `cargo xtask sim` runs many seeds; the test
 //! `tests/t90_sim.rs` runs a few, and one seed twice.
 //!
-//! The state machine is a log of applied payloads; the simulation takes no
-//! snapshots beyond the bootstrap one.
+//! The state machine is a log of applied payloads, and its snapshot is that
+//! log. A driven node writes its snapshots on the caller's thread, so the
+//! whole run is one thread.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -53,6 +56,13 @@ pub struct SimOptions {
     pub duplicate_percent: u64,
     /// Percentage of steps with a proposal.
     pub propose_percent: u64,
+    /// Crashes in the faulty phase, one node at a time, each restarted 10 to
+    /// 49 steps later.
+    pub crashes: u64,
+    /// Applied entries between snapshots (`NodeConfig::snapshot_count`).
+    pub snapshot_count: u64,
+    /// Entries kept after a snapshot (`NodeConfig::catch_up_entries`).
+    pub catch_up_entries: u64,
 }
 
 impl Default for SimOptions {
@@ -64,6 +74,9 @@ impl Default for SimOptions {
             drop_percent: 3,
             duplicate_percent: 2,
             propose_percent: 30,
+            crashes: 2,
+            snapshot_count: 20,
+            catch_up_entries: 2,
         }
     }
 }
@@ -81,6 +94,10 @@ pub struct SimOutcome {
     pub proposals_ok: u64,
     /// Nodes crashed (and restarted).
     pub crashes: u64,
+    /// Highest snapshot index any node reached.
+    pub snapshot_index_max: u64,
+    /// Snapshot transfers (delivered or failed) between nodes.
+    pub snapshots_sent: u64,
     /// Messages delivered.
     pub delivered: u64,
     /// Messages dropped (by the network or sent to a crashed node).
@@ -105,27 +122,45 @@ const TICK_MS: u64 = 100;
 /// Runs one seeded simulation (see the module docs).
 pub fn run(seed: u64, options: &SimOptions) -> Result<SimOutcome, SimError> {
     let mut sim = Sim::new(seed, *options)?;
-    let steps = options.steps;
-    let crash_at = steps / 3 + sim.rng.below(steps / 6);
-    let restart_at = crash_at + 10 + sim.rng.below(40);
-    let victim = sim.rng.below(options.nodes) as usize;
-    for step in 0..steps {
+    let schedule = crash_schedule(&mut sim.rng, options);
+    for step in 0..options.steps {
         sim.step = step;
-        if step == restart_at {
-            sim.start(victim)?;
+        for &(_, restart_at, victim) in &schedule {
+            if step == restart_at {
+                sim.start(victim)?;
+            }
         }
-        sim.run_step(false, (step == crash_at).then_some(victim))?;
+        let crash = schedule
+            .iter()
+            .find(|(crash_at, _, _)| *crash_at == step)
+            .map(|(_, _, victim)| *victim);
+        sim.run_step(false, crash)?;
     }
-    for step in steps..steps + options.calm_steps {
+    for step in options.steps..options.steps + options.calm_steps {
         sim.step = step;
-        if sim.nodes[victim].node.is_none() {
-            sim.start(victim)?;
+        for i in 0..sim.nodes.len() {
+            if sim.nodes[i].node.is_none() {
+                sim.start(i)?;
+            }
         }
         sim.run_step(true, None)?;
     }
     sim.check_converged()?;
     sim.outcome.trace_hash = sim.trace.0;
     Ok(sim.outcome)
+}
+
+/// `(crash step, restart step, node)` of each crash: one per equal slice of
+/// the faulty phase after the first, so one node is down at a time.
+fn crash_schedule(rng: &mut Rng, options: &SimOptions) -> Vec<(u64, u64, usize)> {
+    let slice = options.steps / (options.crashes + 1);
+    (1..=options.crashes)
+        .map(|k| {
+            let crash_at = slice * k + rng.below(slice / 4);
+            let restart_at = crash_at + 10 + rng.below(40.min(slice / 2));
+            (crash_at, restart_at, rng.below(options.nodes) as usize)
+        })
+        .collect()
 }
 
 /// splitmix64: every random choice of a run comes from one of these.
@@ -190,20 +225,40 @@ impl StateMachine for Applied {
     }
 
     fn snapshot(&mut self) -> SnapshotJob {
-        // Only the bootstrap snapshot is taken (snapshot_count is unreachable).
-        Box::new(Vec::new)
+        let applied = self.0.lock().clone();
+        Box::new(move || encode_applied(&applied))
     }
 
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), RestoreError> {
-        if !data.is_empty() {
-            return Err(RestoreError {
-                index,
-                reason: "the simulation takes no snapshots".into(),
-            });
-        }
-        self.0.lock().clear();
+        let applied = decode_applied(data).ok_or_else(|| RestoreError {
+            index,
+            reason: "truncated applied log".into(),
+        })?;
+        *self.0.lock() = applied;
         Ok(())
     }
+}
+
+/// `(index u64, length u32, payload)` per applied entry, big-endian.
+fn encode_applied(applied: &AppliedLog) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, data) in applied {
+        out.extend_from_slice(&index.to_be_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+fn decode_applied(mut data: &[u8]) -> Option<AppliedLog> {
+    let mut applied = Vec::new();
+    while !data.is_empty() {
+        let index = u64::from_be_bytes(data.get(..8)?.try_into().ok()?);
+        let len = u32::from_be_bytes(data.get(8..12)?.try_into().ok()?) as usize;
+        applied.push((index, data.get(12..12 + len)?.to_vec()));
+        data = &data[12 + len..];
+    }
+    Some(applied)
 }
 
 /// Collects what a node sends; the network takes it after each turn.
@@ -250,15 +305,18 @@ struct Sim {
     outcome: SimOutcome,
 }
 
-fn node_config(id: u64, nodes: u64) -> NodeConfig {
-    let members = (1..=nodes)
+fn node_config(id: u64, options: &SimOptions) -> NodeConfig {
+    let members = (1..=options.nodes)
         .map(|i| (i, format!("http://sim-{i}")))
         .collect();
     let mut config = NodeConfig::new(id, members, PathBuf::from(format!("/sim/node-{id}")));
     config.tick_ms = TICK_MS;
     config.election_ticks_pinned = true;
     config.wal_segment_bytes = 64 * 1024;
-    config.snapshot_count = u64::MAX;
+    config.snapshot_count = options.snapshot_count.max(1);
+    config.catch_up_entries = options.catch_up_entries;
+    // Every snapshot_count entries, however small the log is.
+    config.snapshot_log_percent = 0;
     config
 }
 
@@ -303,12 +361,12 @@ impl Sim {
     }
 
     fn start(&mut self, i: usize) -> Result<(), SimError> {
-        let nodes = self.options.nodes;
+        let options = self.options;
         let n = &mut self.nodes[i];
         n.incarnation += 1;
         n.applied = Applied::default();
         let opened = DrivenNode::open(DrivenParts {
-            config: node_config(n.id, nodes),
+            config: node_config(n.id, &options),
             fs: Arc::new(n.fs.clone()),
             state_machine: Box::new(n.applied.clone()),
             clock: Arc::new(n.clock.clone()),
@@ -359,6 +417,7 @@ impl Sim {
             for msg in msgs {
                 if !calm && self.rng.percent(self.options.drop_percent) {
                     self.outcome.dropped += 1;
+                    self.report_snapshot(&msg, false);
                     continue;
                 }
                 let duplicate = !calm && self.rng.percent(self.options.duplicate_percent);
@@ -392,6 +451,9 @@ impl Sim {
                 .and_then(|n| n.node.as_mut());
             let Some(node) = node else {
                 self.outcome.dropped += msgs.len() as u64;
+                for msg in &msgs {
+                    self.report_snapshot(msg, false);
+                }
                 continue;
             };
             for msg in &msgs {
@@ -399,7 +461,29 @@ impl Sim {
                 self.trace.bytes(&msg.encode_to_vec());
             }
             self.outcome.delivered += msgs.len() as u64;
-            node.deliver(msgs);
+            node.deliver(msgs.clone());
+            for msg in &msgs {
+                self.report_snapshot(msg, true);
+            }
+        }
+    }
+
+    /// Tells the sender of a snapshot message how its transfer ended, as the
+    /// transport does (raft-rs pauses that follower until it hears).
+    fn report_snapshot(&mut self, msg: &Message, delivered: bool) {
+        if msg.get_msg_type() != raft::eraftpb::MessageType::MsgSnapshot {
+            return;
+        }
+        self.outcome.snapshots_sent += 1;
+        self.trace
+            .words(&[6, msg.from, msg.to, u64::from(delivered)]);
+        let sender = msg
+            .from
+            .checked_sub(1)
+            .and_then(|i| self.nodes.get(i as usize))
+            .and_then(|n| n.node.as_ref());
+        if let Some(sender) = sender {
+            sender.report_snapshot(msg.to, delivered);
         }
     }
 
@@ -492,6 +576,8 @@ impl Sim {
         let n = &mut self.nodes[i];
         n.term_max = status.term;
         self.outcome.committed_max = self.outcome.committed_max.max(status.commit_index);
+        self.outcome.snapshot_index_max =
+            self.outcome.snapshot_index_max.max(status.snapshot_index);
         Ok(())
     }
 
@@ -514,8 +600,8 @@ impl Sim {
     }
 
     /// After the calm phase: one commit index, everything applied, the same
-    /// applied sequence on every node (a restarted node restored the empty
-    /// bootstrap snapshot and applied the whole log again).
+    /// applied sequence on every node (a restarted node restored its newest
+    /// snapshot, or the leader's, and applied the rest of the log).
     fn check_converged(&self) -> Result<(), SimError> {
         let mut first: Option<(u64, AppliedLog)> = None;
         for n in &self.nodes {

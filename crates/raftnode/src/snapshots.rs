@@ -40,9 +40,22 @@ pub(crate) struct Capture {
     pub clock: Arc<dyn Clock>,
 }
 
+/// Where the snapshot writer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriterThread {
+    /// A background thread: the loop never waits for a snapshot
+    /// (production).
+    Background,
+    /// The caller's thread, inside the turn that captures it; the outcome
+    /// is handled at the next turn, as a background one would be. A
+    /// simulation stays on one thread and deterministic.
+    Inline,
+}
+
 /// When to snapshot, and the one snapshot in flight.
 pub(crate) struct SnapshotSchedule {
     node: u64,
+    writer: WriterThread,
     snapshot_count: u64,
     log_percent: u64,
     catch_up_entries: u64,
@@ -56,9 +69,10 @@ pub(crate) struct SnapshotSchedule {
 }
 
 impl SnapshotSchedule {
-    pub(crate) fn new(config: &NodeConfig) -> SnapshotSchedule {
+    pub(crate) fn new(config: &NodeConfig, writer: WriterThread) -> SnapshotSchedule {
         SnapshotSchedule {
             node: config.id,
+            writer,
             snapshot_count: config.snapshot_count,
             log_percent: config.snapshot_log_percent,
             catch_up_entries: config.catch_up_entries,
@@ -121,28 +135,35 @@ impl SnapshotSchedule {
         let done = self.done.0.clone();
         self.log_bytes_since = 0;
         let started = clock.now();
+        let write = move || {
+            let mut snapshot = Snapshot {
+                data: envelope(&members, job()),
+                ..Default::default()
+            };
+            let meta = snapshot.mut_metadata();
+            meta.index = index;
+            meta.term = term;
+            meta.set_conf_state(conf_state);
+            let outcome = sink
+                .save(&snapshot)
+                .map(|()| snapshot)
+                .map_err(|e| e.to_string());
+            debug!(
+                index,
+                elapsed_ms = clock.now().duration_since(started).as_millis() as u64,
+                "snapshot written"
+            );
+            // One snapshot in flight: the one-slot channel is empty.
+            let _ = done.send(outcome);
+        };
+        if self.writer == WriterThread::Inline {
+            write();
+            self.in_flight = true;
+            return;
+        }
         let spawned = std::thread::Builder::new()
             .name(format!("snapshot-{}", self.node))
-            .spawn(move || {
-                let mut snapshot = Snapshot {
-                    data: envelope(&members, job()),
-                    ..Default::default()
-                };
-                let meta = snapshot.mut_metadata();
-                meta.index = index;
-                meta.term = term;
-                meta.set_conf_state(conf_state);
-                let outcome = sink
-                    .save(&snapshot)
-                    .map(|()| snapshot)
-                    .map_err(|e| e.to_string());
-                debug!(
-                    index,
-                    elapsed_ms = clock.now().duration_since(started).as_millis() as u64,
-                    "snapshot written"
-                );
-                let _ = done.send(outcome);
-            });
+            .spawn(write);
         match spawned {
             Ok(_) => self.in_flight = true,
             Err(e) => warn!(node = self.node, error = %e, "cannot start the snapshot writer"),
@@ -226,7 +247,7 @@ mod tests {
         let mut config = NodeConfig::new(1, Vec::new(), "unused".into());
         (config.snapshot_count, config.catch_up_entries) = (10, 4);
         config.snapshot_log_percent = 0;
-        let mut schedule = SnapshotSchedule::new(&config);
+        let mut schedule = SnapshotSchedule::new(&config, WriterThread::Background);
         assert!(!schedule.due(9, 0, || false), "before the count");
         assert!(schedule.due(9, 0, || true), "raft-rs asked for one");
         assert!(schedule.due(10, 0, || unreachable!("the trigger fired")));
