@@ -21,6 +21,9 @@ Usage: cargo xtask sim [options]
   --drop P        percent of messages dropped (default 3)
   --duplicate P   percent of messages delivered twice (default 2)
   --propose P     percent of steps with a proposal (default 30)
+  --partition P   percent of steps that cut a node off (one or both ways)
+                  when none is (default 1)
+  --crashes N     crashes per seed, one node down at a time (default 2)
 ";
 
 /// What to run.
@@ -89,6 +92,7 @@ struct Totals {
     proposals_ok: u64,
     crashes: u64,
     snapshots_sent: u64,
+    partitions: u64,
     delivered: u64,
     dropped: u64,
     failures: Vec<String>,
@@ -102,6 +106,7 @@ impl Totals {
         self.proposals_ok += outcome.proposals_ok;
         self.crashes += outcome.crashes;
         self.snapshots_sent += outcome.snapshots_sent;
+        self.partitions += outcome.partitions;
         self.delivered += outcome.delivered;
         self.dropped += outcome.dropped;
     }
@@ -109,13 +114,14 @@ impl Totals {
     fn summary(&self, seeds: u64) -> String {
         let mut text = format!(
             "passed {}/{seeds}: {} entries committed, {} terms with a leader, \
-             {} proposals accepted, {} crashes, {} snapshot transfers, \
+             {} proposals accepted, {} crashes, {} partitions, {} snapshot transfers, \
              {} messages delivered, {} dropped\n",
             self.passed,
             self.committed,
             self.terms_with_leader,
             self.proposals_ok,
             self.crashes,
+            self.partitions,
             self.snapshots_sent,
             self.delivered,
             self.dropped
@@ -155,6 +161,8 @@ fn parse(args: &[String], default_seed: u64) -> Result<Plan, String> {
             "--drop" => plan.options.drop_percent = value,
             "--duplicate" => plan.options.duplicate_percent = value,
             "--propose" => plan.options.propose_percent = value,
+            "--partition" => plan.options.partition_percent = value,
+            "--crashes" => plan.options.crashes = value,
             other => return Err(format!("unknown option {other:?}")),
         }
     }

@@ -4,10 +4,11 @@
 //! thread, every choice drawn from one seed.
 //!
 //! [`run`] builds the cluster, elects a leader, proposes through random
-//! nodes while the network drops, duplicates and delays messages, crashes
-//! nodes one at a time right after a delivery (what a node stepped but did
-//! not persist is lost, and its disk loses everything unsynced) and restarts
-//! them from their disks, takes snapshots and compacts the log often (so a
+//! nodes while the network drops, duplicates and delays messages and cuts a
+//! node off (both ways, or one way) for a while, crashes nodes one at a time
+//! right after a delivery (what a node stepped but did not persist is lost,
+//! and its disk loses everything unsynced) and restarts them from their
+//! disks, takes snapshots and compacts the log often (so a
 //! node that fell behind catches up from the leader's snapshot), then lets
 //! the cluster converge without faults. After every turn of every node it
 //! checks:
@@ -56,6 +57,10 @@ pub struct SimOptions {
     pub duplicate_percent: u64,
     /// Percentage of steps with a proposal.
     pub propose_percent: u64,
+    /// Percentage of faulty steps that start a partition (when none is in
+    /// place): one node cut off both ways, or only its outbound or only its
+    /// inbound links, for 20 to 79 steps.
+    pub partition_percent: u64,
     /// Crashes in the faulty phase, one node at a time, each restarted 10 to
     /// 49 steps later.
     pub crashes: u64,
@@ -74,6 +79,7 @@ impl Default for SimOptions {
             drop_percent: 3,
             duplicate_percent: 2,
             propose_percent: 30,
+            partition_percent: 1,
             crashes: 2,
             snapshot_count: 20,
             catch_up_entries: 2,
@@ -98,6 +104,8 @@ pub struct SimOutcome {
     pub snapshot_index_max: u64,
     /// Snapshot transfers (delivered or failed) between nodes.
     pub snapshots_sent: u64,
+    /// Partitions put in place.
+    pub partitions: u64,
     /// Messages delivered.
     pub delivered: u64,
     /// Messages dropped (by the network or sent to a crashed node).
@@ -239,6 +247,23 @@ impl StateMachine for Applied {
     }
 }
 
+/// A node cut off from the others, in one or both directions.
+#[derive(Debug, Clone, Copy)]
+struct Partition {
+    node: u64,
+    /// Messages from `node` are lost.
+    outbound: bool,
+    /// Messages to `node` are lost.
+    inbound: bool,
+    heal_at: u64,
+}
+
+impl Partition {
+    fn cuts(&self, from: u64, to: u64) -> bool {
+        (self.outbound && from == self.node) || (self.inbound && to == self.node)
+    }
+}
+
 /// `(index u64, length u32, payload)` per applied entry, big-endian.
 fn encode_applied(applied: &AppliedLog) -> Vec<u8> {
     let mut out = Vec::new();
@@ -299,6 +324,7 @@ struct Sim {
     /// Messages in flight: (delivery step, send order) → message.
     network: BTreeMap<(u64, u64), Message>,
     sent: u64,
+    partition: Option<Partition>,
     trace: Trace,
     /// Every committed entry any node reported: index → (term, data).
     committed: HashMap<u64, (u64, Vec<u8>)>,
@@ -342,6 +368,7 @@ impl Sim {
             nodes,
             network: BTreeMap::new(),
             sent: 0,
+            partition: None,
             trace: Trace::new(),
             committed: HashMap::new(),
             outcome: SimOutcome::default(),
@@ -397,6 +424,7 @@ impl Sim {
     /// delivery, so what it stepped but did not persist is lost), maybe
     /// propose, one turn per live node, collect what they sent.
     fn run_step(&mut self, calm: bool, crash: Option<usize>) -> Result<(), SimError> {
+        self.update_partition(calm);
         self.deliver_due();
         if let Some(victim) = crash {
             self.crash(victim);
@@ -409,13 +437,46 @@ impl Sim {
         Ok(())
     }
 
+    /// Heals the partition when its time is up (or the run turns calm), or
+    /// starts one.
+    fn update_partition(&mut self, calm: bool) {
+        if let Some(p) = self.partition {
+            if calm || self.step >= p.heal_at {
+                self.partition = None;
+                self.trace.words(&[8, p.node]);
+            }
+            return;
+        }
+        if calm || !self.rng.percent(self.options.partition_percent) {
+            return;
+        }
+        let node = 1 + self.rng.below(self.options.nodes);
+        let (outbound, inbound) = match self.rng.below(3) {
+            0 => (true, true),
+            1 => (true, false),
+            _ => (false, true),
+        };
+        let heal_at = self.step + 20 + self.rng.below(60);
+        self.partition = Some(Partition {
+            node,
+            outbound,
+            inbound,
+            heal_at,
+        });
+        self.outcome.partitions += 1;
+        self.trace
+            .words(&[7, node, u64::from(outbound), u64::from(inbound), heal_at]);
+    }
+
     /// Moves what the nodes sent into the network, with drops, duplicates
-    /// and delays of 1 to 3 steps (none of those when `calm`).
+    /// and delays of 1 to 3 steps (none of those when `calm`); a message on
+    /// a link the partition cuts is lost.
     fn collect_sent(&mut self, calm: bool) {
         for i in 0..self.nodes.len() {
             let msgs: Vec<Message> = std::mem::take(&mut *self.nodes[i].outbox.0.lock());
             for msg in msgs {
-                if !calm && self.rng.percent(self.options.drop_percent) {
+                let cut = self.partition.is_some_and(|p| p.cuts(msg.from, msg.to));
+                if cut || (!calm && self.rng.percent(self.options.drop_percent)) {
                     self.outcome.dropped += 1;
                     self.report_snapshot(&msg, false);
                     continue;

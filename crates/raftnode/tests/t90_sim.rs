@@ -1,6 +1,7 @@
 //! Deterministic simulation (`raftnode::sim`): real nodes (raftnode's loop,
 //! the WAL on a simulated disk) on one thread, with simulated clocks and an
-//! in-memory network that drops, duplicates and delays, driven turn by turn
+//! in-memory network that drops, duplicates, delays and partitions, driven
+//! turn by turn
 //! from a seed, with crashes that lose unsynced data, and frequent snapshots
 //! and compaction (a node that fell behind installs the leader's snapshot).
 //! Checked after every turn: at most one leader per term, committed entries
@@ -12,6 +13,7 @@ use raftnode::sim::{run, SimOptions};
 
 #[test]
 fn seeded_clusters_elect_commit_survive_crashes_and_keep_every_invariant() {
+    let mut partitions = 0;
     for (seed, nodes) in [(1, 3), (2, 3), (3, 5), (0xC0FFEE, 3)] {
         let options = SimOptions {
             nodes,
@@ -36,7 +38,9 @@ fn seeded_clusters_elect_commit_survive_crashes_and_keep_every_invariant() {
             outcome.dropped > 0,
             "seed {seed}: the network dropped messages"
         );
+        partitions += outcome.partitions;
     }
+    assert!(partitions > 0, "some node was cut off");
 }
 
 /// With a log compacted right after every few entries, a node that was down
