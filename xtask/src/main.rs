@@ -6,6 +6,7 @@
 
 mod bench;
 mod cluster;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,11 @@ Tasks:
         Throughput and latency of a 3-node cluster under our own load
         generator, with lost-write counts; --peers runs raftexample, etcd
         and openraft the same way. See docs/bench.md.
+  sim [--seeds N] [--seed S] [--nodes N] [--steps N] [--help]
+        Deterministic simulation: real raftnode nodes on a simulated disk,
+        network and clock, one thread, one seed each; checks Raft's safety
+        invariants after every turn. A failure names its seed, which
+        replays it exactly.
 ";
 
 fn main() -> ExitCode {
@@ -41,6 +47,7 @@ fn main() -> ExitCode {
         "cluster" => cluster::run(&args[1..]),
         "bench" => bench::run(&args[1..]),
         "chaos" => xtask::chaos::run(&args[1..]),
+        "sim" => sim::run(&args[1..]),
         "help" | "--help" | "-h" => {
             print!("{TASKS}");
             Ok(())

@@ -33,6 +33,12 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     /// Ticks between leader heartbeats.
     pub heartbeat_ticks: usize,
+    /// raft-rs draws each election timeout at random from
+    /// `[election_ticks, 2 * election_ticks)` (thread RNG). When set, the
+    /// timeout is always `election_ticks`, so runs are reproducible; a
+    /// simulation then jitters each node's clock from its seed instead, so
+    /// nodes still time out at different moments. Off in production.
+    pub election_ticks_pinned: bool,
     /// Applied entries between two snapshots (at least).
     pub snapshot_count: u64,
     /// A snapshot also waits until the log written since the previous one
@@ -74,6 +80,7 @@ impl NodeConfig {
             tick_ms: 100,
             election_ticks: 10,
             heartbeat_ticks: 1,
+            election_ticks_pinned: false,
             snapshot_count: 10_000,
             snapshot_log_percent: 100,
             catch_up_entries: 10_000,

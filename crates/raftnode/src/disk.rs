@@ -11,7 +11,7 @@ use std::sync::Arc;
 use prost::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use tracing::{info, warn};
-use wal::{Marker, Metadata, SnapshotStore, Wal, WalConfig};
+use wal::{Marker, Metadata, SharedFs, SnapshotStore, Wal, WalConfig};
 
 use crate::codec::{split_envelope, MemberRecord, SnapshotEnvelope, ENVELOPE_VERSION};
 use crate::storage::LogStore;
@@ -40,27 +40,29 @@ pub(crate) struct Recovered {
 }
 
 impl Disk {
-    /// Opens the node's data, creating it on first start. Restores the state
-    /// machine from the newest snapshot.
+    /// Opens the node's data on `fs` (production: `wal::StdFs`), creating it
+    /// on first start. Restores the state machine from the newest snapshot.
     pub(crate) fn open(
         config: &NodeConfig,
+        fs: SharedFs,
         sm: &mut dyn StateMachine,
     ) -> Result<Recovered, NodeError> {
         let wal_config = WalConfig {
             segment_bytes: config.wal_segment_bytes,
         };
-        let snaps = Arc::new(SnapshotStore::open(
+        let snaps = Arc::new(SnapshotStore::open_in(
+            Arc::clone(&fs),
             &config.snap_dir,
             config.snapshot_keep_count,
         )?);
-        if Wal::exists(&config.wal_dir) {
-            return Self::restart(config, wal_config, snaps, sm);
+        if Wal::exists_in(&*fs, &config.wal_dir) {
+            return Self::restart(config, fs, wal_config, snaps, sm);
         }
         let metadata = Metadata {
             node_id: config.id,
             cluster_id: config.cluster_id,
         };
-        let wal = Wal::create(&config.wal_dir, metadata, wal_config)?;
+        let wal = Wal::create_in(fs, &config.wal_dir, metadata, wal_config)?;
         if config.join {
             info!(
                 node = config.id,
@@ -113,11 +115,12 @@ impl Disk {
 
     fn restart(
         config: &NodeConfig,
+        fs: SharedFs,
         wal_config: WalConfig,
         snaps: Arc<SnapshotStore>,
         sm: &mut dyn StateMachine,
     ) -> Result<Recovered, NodeError> {
-        let markers = Wal::markers(&config.wal_dir)?;
+        let markers = Wal::markers_in(&*fs, &config.wal_dir)?;
         let stored = snaps.load_newest(&markers)?;
         let mut store = LogStore::default();
         let mut members: BTreeMap<u64, String> = config.initial_members.iter().cloned().collect();
@@ -133,7 +136,7 @@ impl Disk {
             members = restore_state_machine(sm, &snapshot)?;
             store.install_snapshot(snapshot);
         }
-        let (wal, recovered) = Wal::open(&config.wal_dir, marker, wal_config)?;
+        let (wal, recovered) = Wal::open_in(fs, &config.wal_dir, marker, wal_config)?;
         check_metadata(config, &recovered.metadata)?;
         let never_started =
             marker.index == 0 && recovered.entries.is_empty() && recovered.hard_state.is_none();
@@ -278,6 +281,11 @@ impl Disk {
     }
 }
 
+/// The production file system.
+pub(crate) fn std_fs() -> SharedFs {
+    Arc::new(wal::StdFs)
+}
+
 /// The snapshot every initial member writes at first start: index 1, term 1,
 /// the initial voters. It is identical on every member, so their logs agree
 /// at index 1, and a node that joins later gets the configuration from it.
@@ -398,7 +406,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let members = vec![(1, "http://127.0.0.1:1".to_string())];
         let config = NodeConfig::new(1, members, dir.path().to_path_buf());
-        let mut disk = Disk::open(&config, &mut Empty).expect("bootstrap").disk;
+        let mut disk = Disk::open(&config, std_fs(), &mut Empty)
+            .expect("bootstrap")
+            .disk;
         let voted = HardState {
             term: 2,
             vote: 3,
@@ -412,7 +422,7 @@ mod tests {
         disk.save_snapshot(&snapshot).expect("snapshot");
         drop(disk);
 
-        let recovered = Disk::open(&config, &mut Empty).expect("restart");
+        let recovered = Disk::open(&config, std_fs(), &mut Empty).expect("restart");
         let hard_state = recovered.store.hard_state();
         assert_eq!((hard_state.term, hard_state.commit), (4, 5));
         assert_eq!(
@@ -429,7 +439,7 @@ mod tests {
         };
         disk.persist(&[], Some(&voted)).expect("persist");
         drop(disk);
-        let recovered = Disk::open(&config, &mut Empty).expect("restart");
+        let recovered = Disk::open(&config, std_fs(), &mut Empty).expect("restart");
         assert_eq!(recovered.store.hard_state(), &voted);
     }
 }

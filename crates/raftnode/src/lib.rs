@@ -4,6 +4,9 @@
 //! * The only `raft::RawNode` of the process, driven by one OS thread (the
 //!   *Raft loop*): ticks, stepping peer messages, proposals, ReadIndex
 //!   batches, membership changes, and the Ready cycle in raft-rs's order.
+//!   The loop is a turn function; [`RaftNode`] runs it on its thread, and
+//!   [`DrivenNode`] lets a caller run it one turn at a time (a simulation
+//!   runs many nodes on one thread that way).
 //! * The node's durable state through the `wal` crate: every Ready's entries
 //!   and hard state are written and fdatasynced *before* the messages that
 //!   depend on them are sent; snapshots are written before their WAL marker.
@@ -11,6 +14,21 @@
 //!   compaction (keeping `catch_up_entries` for slow followers).
 //! * The node's `transport::Transport`: peers are added and removed as
 //!   membership changes are applied.
+//!
+//! # Seams
+//! The loop reaches the world only through these, so the same code runs in
+//! production and in a deterministic simulation (`tests/t90_sim.rs`):
+//! * time: [`Clock`] ([`SystemClock`]; [`ManualClock`] in simulations);
+//! * sending: [`Outbox`] (the HTTP `transport::Transport`; a collector in
+//!   simulations);
+//! * the log: one write-through durable log store, the `RawNode`'s storage,
+//!   over the WAL and snapshot files (no separate in-memory log to keep in
+//!   step);
+//! * files: `wal::FileSystem` ([`wal::StdFs`]; `wal::sim::SimFs` in
+//!   simulations), given to [`DrivenNode`] through [`DrivenParts`].
+//!
+//! raft-rs draws its randomized election timeout from a thread RNG;
+//! [`NodeConfig::election_ticks_pinned`] pins it so runs repeat.
 //!
 //! # What it does not own
 //! The state machine (the layer above implements [`StateMachine`]), the
@@ -77,18 +95,26 @@
 //! ```
 
 mod checks;
+mod clock;
 mod codec;
 mod config;
 mod disk;
+mod driven;
+mod durable;
 #[cfg(test)]
 mod fuzz_tests;
 mod interface;
 mod logger;
+mod membership;
+mod outbox;
 mod raft_loop;
 mod reads;
 mod reports;
+pub mod sim;
+mod snapshots;
 mod storage;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -100,13 +126,17 @@ use tokio::sync::{oneshot, watch};
 use tracing::info;
 use transport::{Delivery, Overloaded, Transport, TransportConfig};
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
+pub use driven::{CommittedEntry, DrivenNode, DrivenParts};
 pub use interface::{
     BoxFuture, Consensus, Member, MembershipChange, RaftError, RestoreError, Role, SnapshotJob,
     StateMachine, Status,
 };
+pub use outbox::{Outbox, PeerError};
 pub use raft_loop::StopReason;
 
+use durable::WalLog;
 use raft_loop::{Frame, LoopParts, RaftLoop, Request};
 use reports::Reports;
 
@@ -162,15 +192,7 @@ impl RaftNode {
         config: NodeConfig,
         mut state_machine: Box<dyn StateMachine>,
     ) -> Result<RaftNode, NodeError> {
-        config.validate()?;
-        let recovered = disk::Disk::open(&config, state_machine.as_mut())?;
-        let raft_config = raft_config(&config, recovered.applied);
-        raft_config.validate()?;
-        let raw = RawNode::new(
-            &raft_config,
-            recovered.store,
-            &logger::raft_logger(config.id),
-        )?;
+        let recovered = open_node(&config, disk::std_fs(), state_machine.as_mut())?;
 
         let (request_tx, request_rx) = bounded(config.request_queue_len);
         let (peer_tx, peer_rx) = bounded(config.inbound_queue_len);
@@ -208,10 +230,12 @@ impl RaftNode {
         let start_kind = recovered.kind;
         let raft_loop = RaftLoop::new(LoopParts {
             config: config.clone(),
-            raw,
-            disk: recovered.disk,
+            raw: recovered.raw,
             sm: state_machine,
-            transport: transport.clone(),
+            outbox: Box::new(transport.clone()),
+            clock: Arc::new(SystemClock),
+            nonce: boot_nonce(),
+            snapshot_writer: snapshots::WriterThread::Background,
             requests: request_rx,
             peer_frames: peer_rx,
             reports,
@@ -288,10 +312,53 @@ impl RaftNode {
     }
 }
 
+/// A node's data opened and its `RawNode` built: what both drivers
+/// ([`RaftNode`] and [`DrivenNode`]) start from.
+pub(crate) struct Opened {
+    pub raw: RawNode<WalLog>,
+    pub kind: StartKind,
+    pub applied: u64,
+    pub members: BTreeMap<u64, String>,
+}
+
+/// Validates `config`, opens (or bootstraps) the node's data on `fs`,
+/// restores `sm` from the newest snapshot and builds the `RawNode`.
+pub(crate) fn open_node(
+    config: &NodeConfig,
+    fs: wal::SharedFs,
+    sm: &mut dyn StateMachine,
+) -> Result<Opened, NodeError> {
+    config.validate()?;
+    let recovered = disk::Disk::open(config, fs, sm)?;
+    let raft_config = raft_config(config, recovered.applied);
+    raft_config.validate()?;
+    let raw = RawNode::new(
+        &raft_config,
+        WalLog::new(recovered.disk, recovered.store),
+        &logger::raft_logger(config.id),
+    )?;
+    Ok(Opened {
+        raw,
+        kind: recovered.kind,
+        applied: recovered.applied,
+        members: recovered.members,
+    })
+}
+
 fn raft_config(config: &NodeConfig, applied: u64) -> raft::Config {
+    // raft-rs draws each election timeout from [min, max) with a thread RNG;
+    // a range of one value takes the randomness out (0 keeps its default,
+    // [election_ticks, 2 * election_ticks)).
+    let (min_election_tick, max_election_tick) = if config.election_ticks_pinned {
+        (config.election_ticks, config.election_ticks + 1)
+    } else {
+        (0, 0)
+    };
     raft::Config {
         id: config.id,
         election_tick: config.election_ticks,
+        min_election_tick,
+        max_election_tick,
         heartbeat_tick: config.heartbeat_ticks,
         applied,
         max_size_per_msg: config.max_size_per_msg,
@@ -302,7 +369,7 @@ fn raft_config(config: &NodeConfig, applied: u64) -> raft::Config {
     }
 }
 
-fn initial_status(id: u64) -> Status {
+pub(crate) fn initial_status(id: u64) -> Status {
     Status {
         id,
         leader_id: None,
@@ -314,6 +381,16 @@ fn initial_status(id: u64) -> Status {
         last_index: 0,
         members: Vec::new(),
     }
+}
+
+/// A per-process number so that membership request ids and ReadIndex
+/// contexts of two incarnations of a node do not collide.
+fn boot_nonce() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ u64::from(std::process::id()).rotate_left(32)) << 16
 }
 
 /// Where the transport delivers frames (the Raft loop's bounded queue) and
@@ -427,13 +504,7 @@ mod tests {
             .collect();
         let config = NodeConfig::new(1, members, dir.to_path_buf());
         let mut sm = NullMachine;
-        let recovered = disk::Disk::open(&config, &mut sm).unwrap();
-        let raw = RawNode::new(
-            &raft_config(&config, recovered.applied),
-            recovered.store,
-            &logger::raft_logger(1),
-        )
-        .unwrap();
+        let opened = open_node(&config, disk::std_fs(), &mut sm).unwrap();
         let (frames, _) = bounded(1);
         let (reports, report_rings) = Reports::new();
         let reports = Arc::new(reports);
@@ -446,22 +517,25 @@ mod tests {
             runtime.handle().clone(),
         )
         .unwrap();
+        let transport: Box<dyn Outbox> = Box::new(transport);
         let (_, requests) = bounded(1);
         let (_, peer_frames) = bounded(1);
         let (_, shutdown) = bounded(1);
         RaftLoop::new(raft_loop::LoopParts {
             config,
-            raw,
-            disk: recovered.disk,
+            raw: opened.raw,
             sm: Box::new(NullMachine),
-            transport,
+            outbox: transport,
+            clock: Arc::new(SystemClock),
+            nonce: boot_nonce(),
+            snapshot_writer: snapshots::WriterThread::Background,
             requests,
             peer_frames,
             reports,
             report_rings,
             shutdown,
-            members: recovered.members,
-            applied: recovered.applied,
+            members: opened.members,
+            applied: opened.applied,
             status: Arc::new(RwLock::new(initial_status(1))),
         })
     }
@@ -584,7 +658,9 @@ mod tests {
     fn no_wal_marker_without_its_snapshot_file() {
         let dir = tempfile::tempdir().unwrap();
         let config = NodeConfig::new(1, vec![(1, "http://127.0.0.1:1".into())], dir.path().into());
-        let mut disk = disk::Disk::open(&config, &mut NullMachine).unwrap().disk;
+        let mut disk = disk::Disk::open(&config, disk::std_fs(), &mut NullMachine)
+            .unwrap()
+            .disk;
         // The snapshot directory becomes unwritable: a file in its place.
         std::fs::remove_dir_all(&config.snap_dir).unwrap();
         std::fs::write(&config.snap_dir, b"not a directory").unwrap();
@@ -603,6 +679,27 @@ mod tests {
         assert!(
             markers.iter().all(|m| m.index != 50),
             "a marker without its snapshot file: {markers:?}"
+        );
+    }
+
+    /// raft-rs draws each election timeout from [min, max) with a thread
+    /// RNG: pinned, the range holds one value; by default raft-rs's own
+    /// range [election_ticks, 2 * election_ticks) is kept.
+    #[test]
+    fn pinned_election_ticks_leave_raft_rs_a_single_timeout() {
+        let members = vec![(1, "http://127.0.0.1:1".to_string())];
+        let mut config = NodeConfig::new(1, members, "unused".into());
+        let default = raft_config(&config, 0);
+        assert_eq!(
+            (default.min_election_tick(), default.max_election_tick()),
+            (10, 20)
+        );
+        config.election_ticks_pinned = true;
+        let pinned = raft_config(&config, 0);
+        pinned.validate().unwrap();
+        assert_eq!(
+            (pinned.min_election_tick(), pinned.max_election_tick()),
+            (10, 11)
         );
     }
 

@@ -1,17 +1,21 @@
 //! The Raft loop: the only code that touches `RawNode`.
 //!
-//! One OS thread runs [`RaftLoop::run`]. Each turn it waits for work or the
-//! next tick, drains its queues (requests from the layers above, frames and
-//! reports from the transport), ticks, issues one ReadIndex for all new
-//! reads, and handles the Ready in raft-rs's order (see [`RaftLoop::on_ready`]).
-//! The WAL's fdatasync runs on this thread: one per Ready, for every
+//! The loop is a turn function, [`RaftLoop::turn`]: drain the queues
+//! (requests from the layers above, frames and reports from the transport),
+//! tick if the [`Clock`] says a tick is due, issue one ReadIndex for all new
+//! reads, and handle the Ready in raft-rs's order (see
+//! [`RaftLoop::on_ready`]). In production one OS thread runs
+//! [`RaftLoop::run`], a thin driver that blocks until there is work or the
+//! next tick and then calls `turn`; a simulation calls `turn` itself, one
+//! node after another on one thread. Messages leave through the [`Outbox`].
+//! The WAL's fdatasync runs on the turn's thread: one per Ready, for every
 //! proposal that Ready carries.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver};
 use parking_lot::RwLock;
 use prost::Message as _;
 use raft::eraftpb::{
@@ -20,13 +24,16 @@ use raft::eraftpb::{
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
-use transport::Transport;
 
 use crate::checks::check_peer_message;
-use crate::disk::{envelope, restore_state_machine, Disk};
+use crate::clock::Clock;
+use crate::disk::restore_state_machine;
+use crate::durable::{DurableLog, WalLog};
+use crate::membership::{change_marker, Membership, Reply};
+use crate::outbox::Outbox;
 use crate::reads::ReadTracker;
 use crate::reports::Reports;
-use crate::storage::LogStore;
+use crate::snapshots::{Capture, SnapshotOutcome, SnapshotSchedule, WriterThread};
 use crate::{
     Member, MembershipChange, NodeConfig, NodeError, RaftError, Role, StateMachine, Status,
 };
@@ -58,12 +65,6 @@ pub(crate) struct Frame {
     pub permit: transport::InboundPermit,
 }
 
-struct PendingChange {
-    request_id: u64,
-    reply: oneshot::Sender<Result<(), RaftError>>,
-    deadline: Instant,
-}
-
 /// Why the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -73,12 +74,17 @@ pub enum StopReason {
     Removed,
 }
 
-pub(crate) struct RaftLoop {
+pub(crate) struct RaftLoop<L: DurableLog = WalLog> {
     id: u64,
-    raw: RawNode<LogStore>,
-    disk: Disk,
+    /// raft-rs over the node's one durable log (read by raft, written
+    /// through by the Ready cycle).
+    raw: RawNode<L>,
     sm: Box<dyn StateMachine>,
-    transport: Transport,
+    outbox: Box<dyn Outbox>,
+    /// The only source of time: ticks and timeouts.
+    clock: Arc<dyn Clock>,
+    /// When raft-rs is ticked next.
+    next_tick: Instant,
     requests: Receiver<Request>,
     /// Frames of peer messages, bounded (a full queue answers peers 503).
     peer_frames: Receiver<Frame>,
@@ -88,21 +94,15 @@ pub(crate) struct RaftLoop {
     /// A message (or disconnection) here stops the loop; separate from the
     /// request queue so a full queue cannot delay a shutdown.
     shutdown: Receiver<()>,
-    members: BTreeMap<u64, String>,
+    /// Members' peer URLs; the membership change in flight.
+    membership: Membership,
     reads: ReadTracker,
-    pending_change: Option<PendingChange>,
-    next_change_id: u64,
     status: Arc<RwLock<Status>>,
     config: NodeConfig,
     applied: u64,
     stop: Option<StopReason>,
-    /// Snapshots written by the background writer come back here.
-    snapshot_done: (Sender<SnapshotOutcome>, Receiver<SnapshotOutcome>),
-    snapshot_in_flight: bool,
-    /// Log bytes applied since the last snapshot was captured.
-    log_bytes_since_snapshot: u64,
-    /// Size of the newest snapshot's data.
-    last_snapshot_bytes: u64,
+    /// When to snapshot; the snapshot in flight.
+    snapshots: SnapshotSchedule,
     /// What was persisted and sent, in order (for the ordering tests).
     #[cfg(test)]
     pub(crate) trace: std::cell::RefCell<Vec<Traced>>,
@@ -124,20 +124,18 @@ pub(crate) enum Traced {
     Applied(u64),
 }
 
-/// Bytes a log entry costs beyond its payload (index, term, framing), for
-/// the snapshot trigger.
-const ENTRY_OVERHEAD_BYTES: u64 = 24;
-
-/// A snapshot file written (and fsynced) off the loop, or why not.
-type SnapshotOutcome = Result<Snapshot, String>;
-
 /// Everything the loop needs, assembled by `RaftNode::start`.
-pub(crate) struct LoopParts {
+pub(crate) struct LoopParts<L: DurableLog = WalLog> {
     pub config: NodeConfig,
-    pub raw: RawNode<LogStore>,
-    pub disk: Disk,
+    pub raw: RawNode<L>,
     pub sm: Box<dyn StateMachine>,
-    pub transport: Transport,
+    pub outbox: Box<dyn Outbox>,
+    pub clock: Arc<dyn Clock>,
+    /// Distinguishes this incarnation's ReadIndex contexts and membership
+    /// request ids from an earlier one's (`boot_nonce` in production).
+    pub nonce: u64,
+    /// Where snapshots are encoded and written.
+    pub snapshot_writer: WriterThread,
     pub requests: Receiver<Request>,
     pub peer_frames: Receiver<Frame>,
     pub reports: Arc<Reports>,
@@ -149,82 +147,90 @@ pub(crate) struct LoopParts {
     pub status: Arc<RwLock<Status>>,
 }
 
-impl RaftLoop {
-    pub(crate) fn new(parts: LoopParts) -> RaftLoop {
+impl<L: DurableLog> RaftLoop<L> {
+    pub(crate) fn new(parts: LoopParts<L>) -> RaftLoop<L> {
         let config = parts.config;
         let timeout = Duration::from_millis(config.request_timeout_ms);
         let retry = Duration::from_millis(config.tick_ms * 3);
-        let nonce = boot_nonce();
+        let nonce = parts.nonce;
+        let snapshots = SnapshotSchedule::new(&config, parts.snapshot_writer);
+        let next_tick = parts.clock.now() + Duration::from_millis(config.tick_ms);
         RaftLoop {
             id: config.id,
             raw: parts.raw,
-            disk: parts.disk,
             sm: parts.sm,
-            transport: parts.transport,
+            outbox: parts.outbox,
+            clock: parts.clock,
+            next_tick,
             requests: parts.requests,
             peer_frames: parts.peer_frames,
             reports: parts.reports,
             report_rings: parts.report_rings,
             shutdown: parts.shutdown,
-            members: parts.members,
+            membership: Membership::new(config.id, parts.members, nonce, timeout),
             reads: ReadTracker::new(config.id, nonce, timeout, retry),
-            pending_change: None,
-            next_change_id: nonce,
             status: parts.status,
             config,
             applied: parts.applied,
             stop: None,
-            snapshot_done: bounded(1),
-            snapshot_in_flight: false,
-            log_bytes_since_snapshot: 0,
-            last_snapshot_bytes: 0,
+            snapshots,
             #[cfg(test)]
             trace: Default::default(),
         }
     }
 
-    /// Runs until shutdown, removal or a fatal error (a failed fsync, a
-    /// corrupt snapshot): after any of those the node must not go on.
+    /// The production driver: blocks until there is work or the next tick,
+    /// then runs a [`turn`](Self::turn), until shutdown, removal or a fatal
+    /// error (a failed fsync, a corrupt snapshot): after any of those the
+    /// node must not go on.
     pub(crate) fn run(mut self) -> Result<StopReason, NodeError> {
-        let tick = Duration::from_millis(self.config.tick_ms);
-        let mut next_tick = Instant::now() + tick;
         self.publish_status(true);
         let result = loop {
-            if let Err(e) = self.wait_and_drain(next_tick) {
+            if let Err(e) = self.wait_for_work() {
                 break Err(e);
             }
-            let now = Instant::now();
-            if now >= next_tick {
-                self.raw.tick();
-                next_tick = now + tick;
-                self.on_timer(now);
-            }
-            let has_leader = self.raw.raft.leader_id != raft::INVALID_ID;
-            let raw = &mut self.raw;
-            self.reads.flush(has_leader, |ctx| raw.read_index(ctx));
-            if let Err(e) = self.on_ready() {
-                break Err(e);
-            }
-            self.publish_status(false);
-            if let Some(reason) = self.stop {
-                break Ok(reason);
+            match self.turn() {
+                Ok(Some(reason)) => break Ok(reason),
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
         };
+        self.finish(&result);
+        result
+    }
+
+    /// Answers everything still waiting after the loop ended, and logs why
+    /// it ended.
+    pub(crate) fn finish(&mut self, result: &Result<StopReason, NodeError>) {
         self.fail_everything(RaftError::Stopped);
-        match &result {
+        match result {
             Ok(StopReason::Removed) => {
                 info!(node = self.id, "removed from the cluster; stopping")
             }
             Ok(StopReason::Shutdown) => info!(node = self.id, "raft loop stopped"),
             Err(e) => error!(node = self.id, error = %e, "raft loop failed; stopping"),
         }
-        result
     }
 
-    /// Blocks until a request, a peer event or the next tick, then drains
-    /// what is queued (bounded).
-    fn wait_and_drain(&mut self, next_tick: Instant) -> Result<(), NodeError> {
-        let timeout = next_tick.saturating_duration_since(Instant::now());
+    /// One turn of the loop, without blocking: drain what is queued
+    /// (bounded), tick if due by the clock, issue the batch of new reads,
+    /// handle one Ready. Returns why the loop must stop, if it must.
+    pub(crate) fn turn(&mut self) -> Result<Option<StopReason>, NodeError> {
+        self.drain()?;
+        self.tick_if_due();
+        let has_leader = self.raw.raft.leader_id != raft::INVALID_ID;
+        let now = self.clock.now();
+        let raw = &mut self.raw;
+        self.reads.flush(has_leader, now, |ctx| raw.read_index(ctx));
+        self.on_ready()?;
+        self.publish_status(false);
+        Ok(self.stop)
+    }
+
+    /// Blocks until a request, a peer event or the next tick (by the clock),
+    /// and handles the one event that woke it.
+    fn wait_for_work(&mut self) -> Result<(), NodeError> {
+        let timeout = self.next_tick.saturating_duration_since(self.clock.now());
         select! {
             recv(self.requests) -> request => match request {
                 Ok(request) => self.on_request(request),
@@ -237,12 +243,21 @@ impl RaftLoop {
             },
             recv(self.report_rings) -> _ => {},
             recv(self.shutdown) -> _ => self.stop = Some(StopReason::Shutdown),
-            recv(self.snapshot_done.1) -> outcome => {
+            recv(self.snapshots.written()) -> outcome => {
                 if let Ok(outcome) = outcome {
                     self.on_snapshot_written(outcome)?;
                 }
             },
             default(timeout) => {},
+        }
+        Ok(())
+    }
+
+    /// Handles what is queued, without waiting: a finished snapshot, peer
+    /// frames, transport reports, requests (each bounded per turn).
+    fn drain(&mut self) -> Result<(), NodeError> {
+        if let Ok(outcome) = self.snapshots.written().try_recv() {
+            self.on_snapshot_written(outcome)?;
         }
         for _ in 0..DRAIN_PEER_FRAMES_MAX {
             match self.peer_frames.try_recv() {
@@ -250,6 +265,7 @@ impl RaftLoop {
                 Err(_) => break,
             }
         }
+        while self.report_rings.try_recv().is_ok() {}
         self.on_reports();
         for _ in 0..DRAIN_REQUESTS_MAX {
             match self.requests.try_recv() {
@@ -257,7 +273,25 @@ impl RaftLoop {
                 Err(_) => break,
             }
         }
+        if matches!(
+            self.shutdown.try_recv(),
+            Ok(()) | Err(crossbeam_channel::TryRecvError::Disconnected)
+        ) {
+            self.stop = Some(StopReason::Shutdown);
+        }
         Ok(())
+    }
+
+    /// Ticks raft-rs when the clock reached the next tick (at most once per
+    /// turn), then checks the read and membership timeouts.
+    fn tick_if_due(&mut self) {
+        let now = self.clock.now();
+        if now < self.next_tick {
+            return;
+        }
+        self.raw.tick();
+        self.next_tick = now + Duration::from_millis(self.config.tick_ms);
+        self.on_timer(now);
     }
 
     fn on_request(&mut self, request: Request) {
@@ -271,7 +305,7 @@ impl RaftLoop {
         }
     }
 
-    fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
+    pub(crate) fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
         if self.raw.raft.leader_id == raft::INVALID_ID {
             return Err(RaftError::NoLeader);
         }
@@ -280,31 +314,18 @@ impl RaftLoop {
             .map_err(|e| RaftError::ProposalDropped(e.to_string()))
     }
 
-    fn change_membership(
-        &mut self,
-        change: MembershipChange,
-        reply: oneshot::Sender<Result<(), RaftError>>,
-    ) {
-        if let Err(e) = self.validate_change(&change) {
-            let _ = reply.send(Err(e));
-            return;
-        }
-        self.next_change_id += 1;
-        let request_id = self.next_change_id;
-        let cc = match &change {
-            MembershipChange::AddNode { id, peer_url } => ConfChange {
-                change_type: ConfChangeType::AddNode as i32,
-                node_id: *id,
-                context: peer_url.as_bytes().to_vec(),
-                id: request_id,
-            },
-            MembershipChange::RemoveNode { id } => ConfChange {
-                change_type: ConfChangeType::RemoveNode as i32,
-                node_id: *id,
-                context: Vec::new(),
-                id: request_id,
-            },
+    fn change_membership(&mut self, change: MembershipChange, reply: Reply) {
+        let cc = match self.check_change_leader().and_then(|()| {
+            self.membership
+                .conf_change(&change, &self.raw.store().conf_state().voters)
+        }) {
+            Ok(cc) => cc,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
         };
+        let request_id = cc.id;
         if let Err(e) = self.propose_change_with_marker(cc) {
             let _ = reply.send(Err(RaftError::ProposalDropped(e.to_string())));
             return;
@@ -315,11 +336,8 @@ impl RaftLoop {
             request_id,
             "membership change proposed"
         );
-        self.pending_change = Some(PendingChange {
-            request_id,
-            reply,
-            deadline: Instant::now() + Duration::from_millis(self.config.request_timeout_ms),
-        });
+        self.membership
+            .proposed(request_id, reply, self.clock.now());
     }
 
     /// Proposes `cc` followed, in the same proposal, by an empty normal entry
@@ -346,10 +364,11 @@ impl RaftLoop {
         self.raw.raft.step(msg)
     }
 
-    /// raft-rs accepts a second conf change while one is pending and then
-    /// silently replaces it with an empty entry, so it is refused here.
-    fn validate_change(&self, change: &MembershipChange) -> Result<(), RaftError> {
-        if self.pending_change.is_some() {
+    /// A membership change needs a leader with no conf change of its own
+    /// pending (raft-rs would silently replace a second one), and none in
+    /// flight here.
+    fn check_change_leader(&self) -> Result<(), RaftError> {
+        if self.membership.is_pending() {
             return Err(RaftError::MembershipChangeInProgress);
         }
         if self.raw.raft.leader_id == raft::INVALID_ID {
@@ -360,34 +379,7 @@ impl RaftLoop {
         {
             return Err(RaftError::MembershipChangeInProgress);
         }
-        let voters = &self.raw.store().conf_state().voters;
-        match change {
-            MembershipChange::AddNode { id, peer_url } => {
-                if *id == 0 {
-                    return Err(RaftError::InvalidMembership("node id 0 is invalid".into()));
-                }
-                if voters.contains(id) {
-                    return Err(RaftError::InvalidMembership(format!(
-                        "node {id} is already a member"
-                    )));
-                }
-                transport::validate_peer_url(peer_url)
-                    .map_err(|e| RaftError::InvalidMembership(e.to_string()))
-            }
-            MembershipChange::RemoveNode { id } => {
-                if !voters.contains(id) {
-                    return Err(RaftError::InvalidMembership(format!(
-                        "node {id} is not a member"
-                    )));
-                }
-                if voters.len() == 1 {
-                    return Err(RaftError::InvalidMembership(
-                        "cannot remove the last member".into(),
-                    ));
-                }
-                Ok(())
-            }
-        }
+        Ok(())
     }
 
     pub(crate) fn on_frame(&mut self, frame: Frame) {
@@ -454,15 +446,7 @@ impl RaftLoop {
     fn on_timer(&mut self, now: Instant) {
         let raw = &mut self.raw;
         self.reads.on_timer(now, |ctx| raw.read_index(ctx));
-        if let Some(pending) = &self.pending_change {
-            if now >= pending.deadline {
-                if let Some(pending) = self.pending_change.take() {
-                    let _ = pending.reply.send(Err(RaftError::Timeout {
-                        timeout_ms: self.config.request_timeout_ms,
-                    }));
-                }
-            }
-        }
+        self.membership.expire(now);
     }
 
     /// Handles one Ready, in raft-rs's order.
@@ -487,16 +471,14 @@ impl RaftLoop {
         // raft-rs recorded the last entry when it built the Ready, so the
         // entries can be moved out instead of cloned into the store.
         let entries = ready.take_entries();
-        self.disk.persist(&entries, ready.hs())?;
+        #[cfg(test)]
+        let persisted_last_index = entries.last().map(|e| e.index);
+        self.raw.mut_store().persist(entries, ready.hs())?;
         #[cfg(test)]
         self.trace.borrow_mut().push(Traced::Persisted {
-            last_index: entries.last().map(|e| e.index),
+            last_index: persisted_last_index,
             hard_state: ready.hs().cloned(),
         });
-        self.raw.mut_store().append(entries);
-        if let Some(hard_state) = ready.hs() {
-            self.raw.mut_store().set_hard_state(hard_state.clone());
-        }
         // 7. Messages that claim durability (votes, append responses).
         self.send(ready.take_persisted_messages());
         // 8. Advance, then the light ready: commit index, messages, entries.
@@ -518,7 +500,7 @@ impl RaftLoop {
             .borrow_mut()
             .extend(messages.iter().cloned().map(|m| Traced::Sent(Box::new(m))));
         if !messages.is_empty() {
-            self.transport.send(messages);
+            self.outbox.send(messages);
         }
     }
 
@@ -550,11 +532,10 @@ impl RaftLoop {
         let index = snapshot.get_metadata().index;
         info!(node = self.id, index, "installing snapshot from the leader");
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
-        self.disk.save_snapshot(&snapshot)?;
-        self.set_members(members, index);
-        self.last_snapshot_bytes = snapshot.data.len() as u64;
-        self.log_bytes_since_snapshot = 0;
-        self.raw.mut_store().install_snapshot(snapshot);
+        self.snapshots.on_installed(snapshot.data.len() as u64);
+        self.raw.mut_store().install_snapshot(snapshot)?;
+        self.membership
+            .replace(members, index, self.outbox.as_ref());
         self.applied = index;
         self.publish_status(true);
         Ok(())
@@ -574,7 +555,7 @@ impl RaftLoop {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
                     self.sm.apply(entry.index, &entry.data)
                 }
-                EntryType::EntryNormal => self.apply_change_marker(&entry),
+                EntryType::EntryNormal => self.membership.on_marker(&entry.context, entry.index),
                 EntryType::EntryConfChange => self.apply_conf_change(&entry),
                 EntryType::EntryConfChangeV2 => match ConfChangeV2::decode(entry.data.as_slice()) {
                     Ok(cc) => {
@@ -585,7 +566,7 @@ impl RaftLoop {
                     Err(e) => warn!(index = entry.index, error = %e, "bad conf change v2"),
                 },
             }
-            self.log_bytes_since_snapshot += entry.data.len() as u64 + ENTRY_OVERHEAD_BYTES;
+            self.snapshots.on_applied(&entry);
             self.applied = entry.index;
             #[cfg(test)]
             self.trace.borrow_mut().push(Traced::Applied(entry.index));
@@ -604,7 +585,8 @@ impl RaftLoop {
             Ok(conf_state) => conf_state,
             Err(e) => {
                 warn!(index = entry.index, error = %e, "conf change refused by raft");
-                self.answer_change(cc.id, Err(RaftError::InvalidMembership(e.to_string())));
+                self.membership
+                    .answer(cc.id, Err(RaftError::InvalidMembership(e.to_string())));
                 return;
             }
         };
@@ -613,172 +595,64 @@ impl RaftLoop {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                 let url = String::from_utf8_lossy(&cc.context).into_owned();
                 info!(node = self.id, added = cc.node_id, %url, "member added");
-                self.add_member(cc.node_id, url);
+                self.membership.added(cc.node_id, url, self.outbox.as_ref());
             }
             ConfChangeType::RemoveNode => {
                 info!(node = self.id, removed = cc.node_id, "member removed");
-                self.members.remove(&cc.node_id);
+                self.membership
+                    .removed(cc.node_id, entry.index, self.outbox.as_ref());
                 if cc.node_id == self.id {
                     self.stop = Some(StopReason::Removed);
-                } else {
-                    self.transport.remove_peer_at(cc.node_id, entry.index);
                 }
             }
         }
-        self.answer_change(cc.id, Ok(()));
+        self.membership.answer(cc.id, Ok(()));
         self.publish_status(true);
     }
 
-    /// The marker after a membership change: if that change is still
-    /// waiting here, the leader replaced it (another change was pending).
-    fn apply_change_marker(&mut self, entry: &Entry) {
-        let Some(request_id) = change_marker_id(&entry.context) else {
-            return;
-        };
-        if self
-            .pending_change
-            .as_ref()
-            .is_some_and(|p| p.request_id == request_id)
-        {
-            warn!(
-                node = self.id,
-                request_id,
-                index = entry.index,
-                "the leader dropped this membership change: another one was in progress"
-            );
-            self.answer_change(request_id, Err(RaftError::MembershipChangeInProgress));
-        }
-    }
-
-    fn answer_change(&mut self, request_id: u64, result: Result<(), RaftError>) {
-        if self
-            .pending_change
-            .as_ref()
-            .is_some_and(|p| p.request_id == request_id)
-        {
-            if let Some(pending) = self.pending_change.take() {
-                let _ = pending.reply.send(result);
-            }
-        }
-    }
-
-    /// The transport ignores this node's own id, so every member goes
-    /// through it unfiltered.
-    fn add_member(&mut self, id: u64, url: String) {
-        if let Err(e) = self.transport.add_peer(id, &url) {
-            warn!(node = self.id, peer = id, %url, error = %e, "cannot reach new member");
-        }
-        self.members.insert(id, url);
-    }
-
-    /// Replaces the member list (from a snapshot at `index`) and the
-    /// transport's peers. A member missing from the snapshot was removed at
-    /// or before `index`.
-    fn set_members(&mut self, members: BTreeMap<u64, String>, index: u64) {
-        for old in self.members.keys() {
-            if !members.contains_key(old) && *old != self.id {
-                self.transport.remove_peer_at(*old, index);
-            }
-        }
-        for (id, url) in &members {
-            if self.members.get(id) != Some(url) {
-                if let Err(e) = self.transport.add_peer(*id, url) {
-                    warn!(node = self.id, peer = id, %url, error = %e, "bad peer URL in snapshot");
-                }
-            }
-        }
-        self.members = members;
-    }
-
-    /// Every `snapshot_count` applied entries, once the log since the last
-    /// snapshot has grown to `snapshot_log_percent` of that snapshot's size
-    /// (or when a follower needs a newer snapshot than the stored one),
-    /// captures the state machine and
-    /// hands the encoding and the file write to a background thread, so the
-    /// loop never waits for a snapshot. One snapshot is in flight at a time.
+    /// Captures the state machine when a snapshot is due and hands the rest
+    /// to the background writer (see `snapshots.rs`).
     fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
-        if self.snapshot_in_flight || self.applied <= self.disk.snapshot_index() {
-            return Ok(());
-        }
-        let due = snapshot_due(SnapshotTrigger {
-            entries_since: self.applied - self.disk.snapshot_index(),
-            snapshot_count: self.config.snapshot_count,
-            log_bytes_since: self.log_bytes_since_snapshot,
-            last_snapshot_bytes: self.last_snapshot_bytes,
-            log_percent: self.config.snapshot_log_percent,
-        });
-        if !due && !self.raw.store().take_snapshot_wanted() {
+        let store = self.raw.store();
+        if !self
+            .snapshots
+            .due(self.applied, store.snapshot_index(), || {
+                store.take_snapshot_wanted()
+            })
+        {
             return Ok(());
         }
         let index = self.applied;
-        let term = raft::Storage::term(self.raw.store(), index)
+        let term = raft::Storage::term(store, index)
             .map_err(|e| NodeError::Corrupt(format!("no term for applied index {index}: {e}")))?;
-        let conf_state = self.raw.store().conf_state().clone();
-        let members = self.members.clone();
-        let job = self.sm.snapshot();
-        let store = self.disk.snapshot_store();
-        let done = self.snapshot_done.0.clone();
-        self.log_bytes_since_snapshot = 0;
-        let started = Instant::now();
-        let spawned = std::thread::Builder::new()
-            .name(format!("snapshot-{}", self.id))
-            .spawn(move || {
-                let mut snapshot = Snapshot {
-                    data: envelope(&members, job()),
-                    ..Default::default()
-                };
-                let meta = snapshot.mut_metadata();
-                meta.index = index;
-                meta.term = term;
-                meta.set_conf_state(conf_state);
-                let outcome = store
-                    .save(term, index, &snapshot.encode_to_vec())
-                    .map(|()| snapshot)
-                    .map_err(|e| e.to_string());
-                debug!(
-                    index,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "snapshot written"
-                );
-                let _ = done.send(outcome);
-            });
-        match spawned {
-            Ok(_) => self.snapshot_in_flight = true,
-            Err(e) => warn!(node = self.id, error = %e, "cannot start the snapshot writer"),
-        }
+        self.snapshots.start(Capture {
+            index,
+            term,
+            conf_state: store.conf_state().clone(),
+            members: self.membership.members().clone(),
+            job: self.sm.snapshot(),
+            sink: store.snapshot_sink(),
+            clock: Arc::clone(&self.clock),
+        });
         Ok(())
     }
 
     /// Second half of a local snapshot: WAL marker, then log compaction
     /// keeping `catch_up_entries` for slow followers.
     fn on_snapshot_written(&mut self, outcome: SnapshotOutcome) -> Result<(), NodeError> {
-        self.snapshot_in_flight = false;
-        let snapshot = match outcome {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                // The log is intact; the next trigger tries again.
-                error!(node = self.id, error = %e, "snapshot could not be written");
-                return Ok(());
-            }
+        let snapshot_index = self.raw.store().snapshot_index();
+        let Some((snapshot, compact_to)) = self.snapshots.on_written(outcome, snapshot_index)
+        else {
+            return Ok(());
         };
         let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
-        if index <= self.disk.snapshot_index() {
-            // A snapshot from the leader superseded it meanwhile.
-            return Ok(());
-        }
-        self.disk.save_marker(index, term)?;
-        self.last_snapshot_bytes = snapshot.data.len() as u64;
-        self.raw.mut_store().set_local_snapshot(snapshot);
-        let compact_to = index.saturating_sub(self.config.catch_up_entries);
-        if compact_to > self.raw.store().first() {
-            let removed = self.raw.mut_store().compact(compact_to);
-            // Freeing a million entries takes tens of milliseconds.
-            if removed.len() > 1024 {
-                let _ = std::thread::Builder::new()
-                    .name(format!("compact-{}", self.id))
-                    .spawn(move || drop(removed));
-            }
-            self.disk.release_to(compact_to)?;
+        self.raw.mut_store().record_local_snapshot(snapshot)?;
+        let removed = self.raw.mut_store().compact(compact_to)?;
+        // Freeing a million entries takes tens of milliseconds.
+        if removed.len() > 1024 {
+            let _ = std::thread::Builder::new()
+                .name(format!("compact-{}", self.id))
+                .spawn(move || drop(removed));
         }
         info!(
             node = self.id,
@@ -790,7 +664,28 @@ impl RaftLoop {
         Ok(())
     }
 
-    fn publish_status(&self, members_changed: bool) {
+    /// The entry at `index` if it is committed and still in the log.
+    pub(crate) fn committed_entry(&self, index: u64) -> Option<crate::CommittedEntry> {
+        if index > self.raw.raft.raft_log.committed {
+            return None;
+        }
+        let entries = raft::Storage::entries(
+            self.raw.store(),
+            index,
+            index + 1,
+            None,
+            raft::GetEntriesContext::empty(false),
+        )
+        .ok()?;
+        let entry = entries.into_iter().next()?;
+        Some(crate::CommittedEntry {
+            index,
+            term: entry.term,
+            data: entry.data,
+        })
+    }
+
+    pub(crate) fn publish_status(&self, members_changed: bool) {
         let raft = &self.raw.raft;
         let mut status = self.status.write();
         status.leader_id = (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id);
@@ -803,7 +698,7 @@ impl RaftLoop {
         status.term = raft.term;
         status.commit_index = raft.raft_log.committed;
         status.applied_index = self.applied;
-        status.snapshot_index = self.disk.snapshot_index();
+        status.snapshot_index = self.raw.store().snapshot_index();
         status.last_index = self.raw.store().last();
         if members_changed {
             let voters = &self.raw.store().conf_state().voters;
@@ -811,7 +706,12 @@ impl RaftLoop {
                 .iter()
                 .map(|id| Member {
                     id: *id,
-                    peer_url: self.members.get(id).cloned().unwrap_or_default(),
+                    peer_url: self
+                        .membership
+                        .members()
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_default(),
                 })
                 .collect();
         }
@@ -819,9 +719,7 @@ impl RaftLoop {
 
     fn fail_everything(&mut self, error: RaftError) {
         self.reads.fail_all(error.clone());
-        if let Some(pending) = self.pending_change.take() {
-            let _ = pending.reply.send(Err(error.clone()));
-        }
+        self.membership.fail(error.clone());
         while let Ok(request) = self.requests.try_recv() {
             match request {
                 Request::Propose { reply, .. }
@@ -831,83 +729,5 @@ impl RaftLoop {
                 }
             }
         }
-    }
-}
-
-/// Context of the empty entry proposed right after a membership change
-/// (`propose_change_with_marker`): a tag and the change's request id.
-fn change_marker(request_id: u64) -> Vec<u8> {
-    [CHANGE_MARKER_TAG.as_slice(), &request_id.to_be_bytes()].concat()
-}
-
-/// The request id in a marker's context, if it is one.
-fn change_marker_id(context: &[u8]) -> Option<u64> {
-    let id = context.strip_prefix(CHANGE_MARKER_TAG.as_slice())?;
-    Some(u64::from_be_bytes(id.try_into().ok()?))
-}
-
-/// Tag of a membership change marker's context.
-const CHANGE_MARKER_TAG: &[u8; 8] = b"ccmarker";
-
-/// A per-process number so that membership request ids and ReadIndex
-/// contexts of two incarnations of a node do not collide.
-fn boot_nonce() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    (nanos ^ u64::from(std::process::id()).rotate_left(32)) << 16
-}
-
-/// The inputs of the snapshot trigger.
-struct SnapshotTrigger {
-    entries_since: u64,
-    snapshot_count: u64,
-    log_bytes_since: u64,
-    last_snapshot_bytes: u64,
-    log_percent: u64,
-}
-
-/// A snapshot is due after `snapshot_count` entries, once the log written
-/// since the last one is `log_percent` of that snapshot's size: snapshot work
-/// then stays proportional to the writes, however large the state is.
-fn snapshot_due(t: SnapshotTrigger) -> bool {
-    t.entries_since >= t.snapshot_count
-        && t.log_bytes_since.saturating_mul(100)
-            >= t.last_snapshot_bytes.saturating_mul(t.log_percent)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn trigger(entries_since: u64, log_bytes_since: u64, log_percent: u64) -> bool {
-        snapshot_due(SnapshotTrigger {
-            entries_since,
-            snapshot_count: 100,
-            log_bytes_since,
-            last_snapshot_bytes: 1_000_000,
-            log_percent,
-        })
-    }
-
-    #[test]
-    fn change_markers_round_trip() {
-        assert_eq!(change_marker_id(&change_marker(42)), Some(42));
-        assert_eq!(change_marker_id(b""), None);
-        assert_eq!(change_marker_id(b"ccmarker1"), None);
-    }
-
-    #[test]
-    fn snapshot_waits_for_the_count_and_for_enough_log() {
-        assert!(!trigger(99, u64::MAX / 200, 100), "never before the count");
-        assert!(!trigger(100, 999_999, 100), "log smaller than the snapshot");
-        assert!(trigger(100, 1_000_000, 100));
-        assert!(trigger(100, 500_000, 50));
-        assert!(
-            trigger(100, 0, 0),
-            "0 percent: every snapshot_count entries"
-        );
-        assert!(trigger(100, u64::MAX, u64::MAX), "no overflow");
     }
 }

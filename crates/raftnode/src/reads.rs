@@ -70,7 +70,12 @@ impl ReadTracker {
     /// Issues one ReadIndex for everything queued since the last call, using
     /// `read_index` (raft's `RawNode::read_index`). Without a leader the
     /// reads fail at once with `NoLeader`.
-    pub(crate) fn flush(&mut self, has_leader: bool, mut read_index: impl FnMut(Vec<u8>)) {
+    pub(crate) fn flush(
+        &mut self,
+        has_leader: bool,
+        now: Instant,
+        mut read_index: impl FnMut(Vec<u8>),
+    ) {
         if self.new.is_empty() {
             return;
         }
@@ -82,7 +87,6 @@ impl ReadTracker {
         let seq = self.next_seq;
         self.next_seq += 1;
         read_index(self.context(seq));
-        let now = Instant::now();
         self.issued.insert(
             seq,
             Issued {
@@ -206,7 +210,7 @@ mod tests {
         let mut a = read(&mut tracker);
         let mut b = read(&mut tracker);
         let mut sent = Vec::new();
-        tracker.flush(true, |ctx| sent.push(ctx));
+        tracker.flush(true, Instant::now(), |ctx| sent.push(ctx));
         assert_eq!(sent.len(), 1, "two reads share one ReadIndex");
         tracker.on_read_states(vec![ReadState {
             index: 7,
@@ -227,12 +231,14 @@ mod tests {
         let mut tracker =
             ReadTracker::new(1, 7, Duration::from_millis(10), Duration::from_millis(1));
         let mut a = read(&mut tracker);
-        tracker.flush(false, |_| panic!("no ReadIndex without a leader"));
+        tracker.flush(false, Instant::now(), |_| {
+            panic!("no ReadIndex without a leader")
+        });
         assert_eq!(a.try_recv().unwrap(), Err(RaftError::NoLeader));
 
         let mut b = read(&mut tracker);
         let mut sent = 0;
-        tracker.flush(true, |_| sent += 1);
+        tracker.flush(true, Instant::now(), |_| sent += 1);
         let later = Instant::now() + Duration::from_millis(5);
         tracker.on_timer(later, |_| sent += 1);
         assert_eq!(sent, 2, "an unanswered ReadIndex is re-issued");
@@ -249,11 +255,11 @@ mod tests {
         let mut before_restart = tracker(1, 0x1111, timeouts);
         let mut old_ctx = Vec::new();
         before_restart.push(oneshot::channel().0);
-        before_restart.flush(true, |ctx| old_ctx = ctx);
+        before_restart.flush(true, Instant::now(), |ctx| old_ctx = ctx);
 
         let mut after_restart = tracker(1, 0x2222, timeouts);
         let mut read = read(&mut after_restart);
-        after_restart.flush(true, |_| {});
+        after_restart.flush(true, Instant::now(), |_| {});
         // The leader's late answer to the old request, at an old index.
         after_restart.on_read_states(vec![ReadState {
             index: 3,

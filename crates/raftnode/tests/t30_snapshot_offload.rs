@@ -75,12 +75,22 @@ async fn applying_goes_on_while_a_snapshot_is_being_written() {
         assert!(Instant::now() < deadline, "snapshot never completed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // The next snapshot covers the rest once it is let through.
+    // The next snapshot covers the rest once it is let through. Proposals
+    // return before they are applied, so the first snapshot may have been
+    // captured anywhere from 11 to 50: another `snapshot_count` entries make
+    // the next one due wherever it was (one more entry alone did not when it
+    // was captured above 41, and the test then waited for a snapshot that
+    // was never due).
     release.send(()).unwrap();
-    consensus.propose(b"one more".to_vec()).await.unwrap();
+    for i in 0..10u32 {
+        consensus.propose(i.to_be_bytes().to_vec()).await.unwrap();
+    }
+    consensus.read_barrier().await.unwrap();
     while consensus.status().snapshot_index < 50 {
         assert!(Instant::now() < deadline, "second snapshot never completed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // A snapshot captured after the one above may still wait at the gate.
+    release.send(()).unwrap();
     node.shutdown().await.unwrap();
 }

@@ -9,6 +9,18 @@
 //! - [`Wal::repair`]: the operator's explicit cut of a WAL that `open` refuses, reporting
 //!   every file, offset, byte count and identifiable record it drops ([`RepairReport`]).
 //!
+//! - The disk seam: every file-system call goes through the [`FileSystem`] trait
+//!   (**architecture invariant**, enforced by `tests/t90_architecture.rs`). [`StdFs`] is the
+//!   production implementation (std::fs, a read-only mmap for scans, flock, fallocate) that
+//!   [`Wal::open`], [`Wal::create`], [`SnapshotStore::open`] and the other constructors
+//!   without a file-system argument use; [`Wal::open_in`], [`Wal::create_in`],
+//!   [`Wal::markers_in`], [`Wal::repair_in`], [`Wal::exists_in`] and
+//!   [`SnapshotStore::open_in`] take any [`SharedFs`]. [`sim::SimFs`] is a seeded in-memory
+//!   disk whose crashes lose or tear (by 512-byte sector) unsynced writes, lose unsynced
+//!   directory entries (creations, renames, removals), and whose syncs can be made to fail:
+//!   the real recovery code runs on it (`tests/t70_simfs.rs`, and the crash matrix runs on
+//!   both file systems).
+//!
 //! # What it does not own
 //! It knows nothing of Raft or protobuf (**architecture invariant**: only raftnode imports
 //! `raft`). Payloads and hard states are bytes; raftnode encodes raft-proto's `Entry` and
@@ -27,6 +39,8 @@
 //!   skipped. The checks are bounded ([`TAIL_CHECK_BYTES_MAX`]).
 //! - `save` is one `write` and one `fdatasync` (none when there is nothing to write); when
 //!   it returns, the batch survives a crash.
+//! - A failed write, sync, rename or removal poisons the handle ([`WalError::Poisoned`]):
+//!   what reached the disk is then unknown, so nothing after it is claimed durable.
 //! - Every segment starts with the metadata, the latest marker and the latest hard state, so
 //!   releasing old segments never loses them.
 //! - Replay reproduces log conflicts exactly: an entry at an index at or below the last one
@@ -76,19 +90,24 @@
 //! ```
 
 mod error;
+mod filesystem;
 mod fs;
 mod record;
 mod repair;
 mod replay;
 mod scan;
+pub mod sim;
 mod snapshot;
+mod stdfs;
 mod types;
 mod wal;
 
 pub use crate::error::{Corruption, WalError};
+pub use crate::filesystem::{FileBytes, FileHandle, FileSystem, LockGuard, OpenMode, SharedFs};
 pub use crate::repair::{Damage, DroppedKind, DroppedRange, DroppedRecord, RepairReport};
 pub use crate::scan::TAIL_CHECK_BYTES_MAX;
 pub use crate::snapshot::{SnapshotStore, StoredSnapshot, SNAPSHOT_FLUSH_BYTES};
+pub use crate::stdfs::StdFs;
 pub use crate::types::{
     Entry, Marker, Metadata, Recovered, WalConfig, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES,
     MIN_SEGMENT_BYTES,

@@ -5,11 +5,10 @@
 //! before the first damaged one, zeroes the rest of that segment, deletes later segments, and
 //! reports exactly what it dropped.
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, IoContext, WalError};
+use crate::filesystem::{FileSystem, OpenMode};
 use crate::fs::{list_segments, lock_dir, map_file, sync_dir, SegmentName};
 use crate::record::{decode, parse, peek_crc, peek_prev_crc, Body, HEADER_BYTES};
 use crate::scan::{scan, Event};
@@ -144,16 +143,20 @@ impl LogShape {
 }
 
 /// See [`crate::Wal::repair`].
-pub(crate) fn repair(dir: &Path, dry_run: bool) -> Result<RepairReport, WalError> {
-    let _lock = lock_dir(dir)?;
-    let names = list_segments(dir)?;
+pub(crate) fn repair(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    dry_run: bool,
+) -> Result<RepairReport, WalError> {
+    let _lock = lock_dir(fs, dir)?;
+    let names = list_segments(fs, dir)?;
     let first = names.first().ok_or_else(|| WalError::NotFound {
         dir: dir.to_path_buf(),
     })?;
     let mut shape = LogShape {
         last_index: first.first_index.saturating_sub(1),
     };
-    let (path, offset, reason) = match scan(dir, &names, &mut |event, path, offset| {
+    let (path, offset, reason) = match scan(fs, dir, &names, &mut |event, path, offset| {
         shape.visit(event, path, offset)
     }) {
         Ok(_) => {
@@ -177,7 +180,7 @@ pub(crate) fn repair(dir: &Path, dry_run: bool) -> Result<RepairReport, WalError
             offset,
             reason: Corruption::BadRecord("damage reported outside the WAL's segments"),
         })?;
-    let damage = plan(dir, &names[position..], &path, offset, reason)?;
+    let damage = plan(fs, dir, &names[position..], &path, offset, reason)?;
     if damage.dropped.first().is_some_and(|d| d.file_deleted) && position == 0 {
         // Nothing before the damage would be left: there is no log to keep.
         return Err(WalError::Corrupt {
@@ -187,7 +190,7 @@ pub(crate) fn repair(dir: &Path, dry_run: bool) -> Result<RepairReport, WalError
         });
     }
     if !dry_run {
-        apply(dir, &damage)?;
+        apply(fs, dir, &damage)?;
     }
     Ok(RepairReport {
         damage: Some(damage),
@@ -197,6 +200,7 @@ pub(crate) fn repair(dir: &Path, dry_run: bool) -> Result<RepairReport, WalError
 
 /// Works out what cutting at (`path`, `offset`) drops; `names[0]` is the damaged segment.
 fn plan(
+    fs: &dyn FileSystem,
     dir: &Path,
     names: &[SegmentName],
     path: &Path,
@@ -207,8 +211,8 @@ fn plan(
     let mut records = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let file = name.path(dir);
-        let view = map_file(&file)?;
-        let data = view.bytes();
+        let view = map_file(fs, &file)?;
+        let data: &[u8] = &view;
         // A segment cut inside its header or metadata would be unreadable: drop it whole.
         let from = if i == 0 && offset as usize >= preamble_end(data) {
             offset as usize
@@ -340,18 +344,15 @@ fn unverified_kind(data: &[u8], at: usize) -> Option<DroppedKind> {
 
 /// Deletes the dropped files newest first (the survivors stay a gap-free sequence at every
 /// step) and zeroes the dropped range of a cut one, syncing each change.
-fn apply(dir: &Path, damage: &Damage) -> Result<(), WalError> {
+fn apply(fs: &dyn FileSystem, dir: &Path, damage: &Damage) -> Result<(), WalError> {
     for range in damage.dropped.iter().rev() {
         if range.file_deleted {
-            fs::remove_file(&range.path).at(&range.path)?;
-            sync_dir(dir)?;
+            fs.remove_file(&range.path).at(&range.path)?;
+            sync_dir(fs, dir)?;
             tracing::warn!(path = %range.path.display(), "repair: deleted WAL segment");
             continue;
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&range.path)
-            .at(&range.path)?;
+        let file = fs.open(&range.path, OpenMode::Existing).at(&range.path)?;
         let zeros = vec![0u8; ZERO_CHUNK_BYTES];
         let (mut at, end) = (range.offset, range.offset + range.bytes);
         while at < end {

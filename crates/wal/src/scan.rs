@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::error::{Corruption, WalError};
+use crate::filesystem::FileSystem;
 use crate::fs::{map_file, SegmentName};
 use crate::record::{
     decode, expected_crc, parse, peek_crc, peek_prev_crc, record_bytes, Body, Invalid, RecordType,
@@ -158,6 +159,7 @@ fn check_sequence(dir: &Path, names: &[SegmentName]) -> Result<(), WalError> {
 /// `visit`. Only the newest segment may end in a torn write; only the newest of several may be
 /// entirely unwritten.
 pub(crate) fn scan(
+    fs: &dyn FileSystem,
     dir: &Path,
     names: &[SegmentName],
     visit: &mut Visitor<'_>,
@@ -172,13 +174,13 @@ pub(crate) fn scan(
     let mut unwritten_newest = None;
     for (i, name) in names.iter().enumerate() {
         let path = name.path(dir);
-        let view = map_file(&path)?;
+        let view = map_file(fs, &path)?;
         let is_newest = i + 1 == names.len();
         let may_be_unwritten = is_newest && i > 0;
         match scan_segment(
             &path,
             *name,
-            view.bytes(),
+            &view,
             &mut chain,
             is_newest,
             may_be_unwritten,

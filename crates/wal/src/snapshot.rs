@@ -1,11 +1,12 @@
 //! The snapshot store: one checksummed file per snapshot, written atomically.
 
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Corruption, IoContext, WalError};
+use crate::filesystem::{OpenMode, SharedFs};
 use crate::fs::{remove_temp_files, sync_dir};
+use crate::stdfs::StdFs;
 use crate::types::Marker;
 
 /// Magic number opening every snapshot file.
@@ -48,6 +49,8 @@ impl StoredSnapshot {
 /// data. Only the newest `keep_count` snapshots are kept.
 #[derive(Debug)]
 pub struct SnapshotStore {
+    /// Every file-system call goes through it.
+    fs: SharedFs,
     dir: PathBuf,
     keep_count: usize,
 }
@@ -136,14 +139,20 @@ impl SnapshotStore {
     /// Opens (creating if needed) the store in `dir`, removing leftover temporary files.
     /// `keep_count` (at least 1) is how many snapshots `save` keeps.
     pub fn open(dir: &Path, keep_count: usize) -> Result<SnapshotStore, WalError> {
+        SnapshotStore::open_in(Arc::new(StdFs), dir, keep_count)
+    }
+
+    /// [`SnapshotStore::open`] on the file system `fs`.
+    pub fn open_in(fs: SharedFs, dir: &Path, keep_count: usize) -> Result<SnapshotStore, WalError> {
         if keep_count == 0 {
             return Err(WalError::InvalidConfig("keep_count must be at least 1"));
         }
-        fs::create_dir_all(dir).at(dir)?;
-        if remove_temp_files(dir)? > 0 {
-            sync_dir(dir)?;
+        fs.create_dir_all(dir).at(dir)?;
+        if remove_temp_files(&*fs, dir)? > 0 {
+            sync_dir(&*fs, dir)?;
         }
         Ok(SnapshotStore {
+            fs,
             dir: dir.to_path_buf(),
             keep_count,
         })
@@ -159,18 +168,21 @@ impl SnapshotStore {
         let name = file_name(term, index);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut file = File::create(&tmp).at(&tmp)?;
-        file.write_all(&encode_header(term, index, data)).at(&tmp)?;
+        let file = self.fs.open(&tmp, OpenMode::CreateTruncate).at(&tmp)?;
+        let header = encode_header(term, index, data);
+        file.write_all_at(&header, 0).at(&tmp)?;
+        let mut offset = header.len() as u64;
         // Flushed in slices: one burst of a large snapshot would queue in
         // front of the WAL's fdatasync on the same device and stall writes.
         for chunk in data.chunks(SNAPSHOT_FLUSH_BYTES) {
-            file.write_all(chunk).at(&tmp)?;
+            file.write_all_at(chunk, offset).at(&tmp)?;
+            offset += chunk.len() as u64;
             file.sync_data().at(&tmp)?;
         }
         file.sync_all().at(&tmp)?;
         drop(file);
-        fs::rename(&tmp, &path).at(&path)?;
-        sync_dir(&self.dir)?;
+        self.fs.rename(&tmp, &path).at(&path)?;
+        sync_dir(&*self.fs, &self.dir)?;
         tracing::info!(
             path = %path.display(),
             term,
@@ -184,9 +196,8 @@ impl SnapshotStore {
     /// Every snapshot file's (term, index), newest (highest index, then term) first.
     pub fn list(&self) -> Result<Vec<Marker>, WalError> {
         let mut markers = Vec::new();
-        for entry in fs::read_dir(&self.dir).at(&self.dir)? {
-            let entry = entry.at(&self.dir)?;
-            if let Some(marker) = entry.file_name().to_str().and_then(parse_name) {
+        for name in self.fs.list(&self.dir).at(&self.dir)? {
+            if let Some(marker) = parse_name(&name) {
                 markers.push(marker);
             }
         }
@@ -197,7 +208,7 @@ impl SnapshotStore {
     /// Reads and validates the snapshot of `marker`.
     pub fn load(&self, marker: Marker) -> Result<StoredSnapshot, WalError> {
         let path = self.dir.join(file_name(marker.term, marker.index));
-        let bytes = fs::read(&path).at(&path)?;
+        let bytes = self.fs.read(&path).at(&path)?;
         decode(&path, marker, bytes)
     }
 
@@ -232,11 +243,11 @@ impl SnapshotStore {
         let stale = covered.get(self.keep_count..).unwrap_or(&[]);
         for marker in stale {
             let path = self.dir.join(file_name(marker.term, marker.index));
-            fs::remove_file(&path).at(&path)?;
+            self.fs.remove_file(&path).at(&path)?;
             tracing::debug!(path = %path.display(), "purged snapshot");
         }
         if !stale.is_empty() {
-            sync_dir(&self.dir)?;
+            sync_dir(&*self.fs, &self.dir)?;
         }
         Ok(())
     }

@@ -1,12 +1,12 @@
 //! The write-ahead log handle.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{IoContext, WalError};
+use crate::filesystem::{FileHandle, FileSystem, LockGuard, OpenMode, SharedFs};
 use crate::fs::{
-    list_segments, lock_dir, preallocate, remove_temp_files, sync_dir, SegmentName,
+    create_preallocated, list_segments, lock_dir, remove_temp_files, sync_dir, SegmentName,
     NEXT_SEGMENT_FILE,
 };
 use crate::record::{
@@ -16,6 +16,7 @@ use crate::record::{
 use crate::repair::RepairReport;
 use crate::replay::Replay;
 use crate::scan::{scan, Event, ScanOutcome};
+use crate::stdfs::StdFs;
 use crate::types::{Entry, Marker, Metadata, Recovered, WalConfig};
 
 /// Name of the file the first segment is written to before it is renamed into place.
@@ -30,15 +31,17 @@ const ZERO_CHUNK_BYTES: usize = 1 << 20;
 /// Every method that writes issues exactly one `write` and one `fdatasync` on the newest
 /// segment. Starting a new segment adds a rename and a directory fsync, not a data sync.
 pub struct Wal {
+    /// Every file-system call goes through it.
+    fs: SharedFs,
     dir: PathBuf,
     config: WalConfig,
     /// Holds the flock on `dir/LOCK` until the handle is dropped.
-    _lock: File,
+    _lock: Box<dyn LockGuard>,
     metadata: Metadata,
     /// Live segments, oldest first; the last one is being appended to.
     segments: Vec<SegmentName>,
     /// The newest segment, open for writing.
-    file: File,
+    file: Box<dyn FileHandle>,
     /// Offset of the next write in `file`.
     tail_bytes: u64,
     /// Offset just past the newest segment's preamble.
@@ -49,7 +52,7 @@ pub struct Wal {
     hard_state: Option<Vec<u8>>,
     marker: Marker,
     /// The preallocated file the next segment will be renamed from.
-    next_segment: Option<File>,
+    next_segment: Option<Box<dyn FileHandle>>,
     /// Reused encoding buffer: one batch, one write.
     buf: Vec<u8>,
     fsync_count: u64,
@@ -100,19 +103,6 @@ fn encode_preamble(
     buf.len() - start
 }
 
-/// Creates (or truncates) `path` and reserves `bytes` for it.
-fn create_preallocated(path: &Path, bytes: u64) -> Result<File, WalError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .at(path)?;
-    preallocate(&file, path, bytes)?;
-    Ok(file)
-}
-
 fn check_payload(bytes: usize) -> Result<(), WalError> {
     if bytes > MAX_PAYLOAD_BYTES {
         return Err(WalError::RecordTooLarge {
@@ -123,8 +113,8 @@ fn check_payload(bytes: usize) -> Result<(), WalError> {
     Ok(())
 }
 
-fn require_dir(dir: &Path) -> Result<(), WalError> {
-    if dir.is_dir() {
+fn require_dir(fs: &dyn FileSystem, dir: &Path) -> Result<(), WalError> {
+    if fs.is_dir(dir) {
         Ok(())
     } else {
         Err(WalError::NotFound {
@@ -136,7 +126,12 @@ fn require_dir(dir: &Path) -> Result<(), WalError> {
 impl Wal {
     /// True when `dir` holds at least one WAL segment.
     pub fn exists(dir: &Path) -> bool {
-        list_segments(dir).is_ok_and(|names| !names.is_empty())
+        Wal::exists_in(&StdFs, dir)
+    }
+
+    /// [`Wal::exists`] on the file system `fs`.
+    pub fn exists_in(fs: &dyn FileSystem, dir: &Path) -> bool {
+        list_segments(fs, dir).is_ok_and(|names| !names.is_empty())
     }
 
     /// Creates a new WAL in `dir` (created if missing) recording `metadata`.
@@ -145,21 +140,31 @@ impl Wal {
     /// leaves either no WAL or a complete one. Fails with [`WalError::AlreadyExists`] if `dir`
     /// already holds segments and [`WalError::Locked`] if another handle owns it.
     pub fn create(dir: &Path, metadata: Metadata, config: WalConfig) -> Result<Wal, WalError> {
+        Wal::create_in(Arc::new(StdFs), dir, metadata, config)
+    }
+
+    /// [`Wal::create`] on the file system `fs`.
+    pub fn create_in(
+        fs: SharedFs,
+        dir: &Path,
+        metadata: Metadata,
+        config: WalConfig,
+    ) -> Result<Wal, WalError> {
         config.validate()?;
-        fs::create_dir_all(dir).at(dir)?;
-        let lock = lock_dir(dir)?;
-        if !list_segments(dir)?.is_empty() {
+        fs.create_dir_all(dir).at(dir)?;
+        let lock = lock_dir(&*fs, dir)?;
+        if !list_segments(&*fs, dir)?.is_empty() {
             return Err(WalError::AlreadyExists {
                 dir: dir.to_path_buf(),
             });
         }
-        remove_temp_files(dir)?;
+        remove_temp_files(&*fs, dir)?;
         let name = SegmentName {
             seq: 0,
             first_index: 1,
         };
         let tmp = dir.join(FIRST_SEGMENT_TMP);
-        let file = create_preallocated(&tmp, config.segment_bytes)?;
+        let file = create_preallocated(&*fs, &tmp, config.segment_bytes)?;
         let mut buf = Vec::new();
         let mut crc = 0;
         let preamble_bytes =
@@ -167,8 +172,8 @@ impl Wal {
         file.write_all_at(&buf, 0).at(&tmp)?;
         file.sync_all().at(&tmp)?;
         let path = name.path(dir);
-        fs::rename(&tmp, &path).at(&path)?;
-        sync_dir(dir)?;
+        fs.rename(&tmp, &path).at(&path)?;
+        sync_dir(&*fs, dir)?;
         tracing::info!(
             dir = %dir.display(),
             node_id = metadata.node_id,
@@ -176,6 +181,7 @@ impl Wal {
             "created WAL"
         );
         let mut wal = Wal {
+            fs,
             dir: dir.to_path_buf(),
             config,
             _lock: lock,
@@ -206,10 +212,20 @@ impl Wal {
     /// (with a warning) and its bytes zeroed; any other damage is refused with
     /// [`WalError::Corrupt`] naming the file and byte offset, and left in place.
     pub fn open(dir: &Path, at: Marker, config: WalConfig) -> Result<(Wal, Recovered), WalError> {
+        Wal::open_in(Arc::new(StdFs), dir, at, config)
+    }
+
+    /// [`Wal::open`] on the file system `fs`.
+    pub fn open_in(
+        fs: SharedFs,
+        dir: &Path,
+        at: Marker,
+        config: WalConfig,
+    ) -> Result<(Wal, Recovered), WalError> {
         config.validate()?;
-        require_dir(dir)?;
-        let lock = lock_dir(dir)?;
-        let names = list_segments(dir)?;
+        require_dir(&*fs, dir)?;
+        let lock = lock_dir(&*fs, dir)?;
+        let names = list_segments(&*fs, dir)?;
         let first = names.first().ok_or_else(|| WalError::NotFound {
             dir: dir.to_path_buf(),
         })?;
@@ -220,18 +236,19 @@ impl Wal {
             });
         }
         let mut replay = Replay::new(at, first.first_index.saturating_sub(1));
-        let outcome = scan(dir, &names, &mut |event, path, offset| {
+        let outcome = scan(&*fs, dir, &names, &mut |event, path, offset| {
             replay.apply(event, path, offset)
         })?;
         replay.check_marker()?;
-        let file = repair(dir, &outcome, config)?;
-        remove_temp_files(dir)?;
+        let file = repair(&*fs, dir, &outcome, config)?;
+        remove_temp_files(&*fs, dir)?;
         let recovered = Recovered {
             metadata: outcome.metadata,
             hard_state: replay.hard_state.clone(),
             entries: std::mem::take(&mut replay.entries),
         };
         let mut wal = Wal {
+            fs,
             dir: dir.to_path_buf(),
             config,
             _lock: lock,
@@ -271,23 +288,37 @@ impl Wal {
     /// nothing calls it on its own. A WAL that opens as it is (a provable torn tail included)
     /// is left alone, and damage in the first segment's header or metadata cannot be repaired.
     pub fn repair(dir: &Path, dry_run: bool) -> Result<RepairReport, WalError> {
-        require_dir(dir)?;
-        crate::repair::repair(dir, dry_run)
+        Wal::repair_in(&StdFs, dir, dry_run)
+    }
+
+    /// [`Wal::repair`] on the file system `fs`.
+    pub fn repair_in(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        dry_run: bool,
+    ) -> Result<RepairReport, WalError> {
+        require_dir(fs, dir)?;
+        crate::repair::repair(fs, dir, dry_run)
     }
 
     /// Every snapshot marker recorded in the WAL in `dir`, oldest first, without duplicates.
     /// Validates the whole WAL like [`Wal::open`] but repairs nothing.
     pub fn markers(dir: &Path) -> Result<Vec<Marker>, WalError> {
-        require_dir(dir)?;
-        let _lock = lock_dir(dir)?;
-        let names = list_segments(dir)?;
+        Wal::markers_in(&StdFs, dir)
+    }
+
+    /// [`Wal::markers`] on the file system `fs`.
+    pub fn markers_in(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Marker>, WalError> {
+        require_dir(fs, dir)?;
+        let _lock = lock_dir(fs, dir)?;
+        let names = list_segments(fs, dir)?;
         if names.is_empty() {
             return Err(WalError::NotFound {
                 dir: dir.to_path_buf(),
             });
         }
         let mut markers: Vec<Marker> = Vec::new();
-        scan(dir, &names, &mut |event, _, _| {
+        scan(fs, dir, &names, &mut |event, _, _| {
             if let Event::Marker { marker, .. } = event {
                 if markers.last() != Some(&marker) {
                     markers.push(marker);
@@ -382,8 +413,19 @@ impl Wal {
     /// Deletes, oldest first, the segments all of whose entries are below `index`. The newest
     /// segment is never deleted, and neither are entries above the latest snapshot marker
     /// (`index` is capped at `marker.index + 1`).
+    ///
+    /// A failed removal or directory sync poisons the handle like a failed write: which
+    /// removals are durable is then unknown, and a later directory sync may report success
+    /// without having retried them (a gap in the sequence would make the WAL unopenable).
     pub fn release_to(&mut self, index: u64) -> Result<(), WalError> {
         self.check_usable()?;
+        self.poisoned = true;
+        self.release_to_in(index)?;
+        self.poisoned = false;
+        Ok(())
+    }
+
+    fn release_to_in(&mut self, index: u64) -> Result<(), WalError> {
         let limit = index.min(self.marker.index.saturating_add(1));
         let mut count = 0;
         while count + 1 < self.segments.len() && self.segments[count + 1].first_index <= limit {
@@ -391,10 +433,10 @@ impl Wal {
         }
         for _ in 0..count {
             let path = self.segments[0].path(&self.dir);
-            fs::remove_file(&path).at(&path)?;
+            self.fs.remove_file(&path).at(&path)?;
             self.segments.remove(0);
             // One directory sync per removal keeps the survivors a gap-free sequence.
-            sync_dir(&self.dir)?;
+            sync_dir(&*self.fs, &self.dir)?;
             tracing::debug!(path = %path.display(), "released WAL segment");
         }
         Ok(())
@@ -547,12 +589,14 @@ impl Wal {
         let path = name.path(&self.dir);
         let file = match self.next_segment.take() {
             Some(file) => {
-                fs::rename(self.dir.join(NEXT_SEGMENT_FILE), &path).at(&path)?;
+                self.fs
+                    .rename(&self.dir.join(NEXT_SEGMENT_FILE), &path)
+                    .at(&path)?;
                 file
             }
-            None => create_preallocated(&path, self.config.segment_bytes)?,
+            None => create_preallocated(&*self.fs, &path, self.config.segment_bytes)?,
         };
-        sync_dir(&self.dir)?;
+        sync_dir(&*self.fs, &self.dir)?;
         self.file = file;
         self.segments.push(name);
         self.tail_bytes = 0;
@@ -564,8 +608,8 @@ impl Wal {
     /// the allocation, so it is logged, not returned.
     fn prepare_next_segment(&mut self) {
         let path = self.dir.join(NEXT_SEGMENT_FILE);
-        let prepared = create_preallocated(&path, self.config.segment_bytes)
-            .and_then(|file| sync_dir(&self.dir).map(|()| file));
+        let prepared = create_preallocated(&*self.fs, &path, self.config.segment_bytes)
+            .and_then(|file| sync_dir(&*self.fs, &self.dir).map(|()| file));
         match prepared {
             Ok(file) => self.next_segment = Some(file),
             Err(e) => tracing::warn!(error = %e, "could not preallocate the next WAL segment"),
@@ -575,26 +619,27 @@ impl Wal {
 
 /// Removes a never-written newest segment, wipes a torn tail, and opens the newest segment
 /// for writing.
-fn repair(dir: &Path, outcome: &ScanOutcome, config: WalConfig) -> Result<File, WalError> {
+fn repair(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    outcome: &ScanOutcome,
+    config: WalConfig,
+) -> Result<Box<dyn FileHandle>, WalError> {
     if let Some(name) = outcome.unwritten_newest {
         let path = name.path(dir);
         tracing::warn!(
             path = %path.display(),
             "removing a WAL segment whose first write never completed"
         );
-        fs::remove_file(&path).at(&path)?;
-        sync_dir(dir)?;
+        fs.remove_file(&path).at(&path)?;
+        sync_dir(fs, dir)?;
     }
     let newest = outcome
         .segments
         .last()
         .expect("scan keeps at least one segment");
     let path = newest.path(dir);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .at(&path)?;
+    let file = fs.open(&path, OpenMode::Existing).at(&path)?;
     let tail = outcome.tail;
     if tail.dirty_end > tail.end_offset {
         tracing::warn!(
@@ -603,15 +648,15 @@ fn repair(dir: &Path, outcome: &ScanOutcome, config: WalConfig) -> Result<File, 
             torn_bytes = tail.dirty_end - tail.end_offset,
             "repairing a torn write at the WAL tail"
         );
-        zero_range(&file, &path, tail.end_offset, tail.dirty_end)?;
+        zero_range(&*file, &path, tail.end_offset, tail.dirty_end)?;
     }
-    preallocate(&file, &path, config.segment_bytes)?;
+    file.allocate(config.segment_bytes).at(&path)?;
     file.sync_all().at(&path)?;
     Ok(file)
 }
 
 /// Overwrites `[start, end)` of `file` with zeros.
-fn zero_range(file: &File, path: &Path, start: u64, end: u64) -> Result<(), WalError> {
+fn zero_range(file: &dyn FileHandle, path: &Path, start: u64, end: u64) -> Result<(), WalError> {
     let zeros = vec![0u8; ZERO_CHUNK_BYTES];
     let mut offset = start;
     while offset < end {
