@@ -13,6 +13,15 @@
 //! late answer to a request of a previous incarnation of this node (whose
 //! sequence numbers also started at 1) or of another node confirms nothing
 //! here; with a bare counter it confirmed a new batch at an older index.
+//!
+//! Every issue of a batch, re-issues included, gets a context never sent
+//! before. raft-rs forgets a context once it has answered it; the same
+//! context sent again (a follower's retry forwarded to the leader) is queued
+//! anew behind newer requests, at the leader's commit index of that moment,
+//! and a late heartbeat ack of the first send then confirms it at once —
+//! together with every newer request queued before it, a read that arrived
+//! after a newer leader committed included. With fresh contexts a late ack
+//! names a context the leader no longer holds and confirms nothing.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -28,12 +37,18 @@ struct Issued {
     replies: Vec<Reply>,
     deadline: Instant,
     last_sent: Instant,
+    /// Every context this batch was issued under.
+    seqs: Vec<u64>,
 }
 
 /// Read barriers in their three stages.
 pub(crate) struct ReadTracker {
     new: Vec<Reply>,
+    /// Issued batches by batch number.
     issued: BTreeMap<u64, Issued>,
+    /// Context sequence number → batch number.
+    batch_of: BTreeMap<u64, u64>,
+    next_batch: u64,
     confirmed: Vec<(u64, Vec<Reply>)>,
     /// This node's id and this process's boot nonce, in every context.
     node_id: u64,
@@ -53,6 +68,8 @@ impl ReadTracker {
         ReadTracker {
             new: Vec::new(),
             issued: BTreeMap::new(),
+            batch_of: BTreeMap::new(),
+            next_batch: 1,
             confirmed: Vec::new(),
             node_id,
             boot_nonce,
@@ -84,17 +101,36 @@ impl ReadTracker {
             answer(replies, Err(RaftError::NoLeader));
             return;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        let seq = self.fresh_seq(batch);
         read_index(self.context(seq));
         self.issued.insert(
-            seq,
+            batch,
             Issued {
                 replies,
                 deadline: now + self.timeout,
                 last_sent: now,
+                seqs: vec![seq],
             },
         );
+    }
+
+    /// A sequence number never used before, recorded as one of `batch`'s.
+    fn fresh_seq(&mut self, batch: u64) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.batch_of.insert(seq, batch);
+        seq
+    }
+
+    /// Removes `batch` and forgets its contexts.
+    fn take_issued(&mut self, batch: u64) -> Option<Issued> {
+        let issued = self.issued.remove(&batch)?;
+        for seq in &issued.seqs {
+            self.batch_of.remove(seq);
+        }
+        Some(issued)
     }
 
     /// Moves batches whose ReadIndex came back to the confirmed stage.
@@ -103,7 +139,12 @@ impl ReadTracker {
             let Some(seq) = self.sequence_of(&state.request_ctx) else {
                 continue;
             };
-            if let Some(issued) = self.issued.remove(&seq) {
+            // Any context of the batch will do: each was sent after the
+            // batch's reads arrived.
+            let Some(&batch) = self.batch_of.get(&seq) else {
+                continue;
+            };
+            if let Some(issued) = self.take_issued(batch) {
                 self.confirmed.push((state.index, issued.replies));
             }
         }
@@ -145,21 +186,26 @@ impl ReadTracker {
             .issued
             .iter()
             .filter(|(_, issued)| now >= issued.deadline)
-            .map(|(ctx, _)| *ctx)
+            .map(|(batch, _)| *batch)
             .collect();
-        for ctx in expired {
-            if let Some(issued) = self.issued.remove(&ctx) {
+        for batch in expired {
+            if let Some(issued) = self.take_issued(batch) {
                 answer(issued.replies, Err(self.timeout_error()));
             }
         }
-        let mut resend = Vec::new();
-        for (seq, issued) in self.issued.iter_mut() {
-            if now.duration_since(issued.last_sent) >= self.retry_after {
+        let resend: Vec<u64> = self
+            .issued
+            .iter()
+            .filter(|(_, issued)| now.duration_since(issued.last_sent) >= self.retry_after)
+            .map(|(batch, _)| *batch)
+            .collect();
+        for batch in resend {
+            // A fresh context: never send one context twice (module docs).
+            let seq = self.fresh_seq(batch);
+            if let Some(issued) = self.issued.get_mut(&batch) {
                 issued.last_sent = now;
-                resend.push(*seq);
+                issued.seqs.push(seq);
             }
-        }
-        for seq in resend {
             read_index(self.context(seq));
         }
     }
@@ -167,6 +213,7 @@ impl ReadTracker {
     /// Fails every read (the node is stopping).
     pub(crate) fn fail_all(&mut self, error: RaftError) {
         answer(std::mem::take(&mut self.new), Err(error.clone()));
+        self.batch_of.clear();
         for (_, issued) in std::mem::take(&mut self.issued) {
             answer(issued.replies, Err(error.clone()));
         }
@@ -270,6 +317,33 @@ mod tests {
             read.try_recv().is_err(),
             "a new read was confirmed by an answer to another request"
         );
+    }
+
+    #[test]
+    fn a_re_issue_never_repeats_a_context_and_any_of_them_confirms() {
+        let mut tracker = ReadTracker::new(3, 7, Duration::from_secs(60), Duration::from_millis(1));
+        let mut a = read(&mut tracker);
+        let mut sent = Vec::new();
+        tracker.flush(true, |ctx| sent.push(ctx));
+        let later = Instant::now() + Duration::from_millis(5);
+        tracker.on_timer(later, |ctx| sent.push(ctx));
+        tracker.on_timer(later + Duration::from_millis(5), |ctx| sent.push(ctx));
+        assert_eq!(sent.len(), 3);
+        // The leader forgets a context once answered; the same context sent
+        // again is queued behind newer requests and confirmed by a late ack
+        // of the first send, newer requests with it.
+        assert_ne!(sent[0], sent[1], "a retry repeated a context");
+        assert_ne!(sent[1], sent[2], "a retry repeated a context");
+        assert_ne!(sent[0], sent[2], "a retry repeated a context");
+        // An answer to the first send still confirms the batch, and the
+        // batch's other contexts are forgotten with it.
+        tracker.on_read_states(vec![ReadState {
+            index: 4,
+            request_ctx: sent[0].clone(),
+        }]);
+        tracker.on_applied(4);
+        assert_eq!(a.try_recv().unwrap(), Ok(()));
+        assert!(tracker.issued.is_empty() && tracker.batch_of.is_empty());
     }
 
     #[test]
