@@ -324,7 +324,7 @@ mod tests {
         let mut tracker = ReadTracker::new(3, 7, Duration::from_secs(60), Duration::from_millis(1));
         let mut a = read(&mut tracker);
         let mut sent = Vec::new();
-        tracker.flush(true, |ctx| sent.push(ctx));
+        tracker.flush(true, Instant::now(), |ctx| sent.push(ctx));
         let later = Instant::now() + Duration::from_millis(5);
         tracker.on_timer(later, |ctx| sent.push(ctx));
         tracker.on_timer(later + Duration::from_millis(5), |ctx| sent.push(ctx));
@@ -355,5 +355,131 @@ mod tests {
         }]);
         tracker.on_applied(10);
         assert!(tracker.confirmed.is_empty());
+    }
+}
+
+/// The stale confirmation end to end, with raft-rs leaders and followers
+/// (in-memory storage, messages routed by hand).
+#[cfg(test)]
+mod raft_tests {
+    use super::*;
+    use raft::eraftpb::{ConfState, Message, MessageType};
+    use raft::storage::MemStorage;
+    use raft::RawNode;
+    use std::collections::VecDeque;
+
+    type Node = RawNode<MemStorage>;
+
+    fn node(id: u64) -> Node {
+        let store = MemStorage::new_with_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+        let config = raft::Config {
+            id,
+            election_tick: 10,
+            heartbeat_tick: 1,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        RawNode::new(&config, store, &crate::logger::raft_logger(id)).unwrap()
+    }
+
+    /// Persists and applies one Ready; returns its messages and read states.
+    fn ready(raw: &mut Node) -> (Vec<Message>, Vec<ReadState>) {
+        if !raw.has_ready() {
+            return (Vec::new(), Vec::new());
+        }
+        let mut ready = raw.ready();
+        let mut msgs = ready.take_messages();
+        let states = ready.take_read_states();
+        let store = raw.raft.raft_log.store.clone();
+        store.wl().append(ready.entries()).unwrap();
+        if let Some(hs) = ready.hs() {
+            store.wl().set_hardstate(hs.clone());
+        }
+        msgs.extend(ready.take_persisted_messages());
+        let mut light = raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            store.wl().mut_hard_state().commit = commit;
+        }
+        msgs.extend(light.take_messages());
+        raw.advance_apply();
+        (msgs, states)
+    }
+
+    /// Delivers messages among `nodes` until none are left.
+    fn pump(nodes: &mut [Node; 3], mut queue: VecDeque<Message>) {
+        loop {
+            for raw in nodes.iter_mut() {
+                queue.extend(ready(raw).0);
+            }
+            let Some(msg) = queue.pop_front() else { break };
+            let _ = nodes[msg.to as usize - 1].step(msg);
+        }
+    }
+
+    #[test]
+    fn a_late_ack_never_confirms_a_read_that_arrived_after_it_was_sent() {
+        let mut nodes = [node(1), node(2), node(3)];
+        nodes[0].campaign().unwrap();
+        pump(&mut nodes, VecDeque::new());
+        assert_eq!(nodes[0].raft.state, raft::StateRole::Leader);
+        let timeouts = (Duration::from_secs(60), Duration::from_millis(1));
+        let mut on_1 = ReadTracker::new(1, 11, timeouts.0, timeouts.1);
+        let mut on_3 = ReadTracker::new(3, 33, timeouts.0, timeouts.1);
+
+        // Node 3 forwards a read to leader 1; 1 asks 2 and 3, who answer.
+        on_3.push(oneshot::channel().0);
+        let raw3 = &mut nodes[2];
+        on_3.flush(true, Instant::now(), |ctx| raw3.read_index(ctx));
+        let forwarded = ready(&mut nodes[2]).0;
+        let mut heartbeats = Vec::new();
+        for m in forwarded {
+            nodes[0].step(m).unwrap();
+        }
+        heartbeats.extend(ready(&mut nodes[0]).0);
+        let mut acks = Vec::new();
+        for m in heartbeats {
+            assert_eq!(m.get_msg_type(), MessageType::MsgHeartbeat);
+            let to = m.to as usize - 1;
+            nodes[to].step(m).unwrap();
+            acks.extend(ready(&mut nodes[to]).0);
+        }
+        // Node 3 retries before hearing back (its retry is in flight).
+        let raw3 = &mut nodes[2];
+        on_3.on_timer(Instant::now() + Duration::from_millis(5), |ctx| {
+            raw3.read_index(ctx)
+        });
+        let retry = ready(&mut nodes[2]).0;
+        assert!(!retry.is_empty());
+
+        // Leader 1 (resuming from a pause, say) takes the first ack: the
+        // forwarded read is confirmed and forgotten.
+        let (from_2, from_3): (Vec<_>, Vec<_>) = acks.into_iter().partition(|m| m.from == 2);
+        for m in from_3 {
+            nodes[0].step(m).unwrap();
+        }
+        ready(&mut nodes[0]);
+        // A read arrives at leader 1 and is issued.
+        let mut late = read(&mut on_1);
+        let raw1 = &mut nodes[0];
+        on_1.flush(true, Instant::now(), |ctx| raw1.read_index(ctx));
+        // Then node 3's retry and 2's ack of the first send, both sent
+        // before the read arrived, reach leader 1.
+        for m in retry.into_iter().chain(from_2) {
+            nodes[0].step(m).unwrap();
+        }
+        let (_, states) = ready(&mut nodes[0]);
+        on_1.on_read_states(states);
+        on_1.on_applied(nodes[0].raft.raft_log.applied);
+        assert!(
+            late.try_recv().is_err(),
+            "a read was confirmed by acks sent before it arrived"
+        );
+    }
+
+    fn read(tracker: &mut ReadTracker) -> oneshot::Receiver<Result<(), RaftError>> {
+        let (tx, rx) = oneshot::channel();
+        tracker.push(tx);
+        rx
     }
 }
