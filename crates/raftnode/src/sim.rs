@@ -34,7 +34,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use prost::Message as _;
 use raft::eraftpb::Message;
-use wal::sim::{CrashLoss, SimFs};
+use wal::sim::{CrashLoss, SimFs, SimRng};
 
 use crate::{
     DrivenNode, DrivenParts, ManualClock, NodeConfig, Outbox, PeerError, RestoreError, Role,
@@ -160,7 +160,7 @@ pub fn run(seed: u64, options: &SimOptions) -> Result<SimOutcome, SimError> {
 
 /// `(crash step, restart step, node)` of each crash: one per equal slice of
 /// the faulty phase after the first, so one node is down at a time.
-fn crash_schedule(rng: &mut Rng, options: &SimOptions) -> Vec<(u64, u64, usize)> {
+fn crash_schedule(rng: &mut SimRng, options: &SimOptions) -> Vec<(u64, u64, usize)> {
     let slice = options.steps / (options.crashes + 1);
     (1..=options.crashes)
         .map(|k| {
@@ -169,27 +169,6 @@ fn crash_schedule(rng: &mut Rng, options: &SimOptions) -> Vec<(u64, u64, usize)>
             (crash_at, restart_at, rng.below(options.nodes) as usize)
         })
         .collect()
-}
-
-/// splitmix64: every random choice of a run comes from one of these.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn percent(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
 }
 
 /// FNV-1a over the trace's bytes: a fixed algorithm, so a hash printed by
@@ -319,7 +298,7 @@ struct Sim {
     seed: u64,
     options: SimOptions,
     step: u64,
-    rng: Rng,
+    rng: SimRng,
     nodes: Vec<SimNode>,
     /// Messages in flight: (delivery step, send order) → message.
     network: BTreeMap<(u64, u64), Message>,
@@ -364,7 +343,7 @@ impl Sim {
             seed,
             options,
             step: 0,
-            rng: Rng(seed),
+            rng: SimRng::new(seed),
             nodes,
             network: BTreeMap::new(),
             sent: 0,

@@ -80,12 +80,20 @@ pub struct SimStats {
     pub dir_ops_lost: u64,
 }
 
-/// splitmix64: small, fast and good enough to draw faults from.
-#[derive(Debug)]
-struct Rng(u64);
+/// splitmix64: small, fast and good enough to draw faults from. The one
+/// seeded random source of the simulations (the disk here, `raftnode::sim`,
+/// the tests): a seed gives the same sequence on every build and platform.
+#[derive(Debug, Clone)]
+pub struct SimRng(u64);
 
-impl Rng {
-    fn next(&mut self) -> u64 {
+impl SimRng {
+    /// A generator whose sequence is fixed by `seed`.
+    pub fn new(seed: u64) -> SimRng {
+        SimRng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -93,9 +101,14 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+    /// Uniform in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// True with probability `p` percent.
+    pub fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
     }
 }
 
@@ -131,7 +144,7 @@ struct Dir {
 
 #[derive(Debug)]
 struct State {
-    rng: Rng,
+    rng: SimRng,
     /// Bumped by every crash: handles and locks of an older generation are stale.
     generation: u64,
     next_id: u64,
@@ -307,7 +320,7 @@ impl SimFs {
     pub fn new(seed: u64) -> SimFs {
         SimFs {
             state: Arc::new(Mutex::new(State {
-                rng: Rng(seed),
+                rng: SimRng::new(seed),
                 generation: 0,
                 next_id: 1,
                 inodes: HashMap::new(),

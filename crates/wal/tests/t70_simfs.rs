@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::{entry, hard_state, META, SMALL};
 use proptest::prelude::*;
-use wal::sim::{CrashLoss, SimFs, SimStats};
+use wal::sim::{CrashLoss, SimFs, SimRng, SimStats};
 use wal::{Entry, FileSystem, Marker, SnapshotStore, Wal, WalError};
 
 /// The state a sequence of successful WAL calls implies.
@@ -62,23 +62,6 @@ impl Model {
             .range(at + 1..)
             .map(|(_, e)| e.clone())
             .collect()
-    }
-}
-
-/// splitmix64, to draw a history from a proptest seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 
@@ -183,7 +166,7 @@ fn crash_and_reopen(
 
 /// Runs one seeded history; returns what happened.
 fn run_history(seed: u64, steps: usize) -> (Tally, SimStats) {
-    let mut rng = Rng(seed);
+    let mut rng = SimRng::new(seed);
     let fs = SimFs::new(seed);
     let dir = PathBuf::from("/sim/wal");
     let shared: Arc<dyn FileSystem> = Arc::new(fs.clone());
