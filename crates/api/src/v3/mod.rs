@@ -52,16 +52,25 @@ pub fn grpc_router<K: Keyspace>(v3: V3<K>, max_request_bytes: usize) -> Router {
 
 /// One port for everything: gRPC (by content type) to `grpc`, the rest to
 /// `http`.
+///
+/// The split is a middleware on `http` rather than an outer router, so an
+/// HTTP request is routed once (an outer router with only a fallback still
+/// ran its own path match on every request).
 pub fn one_port(http: Router, grpc: Router) -> Router {
-    let dispatch = tower::service_fn(move |request: Request| {
-        let target = if is_grpc(&request) {
-            grpc.clone()
-        } else {
-            http.clone()
-        };
-        target.oneshot(request)
-    });
-    Router::new().fallback_service(dispatch)
+    http.layer(axum::middleware::from_fn(
+        move |request: Request, next: axum::middleware::Next| {
+            let grpc = grpc.clone();
+            async move {
+                if is_grpc(&request) {
+                    grpc.oneshot(request)
+                        .await
+                        .unwrap_or_else(|never| match never {})
+                } else {
+                    next.run(request).await
+                }
+            }
+        },
+    ))
 }
 
 /// Whether `request` is a gRPC call (by its `content-type`).

@@ -597,23 +597,25 @@ impl<'a> Writer<'a> {
 
     /// A put inside this txn (checks that depend on state run here).
     pub(crate) fn put(&mut self, request: &pb::PutRequest) -> Result<pb::PutResponse, KvError> {
-        let previous = self
+        // One lookup of the live index: the key's shared bytes (its earlier
+        // versions already hold them) and its current version, if any.
+        let live = self
             .keyspace
             .live
             .get_key_value(request.key.as_slice())
-            .and_then(|(key, modified)| {
-                let record = self.keyspace.record(key, *modified)?;
-                Some((*modified, record.clone()))
-            });
+            .map(|(key, modified)| (key.clone(), *modified));
+        let previous = live.as_ref().and_then(|(key, modified)| {
+            let record = self.keyspace.record(key, *modified)?;
+            Some((*modified, record.clone()))
+        });
         if (request.ignore_value || request.ignore_lease) && previous.is_none() {
             return Err(KvError::KeyNotFound);
         }
         if !request.ignore_lease && !lease_exists(request.lease) {
             return Err(KvError::LeaseNotFound);
         }
-        let key = match self.keyspace.live.get_key_value(request.key.as_slice()) {
-            // Share the key's bytes with its earlier versions.
-            Some((key, _)) => key.clone(),
+        let key = match live {
+            Some((key, _)) => key,
             None => Bytes::copy_from_slice(&request.key),
         };
         let value = match (&previous, request.ignore_value) {
