@@ -22,13 +22,6 @@ use tracing::{error, info, warn};
 
 use flags::Flags;
 
-/// mimalloc instead of the system allocator: every request allocates
-/// (bodies, commands, raft messages, WAL buffers), and glibc's malloc and
-/// free were about a third of the instructions per acknowledged write
-/// (docs/bench.md, "Allocator").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     init_tracing();
     if std::env::args().nth(1).as_deref() == Some("repair-wal") {
