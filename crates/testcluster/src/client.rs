@@ -99,7 +99,7 @@ impl Cluster {
     pub fn wait_agreed_leader(&self, timeout: Duration) -> Result<u64, Error> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(leader) = self.agreed_leader() {
+            if let Some(leader) = self.agreed_leader_now() {
                 return Ok(leader);
             }
             if Instant::now() >= deadline {
@@ -109,7 +109,9 @@ impl Cluster {
         }
     }
 
-    fn agreed_leader(&self) -> Option<u64> {
+    /// The leader every live node names, now, if they all answer and
+    /// agree.
+    pub fn agreed_leader_now(&self) -> Option<u64> {
         let mut named = None;
         for node in self.nodes.values().filter(|n| n.is_live()) {
             let leader = self.status(node.id).ok()?.leader_id?;
