@@ -77,16 +77,9 @@ impl Cluster {
 
     /// Waits up to `timeout` for one of `ids` to say it is the leader.
     pub fn wait_leader_among(&self, ids: &[u64], timeout: Duration) -> Result<u64, Error> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(leader) = self.leader_among(ids) {
-                return Ok(leader);
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::timeout("a leader", timeout));
-            }
-            std::thread::sleep(RETRY_INTERVAL);
-        }
+        poll("a leader", timeout, || {
+            Ok(self.leader_among(ids).ok_or_else(String::new))
+        })
     }
 
     /// Waits up to `timeout` for a live node to say it is the leader.
@@ -97,16 +90,9 @@ impl Cluster {
     /// Waits up to `timeout` until every live node answers its status and
     /// names the same leader, which itself says it leads.
     pub fn wait_agreed_leader(&self, timeout: Duration) -> Result<u64, Error> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(leader) = self.agreed_leader_now() {
-                return Ok(leader);
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::timeout("every node agreeing on a leader", timeout));
-            }
-            std::thread::sleep(RETRY_INTERVAL);
-        }
+        poll("every node agreeing on a leader", timeout, || {
+            Ok(self.agreed_leader_now().ok_or_else(String::new))
+        })
     }
 
     /// The leader every live node names, now, if they all answer and
@@ -126,19 +112,13 @@ impl Cluster {
 
     /// Waits up to `timeout` until node `id` has applied `index`.
     pub fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.status(id).is_ok_and(|s| s.applied_index >= index) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::timeout(
-                    format!("node {id} applying {index}"),
-                    timeout,
-                ));
-            }
-            std::thread::sleep(RETRY_INTERVAL);
-        }
+        poll(&format!("node {id} applying {index}"), timeout, || {
+            Ok(match self.status(id) {
+                Ok(s) if s.applied_index >= index => Ok(()),
+                Ok(s) => Err(format!("applied {}", s.applied_index)),
+                Err(e) => Err(e.to_string()),
+            })
+        })
     }
 
     /// `PUT <key>` on node `id`; its status.
@@ -154,22 +134,14 @@ impl Cluster {
     /// (elections, restarts) until 204, for up to `timeout`. Any other
     /// answer is an error at once.
     pub fn put_ok(&self, id: u64, key: &str, value: &str, timeout: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let last = match self.put(id, key, value) {
-                Ok(StatusCode::NO_CONTENT) => return Ok(()),
-                Ok(code) if code.is_server_error() => code.to_string(),
-                Ok(code) => return Err(Error::node(id, format!("PUT {key} answered {code}"))),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                return Err(Error::timeout(
-                    format!("PUT {key} on node {id} (last: {last})"),
-                    timeout,
-                ));
+        poll(&format!("PUT {key} on node {id}"), timeout, || {
+            match self.put(id, key, value) {
+                Ok(StatusCode::NO_CONTENT) => Ok(Ok(())),
+                Ok(code) if code.is_server_error() => Ok(Err(code.to_string())),
+                Ok(code) => Err(Error::node(id, format!("PUT {key} answered {code}"))),
+                Err(e) => Ok(Err(e.to_string())),
             }
-            std::thread::sleep(RETRY_INTERVAL);
-        }
+        })
     }
 
     /// `GET <key>` on node `id`; its status and body.
@@ -182,24 +154,42 @@ impl Cluster {
     /// `GET <key>` retried like [`Cluster::put_ok`]: the value, or `None`
     /// on 404.
     pub fn get_ok(&self, id: u64, key: &str, timeout: Duration) -> Result<Option<String>, Error> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let last = match self.get(id, key) {
-                Ok((StatusCode::OK, body)) => return Ok(Some(body)),
-                Ok((StatusCode::NOT_FOUND, _)) => return Ok(None),
-                Ok((code, body)) if code.is_server_error() => format!("{code} {body}"),
+        poll(&format!("GET {key} on node {id}"), timeout, || {
+            match self.get(id, key) {
+                Ok((StatusCode::OK, body)) => Ok(Ok(Some(body))),
+                Ok((StatusCode::NOT_FOUND, _)) => Ok(Ok(None)),
+                Ok((code, body)) if code.is_server_error() => Ok(Err(format!("{code} {body}"))),
                 Ok((code, body)) => {
-                    return Err(Error::node(id, format!("GET {key} answered {code} {body}")))
+                    Err(Error::node(id, format!("GET {key} answered {code} {body}")))
                 }
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                return Err(Error::timeout(
-                    format!("GET {key} on node {id} (last: {last})"),
-                    timeout,
-                ));
+                Err(e) => Ok(Err(e.to_string())),
             }
-            std::thread::sleep(RETRY_INTERVAL);
+        })
+    }
+}
+
+/// Calls `attempt` every [`RETRY_INTERVAL`] for up to `timeout` until it
+/// gives `Ok(Ok(value))`. `Ok(Err(reason))` means "not yet" (the last
+/// reason goes into the timeout error); `Err` ends the wait at once.
+fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<Result<T, String>, Error>,
+) -> Result<T, Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let reason = match attempt()? {
+            Ok(value) => return Ok(value),
+            Err(reason) => reason,
+        };
+        if Instant::now() >= deadline {
+            let what = if reason.is_empty() {
+                what.to_string()
+            } else {
+                format!("{what} (last: {reason})")
+            };
+            return Err(Error::timeout(what, timeout));
         }
+        std::thread::sleep(RETRY_INTERVAL);
     }
 }
