@@ -47,7 +47,7 @@ pub enum Error {
         reason: String,
     },
     /// Something awaited did not happen in time.
-    #[error("{what} did not happen within {timeout:?}")]
+    #[error("timed out after {timeout:?} waiting for {what}")]
     Timeout {
         /// What was awaited.
         what: String,
