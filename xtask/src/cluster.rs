@@ -2,13 +2,16 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use testcluster::{Cluster, ClusterConfig, NodeOutput};
+
 const COLORS: [&str; 6] = ["32", "36", "33", "35", "34", "31"];
 const RESET: &str = "\x1b[0m";
+/// How long a node may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Options {
     nodes: u64,
@@ -19,7 +22,7 @@ struct Options {
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
         nodes: 3,
-        data_dir: workspace_root().join("target/xtask-cluster"),
+        data_dir: testcluster::workspace_root().join("target/xtask-cluster"),
         keep: false,
     };
     let mut args = args.iter();
@@ -44,95 +47,71 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(options)
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let options = parse(args)?;
-    let binary = build_release()?;
+    eprintln!("xtask: building raftkv (release)...");
+    let binary = testcluster::release_binary().map_err(|e| e.to_string())?;
     if !options.keep && options.data_dir.exists() {
         std::fs::remove_dir_all(&options.data_dir)
             .map_err(|e| format!("cannot wipe {}: {e}", options.data_dir.display()))?;
     }
-    std::fs::create_dir_all(&options.data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", options.data_dir.display()))?;
-    let cluster: Vec<String> = (1..=options.nodes)
-        .map(|id| format!("http://127.0.0.1:{}2379", id))
-        .collect();
-    let stopping = Arc::new(AtomicBool::new(false));
-    let mut children = Vec::new();
+    let config = ClusterConfig {
+        // raftexample's nodes listen on every interface.
+        listen_addr: None,
+        data_root: Some(options.data_dir.clone()),
+        output: NodeOutput::Piped,
+        ..ClusterConfig::new(binary)
+    };
+    // Dropping the cluster on an error kills every node started so far.
+    let mut cluster = Cluster::new(config).map_err(|e| e.to_string())?;
     for id in 1..=options.nodes {
-        match spawn_node(&binary, id, &cluster, &options.data_dir) {
-            Ok(child) => children.push(child),
-            Err(e) => {
-                stop_all(&mut children);
-                return Err(e);
-            }
+        let (peer_port, client_port) = procfile_ports(id);
+        cluster
+            .define_node_at(id, peer_port, client_port, &[])
+            .map_err(|e| e.to_string())?;
+    }
+    for id in 1..=options.nodes {
+        cluster.spawn(id, false).map_err(|e| e.to_string())?;
+        let color = COLORS[(id as usize - 1) % COLORS.len()];
+        let (stdout, stderr) = cluster.take_output(id);
+        if let Some(out) = stdout {
+            prefix_lines(out, id, color);
+        }
+        if let Some(err) = stderr {
+            prefix_lines(err, id, color);
         }
     }
+    let stopping = Arc::new(AtomicBool::new(false));
     let flag = stopping.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
 
-    match wait_for_leader(options.nodes, &stopping) {
+    match wait_for_leader(&cluster, &stopping) {
         Some(leader) => print_banner(leader, options.nodes, &options.data_dir),
         None if stopping.load(Ordering::SeqCst) => {}
         None => eprintln!("xtask: no leader after 30 s; the nodes' output above says why"),
     }
     while !stopping.load(Ordering::SeqCst) {
-        if let Some(id) = exited(&mut children) {
+        if let Some((id, _)) = cluster.exited().first() {
             eprintln!("xtask: raftkv{id} exited; stopping the cluster");
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    stop_all(&mut children);
+    // SIGTERM to every node, then wait (a node drains and exits on SIGTERM).
+    for id in cluster.stop_all(STOP_TIMEOUT) {
+        eprintln!(
+            "xtask: raftkv{id} did not stop in {} s; killed it",
+            STOP_TIMEOUT.as_secs()
+        );
+    }
     Ok(())
 }
 
-fn build_release() -> Result<PathBuf, String> {
-    eprintln!("xtask: building raftkv (release)...");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--package", "raftkv"])
-        .current_dir(workspace_root())
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err("cargo build --release -p raftkv failed".into());
-    }
-    Ok(workspace_root().join("target/release/raftkv"))
-}
-
-fn spawn_node(
-    binary: &Path,
-    id: u64,
-    cluster: &[String],
-    data_dir: &Path,
-) -> Result<(u64, Child), String> {
-    let mut child = Command::new(binary)
-        .args(["--id", &id.to_string()])
-        .args(["--cluster", &cluster.join(",")])
-        .args(["--port", &format!("{id}2380")])
-        .arg("--data-dir")
-        .arg(data_dir.join(format!("raftkv-{id}")))
-        .env("RUST_LOG_STYLE", "never")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    let color = COLORS[(id as usize - 1) % COLORS.len()];
-    if let Some(out) = child.stdout.take() {
-        prefix_lines(out, id, color);
-    }
-    if let Some(err) = child.stderr.take() {
-        prefix_lines(err, id, color);
-    }
-    Ok((id, child))
+/// raftexample's Procfile ports: peers on `<id>2379`, clients on `<id>2380`.
+fn procfile_ports(id: u64) -> (u16, u16) {
+    let port = |suffix: u64| u16::try_from(id * 10_000 + suffix).unwrap_or(u16::MAX);
+    (port(2379), port(2380))
 }
 
 /// Copies a node's output to ours, each line prefixed with its name in its
@@ -146,24 +125,12 @@ fn prefix_lines(stream: impl Read + Send + 'static, id: u64, color: &'static str
     });
 }
 
-fn wait_for_leader(nodes: u64, stopping: &AtomicBool) -> Option<u64> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .ok()?;
+/// Waits up to 30 s (or until Ctrl-C) for every node to agree on a leader.
+fn wait_for_leader(cluster: &Cluster, stopping: &AtomicBool) -> Option<u64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline && !stopping.load(Ordering::SeqCst) {
-        for id in 1..=nodes {
-            let url = format!("http://127.0.0.1:{id}2380/v1/status");
-            let leader = client
-                .get(&url)
-                .send()
-                .and_then(|r| r.json::<serde_json::Value>())
-                .ok()
-                .and_then(|status| status.get("leader_id")?.as_u64());
-            if let Some(leader) = leader {
-                return Some(leader);
-            }
+        if let Some(leader) = cluster.agreed_leader_now() {
+            return Some(leader);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -205,34 +172,4 @@ fn etcdctl_endpoints(nodes: u64) -> String {
         .map(|id| format!("127.0.0.1:{id}2380"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn exited(children: &mut [(u64, Child)]) -> Option<u64> {
-    children
-        .iter_mut()
-        .find_map(|(id, child)| matches!(child.try_wait(), Ok(Some(_))).then_some(*id))
-}
-
-/// SIGTERM to every node, then wait (a node drains and exits on SIGTERM).
-fn stop_all(children: &mut Vec<(u64, Child)>) {
-    for (_, child) in children.iter() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for (id, child) in children.iter_mut() {
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if let Ok(None) = child.try_wait() {
-            eprintln!("xtask: raftkv{id} did not stop in 10 s; killing it");
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-    children.clear();
 }

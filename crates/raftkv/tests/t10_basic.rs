@@ -60,7 +60,7 @@ fn put_then_get_anywhere_is_linearizable() {
 fn api_errors_have_their_statuses() {
     let cluster = Cluster::start(1, FAST);
     cluster.leader();
-    let http = &cluster.http;
+    let http = cluster.http();
     let patch = http.patch(cluster.url(1, "/k")).send().unwrap();
     assert_eq!(patch.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert!(patch.headers().get("allow").is_some(), "405 carries Allow");
@@ -85,8 +85,8 @@ fn api_errors_have_their_statuses() {
     );
 
     let status = cluster.status(1).unwrap();
-    assert_eq!(status["id"], 1);
-    assert_eq!(status["leader_id"], 1);
+    assert_eq!(status.id, 1);
+    assert_eq!(status.leader_id, Some(1));
 }
 
 /// Without a quorum there is no leader: writes get 503 with a message, and
@@ -100,7 +100,7 @@ fn without_quorum_writes_get_503() {
     cluster.spawn(1, false);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let response = cluster
-        .http
+        .http()
         .put(cluster.url(1, "/k"))
         .body("v")
         .send()

@@ -68,8 +68,8 @@ fn snapshot_is_taken_and_used_on_restart() {
     }
     let status = cluster.status(1).unwrap();
     assert!(
-        status["snapshot_index"].as_u64().unwrap() >= 40,
-        "no snapshot after 120 writes: {status}"
+        status.snapshot_index >= 40,
+        "no snapshot after 120 writes: {status:?}"
     );
     assert!(cluster.terminate(1).success());
     cluster.spawn(1, false);
@@ -97,9 +97,7 @@ fn lagging_follower_catches_up_by_snapshot() {
     for i in 0..150 {
         cluster.put_ok(writer, &format!("/lag{i}"), &format!("v{i}"));
     }
-    let applied = cluster.status(writer).unwrap()["applied_index"]
-        .as_u64()
-        .unwrap();
+    let applied = cluster.status(writer).unwrap().applied_index;
     cluster.spawn(lagging, false);
     cluster.wait_applied(lagging, applied);
     for i in 0..150 {
@@ -133,9 +131,9 @@ fn added_node_catches_up_and_survives_restart() {
     for i in 0..60 {
         cluster.put_ok(leader, &format!("/a{i}"), &format!("v{i}"));
     }
-    let url = cluster.nodes[&4].peer_url.clone();
+    let url = cluster.node(4).unwrap().peer_url.clone();
     let response = cluster
-        .http
+        .http()
         .post(cluster.url(leader, "/4"))
         .body(url)
         .send()
@@ -144,17 +142,12 @@ fn added_node_catches_up_and_survives_restart() {
     let body = response.text().unwrap();
     assert_eq!(status, reqwest::StatusCode::NO_CONTENT, "{body}");
     cluster.spawn(4, true);
-    let applied = cluster.status(leader).unwrap()["applied_index"]
-        .as_u64()
-        .unwrap();
+    let applied = cluster.status(leader).unwrap().applied_index;
     cluster.wait_applied(4, applied);
     for i in 0..60 {
         assert_eq!(cluster.get_ok(4, &format!("/a{i}")), Some(format!("v{i}")));
     }
-    let members = cluster.status(4).unwrap()["members"]
-        .as_array()
-        .unwrap()
-        .len();
+    let members = cluster.status(4).unwrap().members.len();
     assert_eq!(members, 4);
     assert!(cluster.terminate(4).success());
     cluster.spawn(4, false);
@@ -169,7 +162,7 @@ fn removed_node_exits() {
     let leader = cluster.leader();
     let victim = (1..=3).find(|id| *id != leader).unwrap();
     let response = cluster
-        .http
+        .http()
         .delete(cluster.url(leader, &format!("/{victim}")))
         .send()
         .unwrap();
@@ -180,10 +173,7 @@ fn removed_node_exits() {
     assert!(status.success(), "removed node exits cleanly: {status:?}");
     assert!(cluster.log(victim).contains("removed from the cluster"));
     cluster.put_ok(leader, "/still", "works");
-    let members = cluster.status(leader).unwrap()["members"]
-        .as_array()
-        .unwrap()
-        .len();
+    let members = cluster.status(leader).unwrap().members.len();
     assert_eq!(members, 2);
 }
 
@@ -212,7 +202,7 @@ fn stopping_before_replay_and_while_in_flight_exits_cleanly() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(200));
-        let node = cluster.nodes[&1].child.as_ref().unwrap().id();
+        let node = cluster.pid(1).unwrap();
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &node.to_string()])
             .status();

@@ -36,8 +36,7 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
         std::thread::sleep(Duration::from_millis(1500));
         // Kill the leader half the time: the worst case for in-flight writes.
         let victim = cluster.leader();
-        // SAFETY of the test: `kill` only needs &mut for the child handle.
-        let pid = cluster.nodes[&victim].child.as_ref().unwrap().id();
+        let pid = cluster.pid(victim).unwrap();
         let _ = std::process::Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status();
@@ -45,14 +44,10 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     let victim = cluster
-        .nodes
-        .iter_mut()
-        .find_map(|(id, n)| match n.child.as_mut().map(|c| c.try_wait()) {
-            Some(Ok(Some(_))) => Some(*id),
-            _ => None,
-        })
+        .exited()
+        .first()
+        .map(|(id, _)| *id)
         .expect("the killed node is dead");
-    cluster.nodes.get_mut(&victim).unwrap().child = None;
     cluster.spawn(victim, false);
     cluster.leader();
     let acked = acked.into_inner().unwrap();

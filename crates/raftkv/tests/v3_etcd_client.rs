@@ -19,8 +19,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn endpoints(cluster: &Cluster) -> Vec<String> {
     cluster
-        .nodes
-        .values()
+        .nodes()
         .map(|node| format!("127.0.0.1:{}", node.client_port))
         .collect()
 }

@@ -1,7 +1,10 @@
 //! A minimal HTTP/1.1 keep-alive client on hyper 1: one TCP connection, one
-//! request at a time, the response body read to its end.
+//! request at a time, the response body read to its end. Connecting and
+//! every request are bounded (`testcluster`'s timeouts), so a wedged node
+//! costs the benchmark an error, never a hang.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -9,7 +12,9 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_LENGTH, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use testcluster::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 use tokio::net::TcpStream;
+use tokio::time::timeout;
 
 use super::BenchError;
 
@@ -23,8 +28,9 @@ impl Connection {
     /// Opens a connection; its driver runs as a tokio task until the
     /// connection is dropped or broken.
     pub(crate) async fn open(addr: SocketAddr) -> Result<Self, BenchError> {
-        let stream = TcpStream::connect(addr)
+        let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
+            .map_err(|_| elapsed(addr, "connect", CONNECT_TIMEOUT))?
             .map_err(|e| BenchError::Http(format!("connect {addr}: {e}")))?;
         stream
             .set_nodelay(true)
@@ -40,8 +46,21 @@ impl Connection {
     }
 
     /// Sends one request and reads the whole response; returns its status
-    /// and body.
+    /// and body. After a timeout the connection is in an unknown state:
+    /// drop it.
     pub(crate) async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), BenchError> {
+        let addr = self.addr;
+        timeout(REQUEST_TIMEOUT, self.exchange(method, path, body))
+            .await
+            .map_err(|_| elapsed(addr, path, REQUEST_TIMEOUT))?
+    }
+
+    async fn exchange(
         &mut self,
         method: Method,
         path: &str,
@@ -72,4 +91,8 @@ impl Connection {
             .to_bytes();
         Ok((status, body))
     }
+}
+
+fn elapsed(addr: SocketAddr, what: &str, bound: Duration) -> BenchError {
+    BenchError::Http(format!("{addr}: {what}: no answer within {bound:?}"))
 }

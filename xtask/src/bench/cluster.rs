@@ -1,123 +1,70 @@
-//! A 3-node raftkv cluster on loopback for the benchmark: free ports, temp
-//! data dirs, logs to files, stopped (SIGTERM, then kill) on drop.
+//! A 3-node raftkv cluster on loopback for the benchmark: `testcluster`'s
+//! processes (free ports, temp data dirs, logs to files), stopped (SIGTERM,
+//! then kill) on drop.
+//!
+//! The harness is blocking; the benchmark runs on a multi-threaded tokio
+//! runtime, so harness calls go through `block_in_place`.
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::{Method, StatusCode};
+use hyper::Method;
+use testcluster::{Cluster, ClusterConfig};
+use tokio::task::block_in_place;
 
 use super::client::Connection;
 use super::BenchError;
 
 /// Nodes in the benchmark cluster.
-const NODE_COUNT: usize = 3;
+const NODE_COUNT: u64 = 3;
 /// How long a fresh cluster may take to elect a leader and accept a write.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bound on one status or probe request.
+/// Bound on one probe write.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// How long a node may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One running node.
-struct Node {
-    id: u64,
-    client_addr: SocketAddr,
-    child: Child,
-}
-
 /// A running cluster; dropping it stops every node.
 pub(crate) struct BenchCluster {
-    nodes: Vec<Node>,
-    /// Data dirs and logs; kept on disk if the cluster failed to start.
-    dir: Option<tempfile::TempDir>,
+    procs: Cluster,
 }
 
 impl BenchCluster {
     /// Starts `NODE_COUNT` nodes of `binary` and waits for a leader that
     /// accepts writes.
     pub(crate) async fn start(binary: &Path) -> Result<Self, BenchError> {
-        let dir = tempfile::Builder::new()
-            .prefix("raftkv-bench.")
-            .tempdir()
-            .map_err(|e| BenchError::io("create a temp dir", e))?;
-        let ports = free_ports(2 * NODE_COUNT)?;
-        let (peer_ports, client_ports) = ports.split_at(NODE_COUNT);
-        let cluster: Vec<String> = peer_ports
-            .iter()
-            .map(|p| format!("http://127.0.0.1:{p}"))
-            .collect();
-        let mut this = Self {
-            nodes: Vec::new(),
-            dir: Some(dir),
-        };
-        for (index, client_port) in client_ports.iter().enumerate() {
-            let id = index as u64 + 1;
-            let node = this.spawn(binary, id, &cluster, *client_port)?;
-            this.nodes.push(node);
+        let procs = block_in_place(|| Cluster::start(ClusterConfig::new(binary), NODE_COUNT))
+            .map_err(|e| BenchError::Cluster(e.to_string()))?;
+        for node in procs.nodes() {
+            eprintln!(
+                "bench: node {} pid {} client http://127.0.0.1:{} log {}",
+                node.id,
+                node.pid().unwrap_or(0),
+                node.client_port,
+                node.log_path.display()
+            );
         }
+        let mut this = Self { procs };
         if let Err(e) = this.wait_ready().await {
-            let kept = this.dir.take().map(tempfile::TempDir::keep);
-            let logs = kept.map(|p| p.display().to_string()).unwrap_or_default();
+            let logs = this.procs.keep_data().unwrap_or_default();
             return Err(BenchError::Cluster(format!(
-                "{e}; node logs kept in {logs}"
+                "{e}; node logs kept in {}",
+                logs.display()
             )));
         }
         Ok(this)
     }
 
-    fn spawn(
-        &self,
-        binary: &Path,
-        id: u64,
-        cluster: &[String],
-        client_port: u16,
-    ) -> Result<Node, BenchError> {
-        let dir = self.data_root();
-        let log_path = dir.join(format!("node-{id}.log"));
-        let log = File::create(&log_path).map_err(|e| BenchError::io("create a node log", e))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| BenchError::io("clone a node log handle", e))?;
-        let child = Command::new(binary)
-            .args(["--id", &id.to_string()])
-            .args(["--cluster", &cluster.join(",")])
-            .args(["--port", &client_port.to_string()])
-            .args(["--listen-addr", "127.0.0.1"])
-            .arg("--data-dir")
-            .arg(dir.join(format!("raftkv-{id}")))
-            .env("RUST_LOG_STYLE", "never")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|e| BenchError::io(&format!("start {}", binary.display()), e))?;
-        let client_addr = SocketAddr::from(([127, 0, 0, 1], client_port));
-        eprintln!(
-            "bench: node {id} pid {} client http://{client_addr} log {}",
-            child.id(),
-            log_path.display()
-        );
-        Ok(Node {
-            id,
-            client_addr,
-            child,
-        })
-    }
-
-    fn data_root(&self) -> PathBuf {
-        self.dir
-            .as_ref()
-            .map(|d| d.path().to_path_buf())
-            .unwrap_or_else(std::env::temp_dir)
-    }
-
     /// Client addresses of all nodes, in id order.
     pub(crate) fn client_addrs(&self) -> Vec<SocketAddr> {
-        self.nodes.iter().map(|n| n.client_addr).collect()
+        let procs = &self.procs;
+        procs
+            .ids()
+            .into_iter()
+            .filter_map(|id| procs.client_addr(id))
+            .collect()
     }
 
     /// The current leader's client address (asks every node's status).
@@ -125,7 +72,8 @@ impl BenchCluster {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             self.check_alive()?;
-            if let Some(addr) = self.find_leader().await {
+            let leader = block_in_place(|| self.procs.leader_now());
+            if let Some(addr) = leader.and_then(|id| self.procs.client_addr(id)) {
                 return Ok(addr);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -134,19 +82,6 @@ impl BenchCluster {
             "no leader after {} s",
             READY_TIMEOUT.as_secs()
         )))
-    }
-
-    async fn find_leader(&self) -> Option<SocketAddr> {
-        for node in &self.nodes {
-            let Some(status) = status(node.client_addr).await else {
-                continue;
-            };
-            let leader_id = status.get("leader_id").and_then(serde_json::Value::as_u64);
-            if let Some(leader) = self.nodes.iter().find(|n| Some(n.id) == leader_id) {
-                return Some(leader.client_addr);
-            }
-        }
-        None
     }
 
     async fn wait_ready(&mut self) -> Result<(), BenchError> {
@@ -167,36 +102,17 @@ impl BenchCluster {
     /// Fails if a node has exited (a crash mid-benchmark must not pass
     /// silently as low throughput).
     pub(crate) fn check_alive(&mut self) -> Result<(), BenchError> {
-        for node in &mut self.nodes {
-            if let Ok(Some(exit)) = node.child.try_wait() {
-                return Err(BenchError::Cluster(format!(
-                    "node {} exited: {exit}",
-                    node.id
-                )));
-            }
+        match self.procs.exited().first() {
+            Some((id, exit)) => Err(BenchError::Cluster(format!("node {id} exited: {exit}"))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Stops every node: SIGTERM, then kill after `STOP_TIMEOUT`.
     pub(crate) fn stop(&mut self) {
-        for node in &self.nodes {
-            let _ = Command::new("kill")
-                .args(["-TERM", &node.child.id().to_string()])
-                .status();
+        for id in block_in_place(|| self.procs.stop_all(STOP_TIMEOUT)) {
+            eprintln!("bench: node {id} ignored SIGTERM; killed it");
         }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        for node in &mut self.nodes {
-            while Instant::now() < deadline && matches!(node.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if matches!(node.child.try_wait(), Ok(None)) {
-                eprintln!("bench: node {} ignored SIGTERM; killing it", node.id);
-                let _ = node.child.kill();
-                let _ = node.child.wait();
-            }
-        }
-        self.nodes.clear();
     }
 }
 
@@ -204,20 +120,6 @@ impl Drop for BenchCluster {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// `GET /v1/status` as JSON, or `None` if the node does not answer.
-async fn status(addr: SocketAddr) -> Option<serde_json::Value> {
-    let request = async {
-        let mut connection = Connection::open(addr).await.ok()?;
-        let (code, body) = connection
-            .send(Method::GET, "/v1/status", Bytes::new())
-            .await
-            .ok()?;
-        (code == StatusCode::OK).then_some(())?;
-        serde_json::from_slice(&body).ok()
-    };
-    tokio::time::timeout(PROBE_TIMEOUT, request).await.ok()?
 }
 
 /// Whether a PUT through `addr` is acknowledged.
@@ -234,17 +136,4 @@ async fn probe_write(addr: SocketAddr) -> bool {
         tokio::time::timeout(PROBE_TIMEOUT, request).await,
         Ok(Some(()))
     )
-}
-
-/// `count` distinct free loopback ports (bound together, then released).
-pub(crate) fn free_ports(count: usize) -> Result<Vec<u16>, BenchError> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BenchError::io("bind a free port", e))?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BenchError::io("read a bound port", e))
 }

@@ -20,7 +20,7 @@ use pb::kv_client::KvClient;
 use pb::maintenance_client::MaintenanceClient;
 use tonic::transport::Channel;
 
-use super::cluster::{free_ports, BenchCluster};
+use super::cluster::BenchCluster;
 use super::options::Options;
 use super::BenchError;
 
@@ -101,7 +101,8 @@ impl EtcdCluster {
             .prefix("etcd-bench.")
             .tempdir()
             .map_err(|e| BenchError::io("create a temp dir", e))?;
-        let ports = free_ports(2 * ETCD_MEMBERS)?;
+        let ports = testcluster::reserve_ports(2 * ETCD_MEMBERS)
+            .map_err(|e| BenchError::Cluster(e.to_string()))?;
         let (peer_ports, client_ports) = ports.split_at(ETCD_MEMBERS);
         let initial = peer_ports
             .iter()

@@ -29,13 +29,14 @@ mod verify;
 mod tests;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use cluster::BenchCluster;
 use options::Options;
 use report::Row;
 use scenario::Scenario;
+use testcluster::workspace_root;
 
 /// Everything that can stop a benchmark run.
 #[derive(Debug, thiserror::Error)]
@@ -131,8 +132,11 @@ fn run_bench(options: &Options) -> Result<(), BenchError> {
     let scenarios = scenario::select(&options.scenario_filters)?;
     let binary = match (&options.raftkv_binary, options.no_build) {
         (Some(path), _) => path.clone(),
-        (None, true) => root.join("target/release/raftkv"),
-        (None, false) => build_release(&root)?,
+        (None, true) => testcluster::target_dir().join("release/raftkv"),
+        (None, false) => {
+            eprintln!("bench: building raftkv (release)...");
+            testcluster::release_binary().map_err(|e| BenchError::Build(e.to_string()))?
+        }
     };
     if !binary.is_file() {
         return Err(BenchError::Build(format!(
@@ -270,27 +274,4 @@ fn command_output(program: &str, args: &[&str]) -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn build_release(root: &Path) -> Result<PathBuf, BenchError> {
-    eprintln!("bench: building raftkv (release)...");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--package", "raftkv"])
-        .current_dir(root)
-        .status()
-        .map_err(|e| BenchError::io("run cargo", e))?;
-    if !status.success() {
-        return Err(BenchError::Build(
-            "cargo build --release -p raftkv failed".into(),
-        ));
-    }
-    Ok(root.join("target/release/raftkv"))
 }

@@ -30,7 +30,7 @@ Options:
                       etcd 3.4 (etcd on the PATH) in one run, as ratios
                       (put-c1, put-c64, range-lin-c64, range-ser-c64,
                       range-1000-keys-c8, txn-cas-c64); target/bench/grpc.md
-  --no-build          use target/release/raftkv as it is
+  --no-build          use <target dir>/release/raftkv as it is
   --raftkv PATH       benchmark this raftkv binary (implies --no-build)
 
 Scenarios: write-c1-64b write-c64-64b write-c256-64b write-c1-1k

@@ -332,3 +332,29 @@ async fn a_dead_server_is_an_io_error_count_not_a_hang() {
     assert_eq!(outcome.ok_count, 0);
     assert!(outcome.io_error_count > 0);
 }
+
+/// A node that accepts connections and never answers (SIGSTOPped, wedged)
+/// costs a request timeout and an I/O error, not the whole run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedged_server_is_an_io_error_count_not_a_hang() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Accepts, reads nothing, answers nothing; keeps every socket open.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let bound = testcluster::REQUEST_TIMEOUT * 3;
+    let (_, outcome) = tokio::time::timeout(bound, run_writes(addr, 2))
+        .await
+        .expect("the load run ends although no request is ever answered");
+    assert_eq!(outcome.ok_count, 0);
+    assert_eq!(
+        outcome.io_error_count, 2,
+        "one timed-out request per connection"
+    );
+}

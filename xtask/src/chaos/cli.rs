@@ -2,7 +2,6 @@
 //! binary and runs the suite or the crash loop.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use super::{parse_faults, run_suite, ChaosConfig, ChaosError};
@@ -48,8 +47,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if let Some(position) = args.iter().position(|a| a == "--check") {
         return check_saved(args.get(position + 1));
     }
-    let root = workspace_root();
-    let binary = build_release(&root)?;
+    let root = testcluster::workspace_root();
+    let binary = testcluster::release_binary().map_err(|e| e.to_string())?;
     let config = parse(args, binary, &root).map_err(|e| format!("{e}\n\n{USAGE}"))?;
     tracing::info!(seed = config.seed, out = %config.out_dir.display(), "chaos run starting");
     let report = run_suite(&config).map_err(|e| e.to_string())?;
@@ -139,27 +138,4 @@ fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs())
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn build_release(root: &Path) -> Result<PathBuf, String> {
-    tracing::info!("building raftkv (release)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--package", "raftkv"])
-        .current_dir(root)
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err("cargo build --release -p raftkv failed".into());
-    }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("release/raftkv"))
 }

@@ -83,14 +83,9 @@ pub enum ChaosError {
     /// A bad option or configuration value.
     #[error("bad configuration: {0}")]
     Config(String),
-    /// The raftkv binary could not be started.
-    #[error("cannot start {}: {source}", binary.display())]
-    Spawn {
-        /// The binary.
-        binary: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The process harness failed (a node would not start, no leader, ...).
+    #[error("{0}")]
+    Harness(#[from] testcluster::Error),
     /// A file or process operation failed.
     #[error("{what}: {source}")]
     Io {

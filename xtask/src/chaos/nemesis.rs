@@ -342,12 +342,7 @@ fn isolated_leader_writes(cluster: &mut Cluster, hold: Duration) -> Result<Strin
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
     }
-    let snapshot_index = |cluster: &Cluster| {
-        cluster
-            .status(leader)
-            .and_then(|s| s["snapshot_index"].as_u64())
-            .unwrap_or(0)
-    };
+    let snapshot_index = |cluster: &Cluster| cluster.status(leader).map_or(0, |s| s.snapshot_index);
     let before = snapshot_index(cluster);
     std::thread::sleep(hold);
     cluster.heal_network()?;

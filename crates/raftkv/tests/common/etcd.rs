@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, WAIT};
+use testcluster::reserve_port;
+
+use super::WAIT;
 
 /// The binary `name` on the PATH, or `None` after a loud SKIPPED line
 /// (a panic when the `CI` environment variable is set).
@@ -43,8 +45,8 @@ impl Etcd {
     /// Starts `binary` and waits until its client port accepts connections.
     pub fn start(binary: &Path) -> Etcd {
         let dir = tempfile::tempdir().expect("temp dir");
-        let client_url = format!("http://127.0.0.1:{}", free_port());
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let client_url = format!("http://127.0.0.1:{}", reserve_port().expect("a port"));
+        let peer_url = format!("http://127.0.0.1:{}", reserve_port().expect("a port"));
         let log = dir.path().join("etcd.log");
         let log_file = std::fs::File::create(&log).expect("etcd log file");
         let child = Command::new(binary)
