@@ -366,6 +366,10 @@ struct MemberOp {
 enum MemberPhase {
     Removing,
     Adding,
+    /// The addition is applied on the node that proposed it; the change
+    /// ends when every member applied it (until then the cluster has one
+    /// member too few to survive another disruption).
+    CatchingUp,
 }
 
 struct Sim {
@@ -842,16 +846,24 @@ impl Sim {
     /// removed node; when the addition is, start the added one on its new
     /// disk.
     fn drive_member_op(&mut self, mut op: MemberOp, calm: bool) -> Result<(), SimError> {
+        if op.phase == MemberPhase::CatchingUp {
+            if self.everyone_knows_the_members() {
+                self.quiet_until = self.step + DISRUPTION_GAP_STEPS;
+            } else {
+                self.disruption = Some(Disruption::Member(op));
+            }
+            return Ok(());
+        }
         if let Some(answer) = op.pending.as_mut().and_then(|p| p.poll()) {
             op.pending = None;
             let done = match (&answer, op.phase) {
                 (Ok(()), _) => true,
-                // A retry of a change that went through earlier.
-                (Err(RaftError::InvalidMembership(_)), MemberPhase::Removing) => {
-                    !self.leader_has_member(op.remove)
-                }
-                (Err(RaftError::InvalidMembership(_)), MemberPhase::Adding) => {
-                    self.leader_has_member(op.add)
+                // A retry of a change that went through earlier, or an
+                // answer lost with the node that proposed it; a stale
+                // leader refuses too, so only what every live node applied
+                // counts.
+                (Err(RaftError::InvalidMembership(_) | RaftError::Stopped), phase) => {
+                    self.change_applied_everywhere(&op, phase)
                 }
                 (Err(_), _) => false,
             };
@@ -865,15 +877,15 @@ impl Sim {
                     }
                     MemberPhase::Adding => {
                         self.added(op.add, op.add == op.remove)?;
-                        self.quiet_until = self.step + DISRUPTION_GAP_STEPS;
-                        return Ok(());
+                        op.phase = MemberPhase::CatchingUp;
                     }
+                    MemberPhase::CatchingUp => unreachable!("handled above"),
                 }
             } else {
                 op.next_try = self.step + if calm { 2 } else { 10 };
             }
         }
-        if op.pending.is_none() && self.step >= op.next_try {
+        if op.pending.is_none() && op.phase != MemberPhase::CatchingUp && self.step >= op.next_try {
             if let Some(leader) = self.leader() {
                 let change = match op.phase {
                     MemberPhase::Removing => MembershipChange::RemoveNode { id: op.remove },
@@ -881,6 +893,7 @@ impl Sim {
                         id: op.add,
                         peer_url: url(op.add),
                     },
+                    MemberPhase::CatchingUp => unreachable!("nothing to propose"),
                 };
                 let node = self.nodes[leader]
                     .node
@@ -893,12 +906,30 @@ impl Sim {
         Ok(())
     }
 
-    /// Whether the leader (if any) counts `id` among its voters.
-    fn leader_has_member(&self, id: u64) -> bool {
-        self.leader().is_some_and(|l| {
-            let node = self.nodes[l].node.as_ref().expect("the leader is live");
-            node.status().members.iter().any(|m| m.id == id)
+    /// Whether every member is up and has the run's membership.
+    fn everyone_knows_the_members(&self) -> bool {
+        let members = self.members();
+        self.nodes.iter().filter(|n| n.member).all(|n| {
+            n.node.as_ref().is_some_and(|node| {
+                let mut voters: Vec<u64> = node.status().members.iter().map(|m| m.id).collect();
+                voters.sort_unstable();
+                voters == members
+            })
         })
+    }
+
+    /// Whether every live node (but the one removed) applied the change
+    /// `op` is at.
+    fn change_applied_everywhere(&self, op: &MemberOp, phase: MemberPhase) -> bool {
+        let (id, wanted) = match phase {
+            MemberPhase::Removing => (op.remove, false),
+            _ => (op.add, true),
+        };
+        self.nodes
+            .iter()
+            .filter(|n| n.id != id)
+            .filter_map(|n| n.node.as_ref())
+            .all(|node| node.status().members.iter().any(|m| m.id == id) == wanted)
     }
 
     /// The live, responsive leader of the highest term, if any.
