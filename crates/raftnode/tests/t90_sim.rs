@@ -113,3 +113,62 @@ fn the_same_seed_gives_the_same_trace() {
         "different seeds, different runs"
     );
 }
+
+/// The seeds CI runs: the default (all faults) mix. About 20 s in release on
+/// a 2-core machine; a debug build runs the first tenth.
+fn ci_seeds() -> std::ops::Range<u64> {
+    if cfg!(debug_assertions) {
+        0..100
+    } else {
+        0..1000
+    }
+}
+
+#[test]
+fn the_ci_seed_range_keeps_every_invariant_under_every_fault() {
+    let options = SimOptions::default();
+    let mut failures = Vec::new();
+    for seed in ci_seeds() {
+        if let Err(e) = run(seed, &options) {
+            failures.push(format!(
+                "{e}\n  replay: cargo xtask sim --seed {seed} --seeds 1"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// One seed from the clock each run, printed, so that CI explores beyond
+/// the fixed range; a failure names the seed that replays it.
+#[test]
+fn a_random_seed_keeps_every_invariant() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    println!("random seed {seed} (replay: cargo xtask sim --seed {seed} --seeds 1)");
+    if let Err(e) = run(seed, &SimOptions::default()) {
+        panic!("{e}\n  replay: cargo xtask sim --seed {seed} --seeds 1");
+    }
+}
+
+/// Each planted bug (`wal::plant`) breaks a check within the CI seed range:
+/// the simulation would catch that mistake in the real code.
+#[test]
+fn every_planted_bug_is_caught_within_the_ci_seed_range() {
+    for bug in raftnode::PlantedBug::ALL {
+        let options = SimOptions {
+            plant: Some(bug),
+            ..SimOptions::default()
+        };
+        let caught = ci_seeds().find(|&seed| {
+            std::panic::catch_unwind(|| run(seed, &options)).map_or(true, |result| result.is_err())
+        });
+        assert!(
+            caught.is_some(),
+            "planted bug {} survived seeds {:?}",
+            bug.name(),
+            ci_seeds()
+        );
+    }
+}
