@@ -1101,7 +1101,40 @@ impl Sim {
                 }
             }
             self.outcome.delivered += in_flights.len() as u64;
+            let snapshot = in_flights
+                .iter()
+                .any(|f| f.msg.get_msg_type() == MessageType::MsgSnapshot);
+            if snapshot {
+                if let Some(i) = slot {
+                    self.maybe_crash_in_install(i);
+                }
+            }
         }
+    }
+
+    /// Installing a leader's snapshot writes a file, a marker, purges older
+    /// files and then the log: a power loss at one of those fsyncs (a crash
+    /// from the budget, in the faulty phase, when nothing else is going on)
+    /// is where ordering mistakes show. Often right after a restart (the
+    /// node that was down catches up from a snapshot).
+    fn maybe_crash_in_install(&mut self, i: usize) {
+        if self.disruption.is_some()
+            || self.step >= self.options.steps
+            || self.budget.crashes == 0
+            || !self.nodes[i].member
+            || !self.rng.percent(50)
+        {
+            return;
+        }
+        self.budget.crashes -= 1;
+        let after = self.rng.below(5);
+        self.nodes[i].fs.fail_sync_after(after);
+        self.trace.words(&[16, self.nodes[i].id, after]);
+        self.disruption = Some(Disruption::SyncArmed {
+            slot: i,
+            deadline: self.step + 20,
+            power_loss: true,
+        });
     }
 
     /// Tells the sender of a snapshot message how its transfer ended, as the
