@@ -1,29 +1,45 @@
 //! `cargo xtask sim [options]`: runs `raftnode::sim` (real nodes on a
 //! simulated disk, network and clock, on one thread) for many seeds, with a
-//! progress line and a summary; a violation names its seed, which replays it
-//! exactly (`--seed S --seeds 1`).
+//! progress line and a summary; a violation prints the one-line command
+//! that replays its seed exactly.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use raftnode::sim::{run as run_seed, SimOptions, SimOutcome};
+use raftnode::sim::{run as run_seed, Faults, SimOptions, SimOutcome, FAULT_KINDS, FAULT_MIXES};
+use raftnode::PlantedBug;
 
 /// The task's help text.
 pub const USAGE: &str = "\
 Usage: cargo xtask sim [options]
 
-  --seeds N       how many seeds to run (default 100)
-  --seed S        the first seed (default: from the clock, printed); seeds
-                  S, S+1, ... S+N-1 run; --seed S --seeds 1 replays one
-  --nodes N       cluster size, 1 to 7 (default 3)
-  --steps N       steps of the faulty phase per seed (default 600)
-  --drop P        percent of messages dropped (default 3)
-  --duplicate P   percent of messages delivered twice (default 2)
-  --propose P     percent of steps with a proposal (default 30)
-  --partition P   percent of steps that cut a node off (one or both ways)
-                  when none is (default 1)
-  --crashes N     crashes per seed, one node down at a time (default 2)
+  --seeds N           how many seeds to run (default 100)
+  --seed S            the first seed (default: from the clock, printed); seeds
+                      S, S+1, ... S+N-1 run; --seed S --seeds 1 replays one
+  --nodes N           initial cluster size, 1 to 7 (default 3)
+  --steps N           steps of the faulty phase per seed (default 600)
+  --calm-steps N      steps without faults at the end (default 400)
+  --propose P         percent of steps with a proposal (default 30)
+  --snapshot-count N  applied entries between snapshots (default 20)
+  --catch-up N        entries kept after a snapshot (default 2)
+  --faults MIX        none, classic, network, disk, membership or all
+                      (default all); the options below change one kind:
+  --drop P            percent of messages dropped
+  --duplicate P       percent of messages delivered twice
+  --reorder P         percent of messages that may overtake on their link
+  --partition P       percent of steps that cut a node off (when none is)
+  --snapshot-fail P   percent of snapshot transfers that fail midway
+  --crashes N         crashes per seed (half of them at an fsync)
+  --torn-writes 0|1   a crash tears unsynced writes by sector
+  --sync-failures N   fsync failures (EIO) per seed
+  --slow-disk P       percent of steps at which a node's disk stalls
+  --bit-flips N       crashes per seed followed by a WAL bit flip
+  --membership N      membership changes per seed (remove, then add)
+  --plant NAME        switch on a planted bug: send-before-fsync, skip-fsync,
+                      corrupt-tail-as-torn, drop-snapshot-report,
+                      snapshot-before-marker
 ";
 
 /// What to run.
@@ -32,6 +48,9 @@ struct Plan {
     first_seed: u64,
     seeds: u64,
     options: SimOptions,
+    /// The options as given, minus `--seed` and `--seeds` (for the replay
+    /// command).
+    replay_args: Vec<String>,
 }
 
 /// Runs `cargo xtask sim` with its arguments (after `sim`).
@@ -42,13 +61,25 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     }
     let plan = parse(args, clock_seed()).map_err(|e| format!("{e}\n\n{USAGE}"))?;
+    if std::env::var_os("RUST_LOG").is_some() {
+        // The nodes' own logs, for replaying one seed (RUST_LOG=raftnode=debug).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     println!(
-        "sim: seeds {}..{} ({}), {} nodes, {} steps each",
+        "sim: seeds {}..{} ({}), {} nodes, {} + {} steps each{}",
         plan.first_seed,
         plan.first_seed.wrapping_add(plan.seeds),
         plan.seeds,
         plan.options.nodes,
-        plan.options.steps
+        plan.options.steps,
+        plan.options.calm_steps,
+        plan.options
+            .plant
+            .map(|bug| format!(", planted bug {}", bug.name()))
+            .unwrap_or_default()
     );
     let started = Instant::now();
     let mut totals = Totals::default();
@@ -56,10 +87,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let seed = plan.first_seed.wrapping_add(k);
         match catch_unwind(AssertUnwindSafe(|| run_seed(seed, &plan.options))) {
             Ok(Ok(outcome)) => totals.add(&outcome),
-            Ok(Err(violation)) => totals.failures.push(violation.to_string()),
-            Err(panic) => totals
-                .failures
-                .push(format!("seed {seed}: panicked: {}", panic_text(&panic))),
+            Ok(Err(violation)) => totals.fail(seed, violation.to_string()),
+            Err(panic) => totals.fail(
+                seed,
+                format!("seed {seed}: panicked: {}", panic_text(&panic)),
+            ),
         }
         eprint!(
             "\r{}/{} seeds, {} failed, {:.1}s",
@@ -71,16 +103,33 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let _ = std::io::stderr().flush();
     }
     eprintln!();
-    print!("{}", totals.summary(plan.seeds));
+    print!(
+        "{}",
+        totals.summary(plan.seeds, started.elapsed().as_secs_f64())
+    );
+    for (seed, failure) in &totals.failures {
+        println!("FAILED {failure}");
+        println!("  replay: {}", replay_command(&plan, *seed));
+    }
     if totals.failures.is_empty() {
         Ok(())
     } else {
         Err(format!(
-            "{} of {} seeds broke an invariant (replay one with --seed S --seeds 1)",
+            "{} of {} seeds broke an invariant",
             totals.failures.len(),
             plan.seeds
         ))
     }
+}
+
+/// The one-line command that runs `seed` alone with the plan's options.
+fn replay_command(plan: &Plan, seed: u64) -> String {
+    let mut command = format!("cargo xtask sim --seed {seed} --seeds 1");
+    for arg in &plan.replay_args {
+        command.push(' ');
+        command.push_str(arg);
+    }
+    command
 }
 
 /// Sums over the seeds that passed, and the failures.
@@ -90,12 +139,11 @@ struct Totals {
     committed: u64,
     terms_with_leader: u64,
     proposals_ok: u64,
-    crashes: u64,
     snapshots_sent: u64,
-    partitions: u64,
     delivered: u64,
-    dropped: u64,
-    failures: Vec<String>,
+    simulated_ms: u64,
+    faults: BTreeMap<&'static str, u64>,
+    failures: Vec<(u64, String)>,
 }
 
 impl Totals {
@@ -104,31 +152,43 @@ impl Totals {
         self.committed += outcome.committed_max;
         self.terms_with_leader += outcome.leaders.len() as u64;
         self.proposals_ok += outcome.proposals_ok;
-        self.crashes += outcome.crashes;
         self.snapshots_sent += outcome.snapshots_sent;
-        self.partitions += outcome.partitions;
         self.delivered += outcome.delivered;
-        self.dropped += outcome.dropped;
+        self.simulated_ms += outcome.simulated_ms;
+        for (kind, count) in &outcome.faults {
+            *self.faults.entry(kind).or_insert(0) += count;
+        }
     }
 
-    fn summary(&self, seeds: u64) -> String {
+    fn fail(&mut self, seed: u64, failure: String) {
+        self.failures.push((seed, failure));
+    }
+
+    fn summary(&self, seeds: u64, wall_s: f64) -> String {
+        let simulated_s = self.simulated_ms as f64 / 1000.0;
         let mut text = format!(
-            "passed {}/{seeds}: {} entries committed, {} terms with a leader, \
-             {} proposals accepted, {} crashes, {} partitions, {} snapshot transfers, \
-             {} messages delivered, {} dropped\n",
+            "passed {}/{seeds} seeds in {wall_s:.1} s ({:.0} seeds/minute); \
+             simulated {:.2} h of cluster time ({:.0}x wall clock)\n\
+             {} entries committed, {} terms with a leader, {} proposals accepted, \
+             {} snapshot transfers, {} messages delivered\nfaults:",
             self.passed,
+            seeds as f64 * 60.0 / wall_s.max(1e-9),
+            simulated_s / 3600.0,
+            simulated_s / wall_s.max(1e-9),
             self.committed,
             self.terms_with_leader,
             self.proposals_ok,
-            self.crashes,
-            self.partitions,
             self.snapshots_sent,
             self.delivered,
-            self.dropped
         );
-        for failure in &self.failures {
-            text.push_str(&format!("FAILED {failure}\n"));
+        for kind in FAULT_KINDS {
+            let count = self.faults.get(kind).copied().unwrap_or(0);
+            if count > 0 {
+                text.push_str(&format!(" {kind} {count},"));
+            }
         }
+        text.pop();
+        text.push('\n');
         text
     }
 }
@@ -146,23 +206,69 @@ fn parse(args: &[String], default_seed: u64) -> Result<Plan, String> {
         first_seed: default_seed,
         seeds: 100,
         options: SimOptions::default(),
+        replay_args: Vec::new(),
     };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let text = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+    let pairs: Vec<(&String, &String)> = {
+        let mut pairs = Vec::new();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+            pairs.push((arg, value));
+        }
+        pairs
+    };
+    // The mix first, so the options for one kind change it in any order.
+    for (arg, value) in &pairs {
+        if arg.as_str() == "--faults" {
+            plan.options.faults = Faults::mix(value).ok_or_else(|| {
+                format!(
+                    "--faults {value:?} is not one of {}",
+                    FAULT_MIXES.join(", ")
+                )
+            })?;
+        }
+    }
+    for (arg, text) in pairs {
+        if !matches!(arg.as_str(), "--seed" | "--seeds") {
+            plan.replay_args.push(arg.clone());
+            plan.replay_args.push(text.clone());
+        }
+        match arg.as_str() {
+            "--faults" => continue,
+            "--plant" => {
+                plan.options.plant = Some(PlantedBug::from_name(text).ok_or_else(|| {
+                    let names: Vec<&str> = PlantedBug::ALL.iter().map(|b| b.name()).collect();
+                    format!("--plant {text:?} is not one of {}", names.join(", "))
+                })?);
+                continue;
+            }
+            _ => {}
+        }
         let value: u64 = text
             .parse()
             .map_err(|_| format!("{arg} {text:?} is not a valid number"))?;
+        let o = &mut plan.options;
+        let f = &mut o.faults;
         match arg.as_str() {
             "--seeds" => plan.seeds = value,
             "--seed" => plan.first_seed = value,
-            "--nodes" => plan.options.nodes = value,
-            "--steps" => plan.options.steps = value,
-            "--drop" => plan.options.drop_percent = value,
-            "--duplicate" => plan.options.duplicate_percent = value,
-            "--propose" => plan.options.propose_percent = value,
-            "--partition" => plan.options.partition_percent = value,
-            "--crashes" => plan.options.crashes = value,
+            "--nodes" => o.nodes = value,
+            "--steps" => o.steps = value,
+            "--calm-steps" => o.calm_steps = value,
+            "--propose" => o.propose_percent = value,
+            "--snapshot-count" => o.snapshot_count = value,
+            "--catch-up" => o.catch_up_entries = value,
+            "--drop" => f.drop_percent = value,
+            "--duplicate" => f.duplicate_percent = value,
+            "--reorder" => f.reorder_percent = value,
+            "--partition" => f.partition_percent = value,
+            "--snapshot-fail" => f.snapshot_fail_percent = value,
+            "--crashes" => f.crashes = value,
+            "--torn-writes" => f.torn_writes = value != 0,
+            "--sync-failures" => f.sync_failures = value,
+            "--slow-disk" => f.slow_disk_percent = value,
+            "--bit-flips" => f.bit_flips = value,
+            "--membership" => f.membership_changes = value,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -171,6 +277,9 @@ fn parse(args: &[String], default_seed: u64) -> Result<Plan, String> {
     }
     if plan.options.steps < 60 {
         return Err("--steps must be at least 60 (a crash and a restart fit)".into());
+    }
+    if plan.options.calm_steps < 100 {
+        return Err("--calm-steps must be at least 100 (time to converge)".into());
     }
     Ok(plan)
 }
@@ -197,10 +306,36 @@ mod tests {
         assert_eq!((plan.options.nodes, plan.options.steps), (5, 300));
         let default = parse(&[], 9).unwrap();
         assert_eq!((default.first_seed, default.seeds), (9, 100));
+        assert_eq!(default.options.faults, Faults::mix("all").unwrap());
         assert!(parse(&args("--nodes 0"), 9).is_err());
         assert!(parse(&args("--steps 10"), 9).is_err());
         assert!(parse(&args("--seeds"), 9).is_err());
         assert!(parse(&args("--seeds many"), 9).is_err());
         assert!(parse(&args("--fast 1"), 9).is_err());
+        assert!(parse(&args("--faults gentle"), 9).is_err());
+        assert!(parse(&args("--plant nothing"), 9).is_err());
+    }
+
+    #[test]
+    fn a_fault_option_changes_the_mix_whatever_the_order() {
+        let plan = parse(&args("--crashes 7 --faults network --plant skip-fsync"), 9).unwrap();
+        let network = Faults::mix("network").unwrap();
+        assert_eq!(
+            plan.options.faults,
+            Faults {
+                crashes: 7,
+                ..network
+            }
+        );
+        assert_eq!(plan.options.plant, Some(PlantedBug::SkipFsync));
+    }
+
+    #[test]
+    fn the_replay_command_keeps_every_option_but_the_seed_range() {
+        let plan = parse(&args("--seeds 300 --faults disk --seed 4 --catch-up 0"), 9).unwrap();
+        assert_eq!(
+            replay_command(&plan, 17),
+            "cargo xtask sim --seed 17 --seeds 1 --faults disk --catch-up 0"
+        );
     }
 }

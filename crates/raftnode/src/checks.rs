@@ -67,6 +67,9 @@ pub(crate) enum Rejection {
     },
     SnapshotMissing,
     SnapshotWithoutThisNode,
+    /// A vote request to a node that has no configuration yet (it started
+    /// empty to join and has heard from no leader).
+    VoteWithoutConfiguration,
     BadSnapshotData(String),
 }
 
@@ -100,6 +103,19 @@ pub(crate) fn check_peer_message(
     }
     if !sender_allowed(conf_state, msg.from) {
         return Err(Rejection::NotAMember { from: msg.from });
+    }
+    // A node that joined with an empty log knows neither the members nor
+    // the log it may be missing: its vote would let any candidate, however
+    // stale, count it towards a quorum (its id may even be a member that
+    // was removed and added again with a fresh disk). It votes once a
+    // leader gave it a configuration.
+    if is_unconfigured(conf_state)
+        && matches!(
+            msg_type,
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        )
+    {
+        return Err(Rejection::VoteWithoutConfiguration);
     }
     check_ranges(msg)?;
     // raft-proto's `get_entry_type` panics on an unknown type.
@@ -259,9 +275,12 @@ fn is_local(msg_type: MessageType) -> bool {
     )
 }
 
+fn is_unconfigured(conf_state: &ConfState) -> bool {
+    conf_state.voters.is_empty() && conf_state.learners.is_empty()
+}
+
 fn sender_allowed(conf_state: &ConfState, from: u64) -> bool {
-    let unconfigured = conf_state.voters.is_empty() && conf_state.learners.is_empty();
-    unconfigured
+    is_unconfigured(conf_state)
         || conf_state.voters.contains(&from)
         || conf_state.learners.contains(&from)
         || conf_state.voters_outgoing.contains(&from)
@@ -298,6 +317,28 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_node_without_a_configuration_refuses_vote_requests_but_takes_appends() {
+        let empty = ConfState::default();
+        for vote in [MessageType::MsgRequestVote, MessageType::MsgRequestPreVote] {
+            let request = Message {
+                msg_type: vote as i32,
+                to: 1,
+                from: 2,
+                term: 5,
+                index: 10,
+                log_term: 4,
+                ..Default::default()
+            };
+            assert_eq!(
+                check_peer_message(1, &empty, 0, &request),
+                Err(Rejection::VoteWithoutConfiguration)
+            );
+            assert_eq!(check_peer_message(1, &conf(), 100, &request), Ok(()));
+        }
+        assert_eq!(check_peer_message(1, &empty, 0, &append(2, 0, &[])), Ok(()));
     }
 
     #[test]

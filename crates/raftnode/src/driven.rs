@@ -16,7 +16,8 @@ use crate::raft_loop::{Frame, LoopParts, RaftLoop, Request};
 use crate::reports::Reports;
 use crate::snapshots::WriterThread;
 use crate::{
-    open_node, NodeConfig, NodeError, RaftError, StartKind, StateMachine, Status, StopReason,
+    open_node, MembershipChange, NodeConfig, NodeError, RaftError, StartKind, StateMachine, Status,
+    StopReason,
 };
 
 /// What a [`DrivenNode`] is built from.
@@ -47,6 +48,22 @@ pub struct CommittedEntry {
     /// Payload (a membership change's encoding, or empty for a leader's
     /// no-op and a change marker).
     pub data: Vec<u8>,
+}
+
+/// A membership change proposed through [`DrivenNode::change_membership`].
+pub struct PendingChange(tokio::sync::oneshot::Receiver<Result<(), RaftError>>);
+
+impl PendingChange {
+    /// The answer, once there is one: `Ok` when the change was applied on
+    /// the node that proposed it; [`RaftError::Stopped`] when that node
+    /// stopped (or crashed) first, whether or not the change went through.
+    pub fn poll(&mut self) -> Option<Result<(), RaftError>> {
+        match self.0.try_recv() {
+            Ok(answer) => Some(answer),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Err(RaftError::Stopped)),
+        }
+    }
 }
 
 /// A node driven one turn at a time by its caller (no threads, no sockets).
@@ -162,6 +179,20 @@ impl DrivenNode {
             return Err(RaftError::Stopped);
         }
         self.raft_loop.propose(data)
+    }
+
+    /// Proposes a membership change (as
+    /// [`Consensus::change_membership`](crate::Consensus::change_membership)
+    /// does); the returned [`PendingChange`] tells when it was applied here
+    /// or refused.
+    pub fn change_membership(&mut self, change: MembershipChange) -> PendingChange {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.stopped.is_some() {
+            let _ = reply.send(Err(RaftError::Stopped));
+        } else {
+            self.raft_loop.change_membership(change, reply);
+        }
+        PendingChange(answer)
     }
 
     /// Runs one turn of the Raft loop. `Ok(Some(reason))` once the loop has

@@ -128,13 +128,15 @@ use transport::{Delivery, Overloaded, Transport, TransportConfig};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
-pub use driven::{CommittedEntry, DrivenNode, DrivenParts};
+pub use driven::{CommittedEntry, DrivenNode, DrivenParts, PendingChange};
 pub use interface::{
     BoxFuture, Consensus, Member, MembershipChange, RaftError, RestoreError, Role, SnapshotJob,
     StateMachine, Status,
 };
 pub use outbox::{Outbox, PeerError};
 pub use raft_loop::StopReason;
+/// The deliberate bugs `sim::SimOptions::plant` selects (see `wal::plant`).
+pub use wal::plant::PlantedBug;
 
 use durable::WalLog;
 use raft_loop::{Frame, LoopParts, RaftLoop, Request};

@@ -100,6 +100,13 @@ pub(crate) struct RaftLoop<L: DurableLog = WalLog> {
     status: Arc<RwLock<Status>>,
     config: NodeConfig,
     applied: u64,
+    /// This node's current incarnation (its data directory) is in the
+    /// configuration: it was an initial member, or it applied its own
+    /// addition (or a snapshot naming it). A removal of this id applied
+    /// before that belongs to an earlier incarnation of the id, removed
+    /// before this one was added again with a fresh disk, and must not
+    /// stop it.
+    added: bool,
     stop: Option<StopReason>,
     /// When to snapshot; the snapshot in flight.
     snapshots: SnapshotSchedule,
@@ -155,6 +162,7 @@ impl<L: DurableLog> RaftLoop<L> {
         let nonce = parts.nonce;
         let snapshots = SnapshotSchedule::new(&config, parts.snapshot_writer);
         let next_tick = parts.clock.now() + Duration::from_millis(config.tick_ms);
+        let added = is_member(parts.raw.store().conf_state(), config.id);
         RaftLoop {
             id: config.id,
             raw: parts.raw,
@@ -172,6 +180,7 @@ impl<L: DurableLog> RaftLoop<L> {
             status: parts.status,
             config,
             applied: parts.applied,
+            added,
             stop: None,
             snapshots,
             #[cfg(test)]
@@ -314,7 +323,7 @@ impl<L: DurableLog> RaftLoop<L> {
             .map_err(|e| RaftError::ProposalDropped(e.to_string()))
     }
 
-    fn change_membership(&mut self, change: MembershipChange, reply: Reply) {
+    pub(crate) fn change_membership(&mut self, change: MembershipChange, reply: Reply) {
         let cc = match self.check_change_leader().and_then(|()| {
             self.membership
                 .conf_change(&change, &self.raw.store().conf_state().voters)
@@ -395,7 +404,8 @@ impl<L: DurableLog> RaftLoop<L> {
             if report.unreachable {
                 self.raw.report_unreachable(peer);
             }
-            if let Some(status) = report.snapshot {
+            let dropped = wal::plant::active(wal::plant::PlantedBug::DropSnapshotReport);
+            if let Some(status) = report.snapshot.filter(|_| !dropped) {
                 debug!(node = self.id, peer, ?status, "snapshot delivery reported");
                 self.raw.report_snapshot(peer, status);
             }
@@ -467,10 +477,20 @@ impl<L: DurableLog> RaftLoop<L> {
         self.reads.on_read_states(ready.take_read_states());
         // 4. Committed entries (raft-rs hands out only persisted ones).
         self.apply(ready.take_committed_entries());
+        if self.stop == Some(StopReason::Removed) {
+            // This node applied its own removal: raft-rs no longer tracks
+            // it, and advancing the Ready would panic (a leader looks up its
+            // own progress there). The loop ends here; what the Ready still
+            // carried concerns a cluster this node has left.
+            return Ok(());
+        }
         // 5. + 6. New entries and hard state: one WAL write, one fdatasync.
         // raft-rs recorded the last entry when it built the Ready, so the
         // entries can be moved out instead of cloned into the store.
         let entries = ready.take_entries();
+        if wal::plant::active(wal::plant::PlantedBug::SendBeforeFsync) {
+            self.send(ready.take_persisted_messages());
+        }
         #[cfg(test)]
         let persisted_last_index = entries.last().map(|e| e.index);
         self.raw.mut_store().persist(entries, ready.hs())?;
@@ -536,6 +556,7 @@ impl<L: DurableLog> RaftLoop<L> {
         self.raw.mut_store().install_snapshot(snapshot)?;
         self.membership
             .replace(members, index, self.outbox.as_ref());
+        self.added = is_member(self.raw.store().conf_state(), self.id);
         self.applied = index;
         self.publish_status(true);
         Ok(())
@@ -596,18 +617,59 @@ impl<L: DurableLog> RaftLoop<L> {
                 let url = String::from_utf8_lossy(&cc.context).into_owned();
                 info!(node = self.id, added = cc.node_id, %url, "member added");
                 self.membership.added(cc.node_id, url, self.outbox.as_ref());
+                if cc.node_id == self.id {
+                    self.added = true;
+                }
             }
             ConfChangeType::RemoveNode => {
                 info!(node = self.id, removed = cc.node_id, "member removed");
                 self.membership
                     .removed(cc.node_id, entry.index, self.outbox.as_ref());
-                if cc.node_id == self.id {
+                if cc.node_id == self.id && self.removal_is_ours(entry.index) {
+                    self.added = false;
                     self.stop = Some(StopReason::Removed);
                 }
             }
         }
         self.membership.answer(cc.id, Ok(()));
         self.publish_status(true);
+    }
+
+    /// Whether the removal of this node's id applied at `index` removes
+    /// this incarnation. Not when this incarnation was not added yet (a
+    /// node re-added with a fresh disk replays the history of its id), nor
+    /// when its log re-adds the id after `index` (a snapshot taken while an
+    /// earlier incarnation was a member made it look added).
+    fn removal_is_ours(&self, index: u64) -> bool {
+        if !self.added {
+            info!(
+                node = self.id,
+                index, "applied the removal of an earlier incarnation of this id; ignored"
+            );
+            return false;
+        }
+        let later =
+            self.raw
+                .raft
+                .raft_log
+                .entries(index + 1, None, raft::GetEntriesContext::empty(false));
+        let readded = later.unwrap_or_default().iter().any(|e| {
+            e.get_entry_type() == EntryType::EntryConfChange
+                && ConfChange::decode(e.data.as_slice()).is_ok_and(|cc| {
+                    cc.node_id == self.id
+                        && matches!(
+                            cc.get_change_type(),
+                            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode
+                        )
+                })
+        });
+        if readded {
+            info!(
+                node = self.id,
+                index, "this id is added again later in the log; its removal at this index is not this incarnation's"
+            );
+        }
+        !readded
     }
 
     /// Captures the state machine when a snapshot is due and hands the rest
@@ -730,4 +792,9 @@ impl<L: DurableLog> RaftLoop<L> {
             }
         }
     }
+}
+
+/// Whether `id` is a voter or learner of `conf_state`.
+fn is_member(conf_state: &raft::eraftpb::ConfState, id: u64) -> bool {
+    conf_state.voters.contains(&id) || conf_state.learners.contains(&id)
 }

@@ -3,28 +3,41 @@
 //! one [`ManualClock`] each and an in-memory network, all on the caller's
 //! thread, every choice drawn from one seed.
 //!
-//! [`run`] builds the cluster, elects a leader, proposes through random
-//! nodes while the network drops, duplicates and delays messages and cuts a
-//! node off (both ways, or one way) for a while, crashes nodes one at a time
-//! right after a delivery (what a node stepped but did not persist is lost,
-//! and its disk loses everything unsynced) and restarts them from their
-//! disks, takes snapshots and compacts the log often (so a
-//! node that fell behind catches up from the leader's snapshot), then lets
-//! the cluster converge without faults. After every turn of every node it
-//! checks:
+//! [`run`] builds the cluster, elects a leader and proposes through random
+//! nodes while it injects the [`Faults`] of the run: on the network, drops,
+//! duplicates, reordering on a link, one- and two-way partitions and
+//! snapshot transfers that fail midway; on the disks, crashes (whole loss
+//! or torn writes by sector, between turns or in the middle of one at an
+//! fsync), fsync failures (the node stops and is restarted), slow disks
+//! and bit flips in the WAL found at restart (recovery must refuse them;
+//! the node is then repaired: removed, wiped and added again); and
+//! membership changes (remove a member, add a fresh node or re-add the
+//! removed id with a fresh disk). One disruption (a node down, a sync
+//! failure armed, a membership change) is in progress at a time. Snapshots
+//! and compaction happen every few entries. Then the run turns calm (no
+//! faults, no proposals) and the cluster must converge.
+//!
+//! After every turn of every node it checks:
 //! * at most one leader per term;
 //! * a committed entry never changes or disappears, across crashes too;
 //! * applied ≤ committed ≤ last index;
 //! * terms never go backwards on a node;
+//! * every applied entry is the committed one;
+//! * a node stops only when the run removed it, and fails only after an
+//!   fsync failed under it; a restart is refused only after damage the run
+//!   did (a flipped bit, or a torn write whose sectors landed out of
+//!   order), and a flipped bit is never accepted;
 //!
-//! and at the end that every node applied the same sequence. The event
-//! trace (deliveries, statuses, proposals, crashes) is hashed: the same seed
-//! gives the same hash. `cargo xtask sim` runs many seeds; the test
-//! `tests/t90_sim.rs` runs a few, and one seed twice.
+//! and at the end that every member is up, applied all it committed, and
+//! applied the same sequence. The event trace is hashed: the same seed
+//! gives the same hash. A planted bug ([`SimOptions::plant`], see
+//! `wal::plant`) is switched on for the run's thread.
 //!
 //! The state machine is a log of applied payloads, and its snapshot is that
 //! log. A driven node writes its snapshots on the caller's thread, so the
 //! whole run is one thread.
+
+mod faults;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -33,41 +46,37 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use prost::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
+use wal::plant::PlantedBug;
 use wal::sim::{CrashLoss, SimFs, SimRng};
 
+pub use self::faults::{Faults, FAULT_MIXES};
 use crate::{
-    DrivenNode, DrivenParts, ManualClock, NodeConfig, Outbox, PeerError, RestoreError, Role,
-    SnapshotJob, StateMachine,
+    DrivenNode, DrivenParts, ManualClock, MembershipChange, NodeConfig, NodeError, Outbox,
+    PeerError, PendingChange, RaftError, RestoreError, Role, SnapshotJob, StateMachine, StopReason,
 };
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SimOptions {
-    /// Cluster size (at least 1).
+    /// Initial cluster size (at least 1; membership changes need 3).
     pub nodes: u64,
     /// Steps of the faulty phase (each step: deliveries, maybe a proposal,
     /// one turn per live node); the calm phase adds `calm_steps`.
     pub steps: u64,
     /// Steps without faults or proposals at the end, for convergence.
     pub calm_steps: u64,
-    /// Percentage of messages dropped in the faulty phase.
-    pub drop_percent: u64,
-    /// Percentage of messages delivered twice in the faulty phase.
-    pub duplicate_percent: u64,
     /// Percentage of steps with a proposal.
     pub propose_percent: u64,
-    /// Percentage of faulty steps that start a partition (when none is in
-    /// place): one node cut off both ways, or only its outbound or only its
-    /// inbound links, for 20 to 79 steps.
-    pub partition_percent: u64,
-    /// Crashes in the faulty phase, one node at a time, each restarted 10 to
-    /// 49 steps later.
-    pub crashes: u64,
     /// Applied entries between snapshots (`NodeConfig::snapshot_count`).
     pub snapshot_count: u64,
     /// Entries kept after a snapshot (`NodeConfig::catch_up_entries`).
     pub catch_up_entries: u64,
+    /// The faults injected.
+    pub faults: Faults,
+    /// A planted bug switched on for the run (needs the `planted-bugs`
+    /// feature).
+    pub plant: Option<PlantedBug>,
 }
 
 impl Default for SimOptions {
@@ -76,13 +85,11 @@ impl Default for SimOptions {
             nodes: 3,
             steps: 600,
             calm_steps: 400,
-            drop_percent: 3,
-            duplicate_percent: 2,
             propose_percent: 30,
-            partition_percent: 1,
-            crashes: 2,
             snapshot_count: 20,
             catch_up_entries: 2,
+            faults: Faults::default(),
+            plant: None,
         }
     }
 }
@@ -98,19 +105,43 @@ pub struct SimOutcome {
     pub committed_max: u64,
     /// Proposals the nodes accepted.
     pub proposals_ok: u64,
-    /// Nodes crashed (and restarted).
-    pub crashes: u64,
     /// Highest snapshot index any node reached.
     pub snapshot_index_max: u64,
     /// Snapshot transfers (delivered or failed) between nodes.
     pub snapshots_sent: u64,
-    /// Partitions put in place.
-    pub partitions: u64,
     /// Messages delivered.
     pub delivered: u64,
-    /// Messages dropped (by the network or sent to a crashed node).
-    pub dropped: u64,
+    /// Simulated time: the longest any node's clock ran, in milliseconds.
+    pub simulated_ms: u64,
+    /// Faults injected, by kind (see [`FAULT_KINDS`]).
+    pub faults: BTreeMap<&'static str, u64>,
 }
+
+impl SimOutcome {
+    /// How many faults of `kind` were injected.
+    pub fn fault_count(&self, kind: &str) -> u64 {
+        self.faults.get(kind).copied().unwrap_or(0)
+    }
+}
+
+/// The kinds counted in [`SimOutcome::faults`].
+pub const FAULT_KINDS: [&str; 15] = [
+    "dropped",
+    "duplicated",
+    "reordered",
+    "partitions",
+    "snapshot transfers failed",
+    "crashes",
+    "crashes at an fsync",
+    "torn writes",
+    "fsync failures",
+    "slow disks",
+    "bit flips",
+    "restarts refused",
+    "removals",
+    "additions",
+    "re-additions",
+];
 
 /// An invariant broke (or a node failed): the seed replays it.
 #[derive(Debug, thiserror::Error)]
@@ -126,49 +157,37 @@ pub struct SimError {
 
 /// Milliseconds of one Raft tick in the simulation.
 const TICK_MS: u64 = 100;
+/// Steps between the end of one disruption and the start of the next.
+const DISRUPTION_GAP_STEPS: u64 = 10;
 
 /// Runs one seeded simulation (see the module docs).
 pub fn run(seed: u64, options: &SimOptions) -> Result<SimOutcome, SimError> {
+    if let Err(e) = wal::plant::set(options.plant) {
+        return Err(SimError {
+            seed,
+            step: 0,
+            reason: e.into(),
+        });
+    }
+    let result = run_planted(seed, options);
+    let _ = wal::plant::set(None);
+    result
+}
+
+fn run_planted(seed: u64, options: &SimOptions) -> Result<SimOutcome, SimError> {
     let mut sim = Sim::new(seed, *options)?;
-    let schedule = crash_schedule(&mut sim.rng, options);
     for step in 0..options.steps {
         sim.step = step;
-        for &(_, restart_at, victim) in &schedule {
-            if step == restart_at {
-                sim.start(victim)?;
-            }
-        }
-        let crash = schedule
-            .iter()
-            .find(|(crash_at, _, _)| *crash_at == step)
-            .map(|(_, _, victim)| *victim);
-        sim.run_step(false, crash)?;
+        sim.run_step(false)?;
     }
     for step in options.steps..options.steps + options.calm_steps {
         sim.step = step;
-        for i in 0..sim.nodes.len() {
-            if sim.nodes[i].node.is_none() {
-                sim.start(i)?;
-            }
-        }
-        sim.run_step(true, None)?;
+        sim.run_step(true)?;
     }
     sim.check_converged()?;
     sim.outcome.trace_hash = sim.trace.0;
+    sim.outcome.simulated_ms = sim.nodes.iter().map(|n| n.clock_ms).max().unwrap_or(0);
     Ok(sim.outcome)
-}
-
-/// `(crash step, restart step, node)` of each crash: one per equal slice of
-/// the faulty phase after the first, so one node is down at a time.
-fn crash_schedule(rng: &mut SimRng, options: &SimOptions) -> Vec<(u64, u64, usize)> {
-    let slice = options.steps / (options.crashes + 1);
-    (1..=options.crashes)
-        .map(|k| {
-            let crash_at = slice * k + rng.below(slice / 4);
-            let restart_at = crash_at + 10 + rng.below(40.min(slice / 2));
-            (crash_at, restart_at, rng.below(options.nodes) as usize)
-        })
-        .collect()
 }
 
 /// FNV-1a over the trace's bytes: a fixed algorithm, so a hash printed by
@@ -226,23 +245,6 @@ impl StateMachine for Applied {
     }
 }
 
-/// A node cut off from the others, in one or both directions.
-#[derive(Debug, Clone, Copy)]
-struct Partition {
-    node: u64,
-    /// Messages from `node` are lost.
-    outbound: bool,
-    /// Messages to `node` are lost.
-    inbound: bool,
-    heal_at: u64,
-}
-
-impl Partition {
-    fn cuts(&self, from: u64, to: u64) -> bool {
-        (self.outbound && from == self.node) || (self.inbound && to == self.node)
-    }
-}
-
 /// `(index u64, length u32, payload)` per applied entry, big-endian.
 fn encode_applied(applied: &AppliedLog) -> Vec<u8> {
     let mut out = Vec::new();
@@ -265,6 +267,23 @@ fn decode_applied(mut data: &[u8]) -> Option<AppliedLog> {
     Some(applied)
 }
 
+/// A node cut off from the others, in one or both directions.
+#[derive(Debug, Clone, Copy)]
+struct Partition {
+    node: u64,
+    /// Messages from `node` are lost.
+    outbound: bool,
+    /// Messages to `node` are lost.
+    inbound: bool,
+    heal_at: u64,
+}
+
+impl Partition {
+    fn cuts(&self, from: u64, to: u64) -> bool {
+        (self.outbound && from == self.node) || (self.inbound && to == self.node)
+    }
+}
+
 /// Collects what a node sends; the network takes it after each turn.
 #[derive(Clone, Default)]
 struct SimOutbox(Arc<Mutex<Vec<Message>>>);
@@ -281,17 +300,76 @@ impl Outbox for SimOutbox {
     fn remove_peer_at(&self, _id: u64, _index: u64) {}
 }
 
-/// One node: its disk and clock outlive crashes.
+/// A message in flight, and whether its delivery is reported to the sender
+/// as a finished snapshot transfer.
+struct InFlight {
+    msg: Message,
+    report_delivery: bool,
+}
+
+/// One node id: its disk and clock outlive crashes (a wipe replaces the
+/// disk).
 struct SimNode {
     id: u64,
     fs: SimFs,
     clock: ManualClock,
+    clock_ms: u64,
     outbox: SimOutbox,
     applied: Applied,
     node: Option<DrivenNode>,
     incarnation: u64,
-    /// Highest term this node ever reported.
+    /// Disks this id had (a wipe starts a new one).
+    disks: u64,
+    /// Started empty to be added by the cluster (not an initial member).
+    joins: bool,
+    /// A member, as far as the run knows (removed ones are not).
+    member: bool,
+    /// Highest term this node ever reported (since its disk was new).
     term_max: u64,
+    /// The node is stuck in a slow fsync until this step.
+    stalled_until: u64,
+    /// `fs.stats().failed_syncs` when the node last started.
+    failed_syncs_at_start: u64,
+}
+
+/// The one disruption in progress.
+enum Disruption {
+    /// A crashed (or failed) node restarts at `restart_at`, after its WAL
+    /// got a bit flipped if `flip`.
+    Down {
+        slot: usize,
+        restart_at: u64,
+        flip: bool,
+        /// The crash tore a write out of order: a refusal is expected.
+        torn_out_of_order: bool,
+    },
+    /// An fsync of `slot` is set to fail; when it does the node stops (EIO)
+    /// or crashes (`power_loss`). Given up at `deadline`.
+    SyncArmed {
+        slot: usize,
+        deadline: u64,
+        power_loss: bool,
+    },
+    /// Remove `remove`, then add `add` with a fresh disk.
+    Member(MemberOp),
+}
+
+struct MemberOp {
+    remove: u64,
+    add: u64,
+    phase: MemberPhase,
+    pending: Option<PendingChange>,
+    next_try: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MemberPhase {
+    Removing,
+    Adding,
+    /// The addition is applied on the node that proposed it; the change
+    /// ends when every member applied it (until then the cluster has one
+    /// member too few to survive another disruption).
+    CatchingUp,
 }
 
 struct Sim {
@@ -301,20 +379,34 @@ struct Sim {
     rng: SimRng,
     nodes: Vec<SimNode>,
     /// Messages in flight: (delivery step, send order) → message.
-    network: BTreeMap<(u64, u64), Message>,
+    network: BTreeMap<(u64, u64), InFlight>,
+    /// Delivery step of the last in-order message on each link.
+    link_tail: HashMap<(u64, u64), u64>,
     sent: u64,
     partition: Option<Partition>,
+    disruption: Option<Disruption>,
+    /// No new disruption before this step.
+    quiet_until: u64,
+    /// Disruptions left to inject, by kind.
+    budget: Faults,
     trace: Trace,
     /// Every committed entry any node reported: index → (term, data).
     committed: HashMap<u64, (u64, Vec<u8>)>,
     outcome: SimOutcome,
 }
 
-fn node_config(id: u64, options: &SimOptions) -> NodeConfig {
-    let members = (1..=options.nodes)
-        .map(|i| (i, format!("http://sim-{i}")))
-        .collect();
-    let mut config = NodeConfig::new(id, members, PathBuf::from(format!("/sim/node-{id}")));
+fn url(id: u64) -> String {
+    format!("http://sim-{id}")
+}
+
+fn data_dir(id: u64) -> PathBuf {
+    PathBuf::from(format!("/sim/node-{id}"))
+}
+
+fn node_config(id: u64, members: &[u64], joins: bool, options: &SimOptions) -> NodeConfig {
+    let members = members.iter().map(|&i| (i, url(i))).collect();
+    let mut config = NodeConfig::new(id, members, data_dir(id));
+    config.join = joins;
     config.tick_ms = TICK_MS;
     config.election_ticks_pinned = true;
     config.wal_segment_bytes = 64 * 1024;
@@ -322,23 +414,50 @@ fn node_config(id: u64, options: &SimOptions) -> NodeConfig {
     config.catch_up_entries = options.catch_up_entries;
     // Every snapshot_count entries, however small the log is.
     config.snapshot_log_percent = 0;
+    // Older snapshot files go as soon as a newer marker is durable.
+    config.snapshot_keep_count = 1;
     config
+}
+
+impl SimNode {
+    fn new(id: u64, seed: u64) -> SimNode {
+        SimNode {
+            id,
+            fs: SimFs::new(disk_seed(seed, id, 0)),
+            clock: ManualClock::new(),
+            clock_ms: 0,
+            outbox: SimOutbox::default(),
+            applied: Applied::default(),
+            node: None,
+            incarnation: 0,
+            disks: 0,
+            joins: false,
+            member: true,
+            term_max: 0,
+            stalled_until: 0,
+            failed_syncs_at_start: 0,
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.node.is_some()
+    }
+}
+
+fn disk_seed(seed: u64, id: u64, disks: u64) -> u64 {
+    seed ^ id.rotate_left(32) ^ disks.rotate_left(48)
 }
 
 impl Sim {
     fn new(seed: u64, options: SimOptions) -> Result<Sim, SimError> {
         let nodes = (1..=options.nodes.max(1))
-            .map(|id| SimNode {
-                id,
-                fs: SimFs::new(seed ^ id.rotate_left(32)),
-                clock: ManualClock::new(),
-                outbox: SimOutbox::default(),
-                applied: Applied::default(),
-                node: None,
-                incarnation: 0,
-                term_max: 0,
-            })
+            .map(|id| SimNode::new(id, seed))
             .collect();
+        let mut budget = options.faults;
+        if options.nodes < 3 {
+            // Removing one of two leaves no quorum to add it back.
+            budget.membership_changes = 0;
+        }
         let mut sim = Sim {
             seed,
             options,
@@ -346,8 +465,12 @@ impl Sim {
             rng: SimRng::new(seed),
             nodes,
             network: BTreeMap::new(),
+            link_tail: HashMap::new(),
             sent: 0,
             partition: None,
+            disruption: None,
+            quiet_until: 50,
+            budget,
             trace: Trace::new(),
             committed: HashMap::new(),
             outcome: SimOutcome::default(),
@@ -366,48 +489,93 @@ impl Sim {
         }
     }
 
-    fn start(&mut self, i: usize) -> Result<(), SimError> {
+    fn count(&mut self, kind: &'static str) {
+        *self.outcome.faults.entry(kind).or_insert(0) += 1;
+    }
+
+    fn members(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.member)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Opens node `i` from its disk. `Ok(false)`: recovery refused the disk.
+    fn open(&mut self, i: usize) -> Result<bool, NodeError> {
         let options = self.options;
+        let members = if self.nodes[i].joins {
+            self.members()
+        } else {
+            (1..=options.nodes).collect()
+        };
         let n = &mut self.nodes[i];
         n.incarnation += 1;
         n.applied = Applied::default();
+        n.stalled_until = 0;
+        n.failed_syncs_at_start = n.fs.stats().failed_syncs;
         let opened = DrivenNode::open(DrivenParts {
-            config: node_config(n.id, &options),
+            config: node_config(n.id, &members, n.joins, &options),
             fs: Arc::new(n.fs.clone()),
             state_machine: Box::new(n.applied.clone()),
             clock: Arc::new(n.clock.clone()),
             outbox: Box::new(n.outbox.clone()),
-            nonce: (self.seed ^ n.id).wrapping_mul(0x1000_0000_01B3) ^ (n.incarnation << 48),
+            nonce: (self.seed ^ n.id).wrapping_mul(0x1000_0000_01B3)
+                ^ (n.incarnation << 40)
+                ^ (n.disks << 56),
         });
-        let (id, incarnation) = (n.id, n.incarnation);
+        self.trace.words(&[1, n.id, n.incarnation]);
         match opened {
-            Ok(node) => n.node = Some(node),
-            Err(e) => return Err(self.fail(format!("node {id} does not start: {e}"))),
+            Ok(node) => {
+                n.node = Some(node);
+                Ok(true)
+            }
+            Err(e) => Err(e),
         }
-        self.trace.words(&[1, id, incarnation]);
-        Ok(())
     }
 
-    /// The node stops without any further write; its disk loses everything
-    /// not synced.
-    fn crash(&mut self, i: usize) {
+    /// Starts node `i`, which must open.
+    fn start(&mut self, i: usize) -> Result<(), SimError> {
+        let id = self.nodes[i].id;
+        self.open(i)
+            .map(|_| ())
+            .map_err(|e| self.fail(format!("node {id} does not start: {e}")))
+    }
+
+    /// The node stops without any further write; its disk loses what was
+    /// not synced (whole, or torn by sector). Returns whether a write was
+    /// torn out of order (recovery may then refuse the disk).
+    fn crash(&mut self, i: usize) -> bool {
+        let torn = self.options.faults.torn_writes;
         let n = &mut self.nodes[i];
         n.node = None;
         n.outbox.0.lock().clear();
-        n.fs.crash(CrashLoss::LoseAll);
-        self.outcome.crashes += 1;
-        self.trace.words(&[2, n.id]);
+        n.fs.cancel_sync_failure();
+        let before = n.fs.stats();
+        n.fs.crash(if torn {
+            CrashLoss::Random
+        } else {
+            CrashLoss::LoseAll
+        });
+        let after = n.fs.stats();
+        let id = n.id;
+        self.trace.words(&[2, id]);
+        self.count("crashes");
+        if after.writes_torn > before.writes_torn {
+            self.count("torn writes");
+        }
+        after.writes_torn_out_of_order > before.writes_torn_out_of_order
     }
 
-    /// One step: deliver what is due, crash `crash` if given (after the
-    /// delivery, so what it stepped but did not persist is lost), maybe
-    /// propose, one turn per live node, collect what they sent.
-    fn run_step(&mut self, calm: bool, crash: Option<usize>) -> Result<(), SimError> {
+    /// One step: update the faults, deliver what is due, maybe propose, one
+    /// turn per live node, collect what they sent.
+    fn run_step(&mut self, calm: bool) -> Result<(), SimError> {
         self.update_partition(calm);
-        self.deliver_due();
-        if let Some(victim) = crash {
-            self.crash(victim);
+        self.update_disruption(calm)?;
+        if !calm {
+            self.maybe_slow_disk();
         }
+        self.deliver_due();
         if !calm {
             self.maybe_propose();
         }
@@ -426,10 +594,10 @@ impl Sim {
             }
             return;
         }
-        if calm || !self.rng.percent(self.options.partition_percent) {
+        if calm || !self.rng.percent(self.options.faults.partition_percent) {
             return;
         }
-        let node = 1 + self.rng.below(self.options.nodes);
+        let node = self.nodes[self.rng.below(self.nodes.len() as u64) as usize].id;
         let (outbound, inbound) = match self.rng.below(3) {
             0 => (true, true),
             1 => (true, false),
@@ -442,109 +610,649 @@ impl Sim {
             inbound,
             heal_at,
         });
-        self.outcome.partitions += 1;
+        self.count("partitions");
         self.trace
             .words(&[7, node, u64::from(outbound), u64::from(inbound), heal_at]);
     }
 
-    /// Moves what the nodes sent into the network, with drops, duplicates
-    /// and delays of 1 to 3 steps (none of those when `calm`); a message on
-    /// a link the partition cuts is lost.
+    /// A random live member's disk turns slow for a while.
+    fn maybe_slow_disk(&mut self) {
+        if !self.rng.percent(self.options.faults.slow_disk_percent) {
+            return;
+        }
+        let Some(i) = self.random_live_member() else {
+            return;
+        };
+        let until = self.step + 3 + self.rng.below(20);
+        let n = &mut self.nodes[i];
+        n.stalled_until = n.stalled_until.max(until);
+        let id = n.id;
+        self.count("slow disks");
+        self.trace.words(&[9, id, until]);
+    }
+
+    fn random_live_member(&mut self) -> Option<usize> {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].live() && self.nodes[i].member)
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        Some(live[self.rng.below(live.len() as u64) as usize])
+    }
+
+    /// Ends, advances or starts the one disruption. When calm, a node down
+    /// restarts at once, an armed sync failure is cancelled and no new one
+    /// starts (a membership change in progress goes on to its end).
+    fn update_disruption(&mut self, calm: bool) -> Result<(), SimError> {
+        match self.disruption.take() {
+            None if !calm && self.step >= self.quiet_until => self.start_disruption(),
+            None => Ok(()),
+            Some(Disruption::Down {
+                slot,
+                restart_at,
+                flip,
+                torn_out_of_order,
+            }) => {
+                if calm || self.step >= restart_at {
+                    self.restart(slot, flip, torn_out_of_order)
+                } else {
+                    self.disruption = Some(Disruption::Down {
+                        slot,
+                        restart_at,
+                        flip,
+                        torn_out_of_order,
+                    });
+                    Ok(())
+                }
+            }
+            Some(Disruption::SyncArmed {
+                slot,
+                deadline,
+                power_loss,
+            }) => {
+                if calm || self.step >= deadline || !self.nodes[slot].live() {
+                    self.nodes[slot].fs.cancel_sync_failure();
+                    self.quiet_until = self.step + DISRUPTION_GAP_STEPS;
+                } else {
+                    self.disruption = Some(Disruption::SyncArmed {
+                        slot,
+                        deadline,
+                        power_loss,
+                    });
+                }
+                Ok(())
+            }
+            Some(Disruption::Member(op)) => self.drive_member_op(op, calm),
+        }
+    }
+
+    /// Picks one disruption whose budget is left, at random.
+    fn start_disruption(&mut self) -> Result<(), SimError> {
+        let b = self.budget;
+        let kinds: Vec<u8> = [
+            (0, b.crashes),
+            (1, b.sync_failures),
+            (2, b.bit_flips),
+            (3, b.membership_changes),
+        ]
+        .into_iter()
+        .filter(|(_, left)| *left > 0)
+        .map(|(kind, _)| kind)
+        .collect();
+        if kinds.is_empty() {
+            return Ok(());
+        }
+        // Spread the disruptions over the faulty phase.
+        if !self.rng.percent(3) {
+            return Ok(());
+        }
+        let kind = kinds[self.rng.below(kinds.len() as u64) as usize];
+        let Some(slot) = self.random_live_member() else {
+            return Ok(());
+        };
+        match kind {
+            0 | 2 => {
+                if kind == 0 {
+                    self.budget.crashes -= 1;
+                } else {
+                    self.budget.bit_flips -= 1;
+                }
+                if kind == 0 && self.rng.percent(50) {
+                    // Power loss in the middle of a turn, at an fsync.
+                    let after = self.rng.below(3);
+                    self.nodes[slot].fs.fail_sync_after(after);
+                    self.disruption = Some(Disruption::SyncArmed {
+                        slot,
+                        deadline: self.step + 100,
+                        power_loss: true,
+                    });
+                    return Ok(());
+                }
+                let torn_out_of_order = self.crash(slot);
+                self.disruption = Some(Disruption::Down {
+                    slot,
+                    restart_at: self.step + 10 + self.rng.below(40),
+                    flip: kind == 2,
+                    torn_out_of_order,
+                });
+            }
+            1 => {
+                self.budget.sync_failures -= 1;
+                let after = self.rng.below(5);
+                self.nodes[slot].fs.fail_sync_after(after);
+                self.disruption = Some(Disruption::SyncArmed {
+                    slot,
+                    deadline: self.step + 100,
+                    power_loss: false,
+                });
+            }
+            _ => {
+                self.budget.membership_changes -= 1;
+                let remove = self.nodes[slot].id;
+                let add = if self.rng.percent(50) {
+                    remove
+                } else {
+                    self.nodes.len() as u64 + 1
+                };
+                self.trace.words(&[10, remove, add]);
+                self.disruption = Some(Disruption::Member(MemberOp {
+                    remove,
+                    add,
+                    phase: MemberPhase::Removing,
+                    pending: None,
+                    next_try: self.step,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts a node that crashed or failed, after flipping a bit of its
+    /// WAL if `flip`. A refused restart (expected after a flip, possible
+    /// after a write torn out of order) starts a repair: remove the node,
+    /// wipe it and add it again.
+    fn restart(
+        &mut self,
+        slot: usize,
+        flip: bool,
+        torn_out_of_order: bool,
+    ) -> Result<(), SimError> {
+        let flipped = flip && self.flip_bit(slot);
+        let id = self.nodes[slot].id;
+        self.quiet_until = self.step + DISRUPTION_GAP_STEPS;
+        match self.open(slot) {
+            Ok(_) if flipped => Err(self.fail(format!(
+                "node {id} accepted a WAL with a flipped bit in its newest segment"
+            ))),
+            Ok(_) => Ok(()),
+            Err(e) if flipped || torn_out_of_order => {
+                self.count("restarts refused");
+                self.trace.words(&[11, id]);
+                tracing::debug!(node = id, error = %e, "restart refused; repairing");
+                self.disruption = Some(Disruption::Member(MemberOp {
+                    remove: id,
+                    add: id,
+                    phase: MemberPhase::Removing,
+                    pending: None,
+                    next_try: self.step,
+                }));
+                Ok(())
+            }
+            Err(e) => Err(self.fail(format!("node {id} does not restart: {e}"))),
+        }
+    }
+
+    /// Flips one bit of the newest WAL segment of node `slot` on its
+    /// platter: half the time in its last 32 written bytes (the last
+    /// record), else anywhere in what is written. False if there is
+    /// nothing to flip.
+    fn flip_bit(&mut self, slot: usize) -> bool {
+        let wal_dir = data_dir(self.nodes[slot].id).join("wal");
+        let fs = self.nodes[slot].fs.clone();
+        let Ok(mut names) = wal::FileSystem::list(&fs, &wal_dir) else {
+            return false;
+        };
+        names.retain(|name| name.ends_with(".wal"));
+        names.sort();
+        let Some(newest) = names.last() else {
+            return false;
+        };
+        let path = wal_dir.join(newest);
+        let Ok(bytes) = fs.contents(&path) else {
+            return false;
+        };
+        let Some(written_end) = bytes.iter().rposition(|&b| b != 0).map(|p| p as u64 + 1) else {
+            return false;
+        };
+        let offset = if self.rng.percent(50) {
+            written_end - 1 - self.rng.below(written_end.min(32))
+        } else {
+            self.rng.below(written_end)
+        };
+        let bit = 1u8 << self.rng.below(8);
+        let flipped = bytes[offset as usize] ^ bit;
+        if fs.corrupt(&path, offset, &[flipped]).is_err() {
+            return false;
+        }
+        self.count("bit flips");
+        self.trace
+            .words(&[12, self.nodes[slot].id, offset, u64::from(bit)]);
+        true
+    }
+
+    /// Advances a membership change: propose through the leader (again
+    /// after a failure), and when the removal is applied stop and wipe the
+    /// removed node; when the addition is, start the added one on its new
+    /// disk.
+    fn drive_member_op(&mut self, mut op: MemberOp, calm: bool) -> Result<(), SimError> {
+        if op.phase == MemberPhase::CatchingUp {
+            if self.everyone_knows_the_members() {
+                self.quiet_until = self.step + DISRUPTION_GAP_STEPS;
+            } else {
+                self.disruption = Some(Disruption::Member(op));
+            }
+            return Ok(());
+        }
+        if let Some(answer) = op.pending.as_mut().and_then(|p| p.poll()) {
+            op.pending = None;
+            let done = match (&answer, op.phase) {
+                (Ok(()), _) => true,
+                // A retry of a change that went through earlier, or an
+                // answer lost with the node that proposed it; a stale
+                // leader refuses too, so only what every live node applied
+                // counts.
+                (Err(RaftError::InvalidMembership(_) | RaftError::Stopped), phase) => {
+                    self.change_applied_everywhere(&op, phase)
+                }
+                (Err(_), _) => false,
+            };
+            self.trace.words(&[13, u64::from(done)]);
+            if done {
+                match op.phase {
+                    MemberPhase::Removing => {
+                        self.removed(op.remove);
+                        op.phase = MemberPhase::Adding;
+                        op.next_try = self.step + 5 + self.rng.below(20);
+                    }
+                    MemberPhase::Adding => {
+                        self.added(op.add, op.add == op.remove)?;
+                        op.phase = MemberPhase::CatchingUp;
+                    }
+                    MemberPhase::CatchingUp => unreachable!("handled above"),
+                }
+            } else {
+                op.next_try = self.step + if calm { 2 } else { 10 };
+            }
+        }
+        if op.pending.is_none() && op.phase != MemberPhase::CatchingUp && self.step >= op.next_try {
+            if let Some(leader) = self.leader() {
+                let change = match op.phase {
+                    MemberPhase::Removing => MembershipChange::RemoveNode { id: op.remove },
+                    MemberPhase::Adding => MembershipChange::AddNode {
+                        id: op.add,
+                        peer_url: url(op.add),
+                    },
+                    MemberPhase::CatchingUp => unreachable!("nothing to propose"),
+                };
+                let node = self.nodes[leader]
+                    .node
+                    .as_mut()
+                    .expect("the leader is live");
+                op.pending = Some(node.change_membership(change));
+            }
+        }
+        self.disruption = Some(Disruption::Member(op));
+        Ok(())
+    }
+
+    /// Whether every member is up and has the run's membership.
+    fn everyone_knows_the_members(&self) -> bool {
+        let members = self.members();
+        self.nodes.iter().filter(|n| n.member).all(|n| {
+            n.node.as_ref().is_some_and(|node| {
+                let mut voters: Vec<u64> = node.status().members.iter().map(|m| m.id).collect();
+                voters.sort_unstable();
+                voters == members
+            })
+        })
+    }
+
+    /// Whether every live node (but the one removed) applied the change
+    /// `op` is at.
+    fn change_applied_everywhere(&self, op: &MemberOp, phase: MemberPhase) -> bool {
+        let (id, wanted) = match phase {
+            MemberPhase::Removing => (op.remove, false),
+            _ => (op.add, true),
+        };
+        self.nodes
+            .iter()
+            .filter(|n| n.id != id)
+            .filter_map(|n| n.node.as_ref())
+            .all(|node| node.status().members.iter().any(|m| m.id == id) == wanted)
+    }
+
+    /// The live, responsive leader of the highest term, if any.
+    fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].stalled_until <= self.step)
+            .filter_map(|i| {
+                let status = self.nodes[i].node.as_ref()?.status();
+                (status.role == Role::Leader).then_some((status.term, i))
+            })
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    /// Node `id` is out of the cluster: it stops (if it did not itself) and
+    /// its disk is wiped.
+    fn removed(&mut self, id: u64) {
+        self.count("removals");
+        let seed = self.seed;
+        let n = &mut self.nodes[id as usize - 1];
+        n.node = None;
+        n.member = false;
+        n.outbox.0.lock().clear();
+        n.disks += 1;
+        n.fs = SimFs::new(disk_seed(seed, id, n.disks));
+        n.applied = Applied::default();
+        n.term_max = 0;
+        self.trace.words(&[14, id]);
+    }
+
+    /// Node `id` was added: it starts on a fresh disk, joining.
+    fn added(&mut self, id: u64, again: bool) -> Result<(), SimError> {
+        self.count(if again { "re-additions" } else { "additions" });
+        if id as usize > self.nodes.len() {
+            let node = SimNode::new(id, self.seed);
+            self.nodes.push(node);
+        }
+        let i = id as usize - 1;
+        self.nodes[i].member = true;
+        self.nodes[i].joins = true;
+        self.trace.words(&[15, id]);
+        self.start(i)
+    }
+
+    /// Moves what the nodes sent into the network, with drops, duplicates,
+    /// delays of 1 to 3 steps and failed snapshot transfers (none of those
+    /// when `calm`). A link delivers in order unless a message is
+    /// reordered; a message on a link the partition cuts, or to a node that
+    /// is down, is lost and its sender hears the peer is unreachable.
     fn collect_sent(&mut self, calm: bool) {
         for i in 0..self.nodes.len() {
+            if self.nodes[i].stalled_until > self.step {
+                continue;
+            }
             let msgs: Vec<Message> = std::mem::take(&mut *self.nodes[i].outbox.0.lock());
             for msg in msgs {
-                let cut = self.partition.is_some_and(|p| p.cuts(msg.from, msg.to));
-                if cut || (!calm && self.rng.percent(self.options.drop_percent)) {
-                    self.outcome.dropped += 1;
-                    self.report_snapshot(&msg, false);
-                    continue;
-                }
-                let duplicate = !calm && self.rng.percent(self.options.duplicate_percent);
-                for _ in 0..1 + u64::from(duplicate) {
-                    let delay = if calm { 1 } else { 1 + self.rng.below(3) };
-                    self.sent += 1;
-                    self.network
-                        .insert((self.step + delay, self.sent), msg.clone());
-                }
+                self.route(msg, calm);
             }
         }
     }
 
+    fn route(&mut self, msg: Message, calm: bool) {
+        let faults = self.options.faults;
+        let (from, to) = (msg.from, msg.to);
+        let cut = self.partition.is_some_and(|p| p.cuts(from, to));
+        let down = !self.node_slot(to).is_some_and(|i| self.nodes[i].live());
+        if cut || down {
+            self.report_unreachable(from, to);
+            self.lost(&msg);
+            return;
+        }
+        if !calm && self.rng.percent(faults.drop_percent) {
+            self.count("dropped");
+            self.lost(&msg);
+            return;
+        }
+        let mut report_delivery = true;
+        if msg.get_msg_type() == MessageType::MsgSnapshot
+            && !calm
+            && self.rng.percent(faults.snapshot_fail_percent)
+        {
+            self.count("snapshot transfers failed");
+            self.report_snapshot(&msg, false);
+            if self.rng.percent(50) {
+                return;
+            }
+            report_delivery = false;
+        }
+        let duplicate = !calm && self.rng.percent(faults.duplicate_percent);
+        if duplicate {
+            self.count("duplicated");
+        }
+        for _ in 0..1 + u64::from(duplicate) {
+            let delay = if calm { 1 } else { 1 + self.rng.below(3) };
+            let mut at = self.step + delay;
+            let tail = self.link_tail.entry((from, to)).or_insert(0);
+            if !calm && self.rng.percent(faults.reorder_percent) {
+                if at < *tail {
+                    self.outcome
+                        .faults
+                        .entry("reordered")
+                        .and_modify(|c| *c += 1)
+                        .or_insert(1);
+                }
+            } else {
+                at = at.max(*tail);
+                *tail = at;
+            }
+            self.sent += 1;
+            self.network.insert(
+                (at, self.sent),
+                InFlight {
+                    msg: msg.clone(),
+                    report_delivery,
+                },
+            );
+        }
+    }
+
+    /// A message that never arrives: a snapshot's sender hears it failed.
+    fn lost(&mut self, msg: &Message) {
+        self.report_snapshot(msg, false);
+    }
+
+    fn node_slot(&self, id: u64) -> Option<usize> {
+        let i = id.checked_sub(1)? as usize;
+        (i < self.nodes.len()).then_some(i)
+    }
+
     /// Delivers the messages due at this step, one frame per destination.
+    /// A node stuck in a slow fsync gets its messages when it is back.
     fn deliver_due(&mut self) {
         let due: Vec<(u64, u64)> = self
             .network
             .range(..=(self.step, u64::MAX))
             .map(|(key, _)| *key)
             .collect();
-        let mut frames: BTreeMap<u64, Vec<Message>> = BTreeMap::new();
+        let mut frames: BTreeMap<u64, Vec<InFlight>> = BTreeMap::new();
         for key in due {
-            if let Some(msg) = self.network.remove(&key) {
-                frames.entry(msg.to).or_default().push(msg);
+            if let Some(in_flight) = self.network.remove(&key) {
+                frames.entry(in_flight.msg.to).or_default().push(in_flight);
             }
         }
-        for (to, msgs) in frames {
-            let node = to
-                .checked_sub(1)
-                .and_then(|i| self.nodes.get_mut(i as usize))
-                .and_then(|n| n.node.as_mut());
+        for (to, in_flights) in frames {
+            let slot = self.node_slot(to);
+            let stalled_until = slot.map_or(0, |i| self.nodes[i].stalled_until);
+            if stalled_until > self.step {
+                for in_flight in in_flights {
+                    self.sent += 1;
+                    self.network.insert((stalled_until, self.sent), in_flight);
+                }
+                continue;
+            }
+            let node = slot.and_then(|i| self.nodes[i].node.as_mut());
             let Some(node) = node else {
-                self.outcome.dropped += msgs.len() as u64;
-                for msg in &msgs {
-                    self.report_snapshot(msg, false);
+                for in_flight in &in_flights {
+                    self.report_unreachable(in_flight.msg.from, to);
+                    self.lost(&in_flight.msg);
                 }
                 continue;
             };
-            for msg in &msgs {
+            let msgs: Vec<Message> = in_flights.iter().map(|f| f.msg.clone()).collect();
+            node.deliver(msgs);
+            for in_flight in &in_flights {
                 self.trace.words(&[3, to]);
-                self.trace.bytes(&msg.encode_to_vec());
+                self.trace.bytes(&in_flight.msg.encode_to_vec());
+                if in_flight.report_delivery {
+                    self.report_snapshot(&in_flight.msg, true);
+                }
             }
-            self.outcome.delivered += msgs.len() as u64;
-            node.deliver(msgs.clone());
-            for msg in &msgs {
-                self.report_snapshot(msg, true);
+            self.outcome.delivered += in_flights.len() as u64;
+            let snapshot = in_flights
+                .iter()
+                .any(|f| f.msg.get_msg_type() == MessageType::MsgSnapshot);
+            if snapshot {
+                if let Some(i) = slot {
+                    self.maybe_crash_in_install(i);
+                }
             }
         }
+    }
+
+    /// Installing a leader's snapshot writes a file, a marker, purges older
+    /// files and then the log: a power loss at one of those fsyncs (a crash
+    /// from the budget, in the faulty phase, when nothing else is going on)
+    /// is where ordering mistakes show. Often right after a restart (the
+    /// node that was down catches up from a snapshot).
+    fn maybe_crash_in_install(&mut self, i: usize) {
+        if self.disruption.is_some()
+            || self.step >= self.options.steps
+            || self.budget.crashes == 0
+            || !self.nodes[i].member
+            || !self.rng.percent(50)
+        {
+            return;
+        }
+        self.budget.crashes -= 1;
+        let after = self.rng.below(5);
+        self.nodes[i].fs.fail_sync_after(after);
+        self.trace.words(&[16, self.nodes[i].id, after]);
+        self.disruption = Some(Disruption::SyncArmed {
+            slot: i,
+            deadline: self.step + 20,
+            power_loss: true,
+        });
     }
 
     /// Tells the sender of a snapshot message how its transfer ended, as the
     /// transport does (raft-rs pauses that follower until it hears).
     fn report_snapshot(&mut self, msg: &Message, delivered: bool) {
-        if msg.get_msg_type() != raft::eraftpb::MessageType::MsgSnapshot {
+        if msg.get_msg_type() != MessageType::MsgSnapshot {
             return;
         }
         self.outcome.snapshots_sent += 1;
         self.trace
             .words(&[6, msg.from, msg.to, u64::from(delivered)]);
-        let sender = msg
-            .from
-            .checked_sub(1)
-            .and_then(|i| self.nodes.get(i as usize))
-            .and_then(|n| n.node.as_ref());
+        let sender = self
+            .node_slot(msg.from)
+            .and_then(|i| self.nodes[i].node.as_ref());
         if let Some(sender) = sender {
             sender.report_snapshot(msg.to, delivered);
         }
     }
 
+    /// Tells `from` that `to` could not be reached, as the transport does.
+    fn report_unreachable(&mut self, from: u64, to: u64) {
+        let sender = self
+            .node_slot(from)
+            .and_then(|i| self.nodes[i].node.as_ref());
+        if let Some(sender) = sender {
+            sender.report_unreachable(to);
+        }
+    }
+
     /// Advances each node's clock by 20 to 79 ms (so nodes tick at different
-    /// moments) and runs one turn of each live node, checking after each.
+    /// moments) and runs one turn of each live node that is not stuck in a
+    /// slow fsync, checking after each.
     fn turn_all(&mut self) -> Result<(), SimError> {
         for i in 0..self.nodes.len() {
             let jitter_ms = 20 + self.rng.below(60);
             let n = &mut self.nodes[i];
             n.clock.advance(Duration::from_millis(jitter_ms));
+            n.clock_ms += jitter_ms;
+            if n.stalled_until > self.step {
+                continue;
+            }
             let id = n.id;
             let Some(node) = n.node.as_mut() else {
                 continue;
             };
             match node.turn() {
                 Ok(None) => {}
+                Ok(Some(StopReason::Removed)) => self.on_removed_stop(i)?,
                 Ok(Some(reason)) => return Err(self.fail(format!("node {id} stopped: {reason:?}"))),
-                Err(e) => return Err(self.fail(format!("node {id} failed: {e}"))),
+                Err(e) => self.on_node_failed(i, &e.to_string())?,
             }
             self.check(i)?;
         }
+        Ok(())
+    }
+
+    /// Node `i` stopped itself because it applied its removal: right only
+    /// while the run is removing it.
+    fn on_removed_stop(&mut self, i: usize) -> Result<(), SimError> {
+        let id = self.nodes[i].id;
+        let removing = matches!(
+            &self.disruption,
+            Some(Disruption::Member(op)) if op.remove == id && op.phase == MemberPhase::Removing
+        );
+        if !removing {
+            let doing = match &self.disruption {
+                Some(Disruption::Member(op)) => format!(
+                    "removing {} then adding {}, {}",
+                    op.remove,
+                    op.add,
+                    if op.phase == MemberPhase::Removing {
+                        "removing"
+                    } else {
+                        "adding"
+                    }
+                ),
+                _ => "no membership change".into(),
+            };
+            return Err(self.fail(format!(
+                "node {id} (started {} times) stopped itself as removed, but it is a member ({doing})",
+                self.nodes[i].incarnation
+            )));
+        }
+        self.nodes[i].node = None;
+        Ok(())
+    }
+
+    /// Node `i`'s loop failed: right only after an fsync failed under it.
+    /// What it sent before the failure is out; it stops (its unsynced pages
+    /// may be lost) and is restarted later.
+    fn on_node_failed(&mut self, i: usize, error: &str) -> Result<(), SimError> {
+        let n = &self.nodes[i];
+        let id = n.id;
+        if n.fs.stats().failed_syncs == n.failed_syncs_at_start {
+            return Err(self.fail(format!("node {id} failed: {error}")));
+        }
+        let power_loss = match self.disruption {
+            Some(Disruption::SyncArmed {
+                slot, power_loss, ..
+            }) if slot == i => power_loss,
+            _ => return Err(self.fail(format!("node {id} failed without a fault: {error}"))),
+        };
+        self.count(if power_loss {
+            "crashes at an fsync"
+        } else {
+            "fsync failures"
+        });
+        let msgs: Vec<Message> = std::mem::take(&mut *self.nodes[i].outbox.0.lock());
+        for msg in msgs {
+            self.route(msg, false);
+        }
+        let torn_out_of_order = self.crash(i);
+        self.disruption = Some(Disruption::Down {
+            slot: i,
+            restart_at: self.step + 10 + self.rng.below(40),
+            flip: false,
+            torn_out_of_order,
+        });
         Ok(())
     }
 
@@ -626,8 +1334,11 @@ impl Sim {
         if !self.rng.percent(self.options.propose_percent) {
             return;
         }
-        let i = self.rng.below(self.options.nodes) as usize;
+        let i = self.rng.below(self.nodes.len() as u64) as usize;
         let data = format!("seed {} step {}", self.seed, self.step).into_bytes();
+        if self.nodes[i].stalled_until > self.step {
+            return;
+        }
         let Some(node) = self.nodes[i].node.as_mut() else {
             return;
         };
@@ -639,16 +1350,32 @@ impl Sim {
         }
     }
 
-    /// After the calm phase: one commit index, everything applied, the same
-    /// applied sequence on every node (a restarted node restored its newest
-    /// snapshot, or the leader's, and applied the rest of the log).
+    /// After the calm phase: every member up with the run's membership, one
+    /// commit index, everything applied, the same applied sequence on every
+    /// node (a restarted node restored its newest snapshot, or the
+    /// leader's, and applied the rest of the log).
     fn check_converged(&self) -> Result<(), SimError> {
-        let mut first: Option<(u64, AppliedLog)> = None;
-        for n in &self.nodes {
+        if let Some(Disruption::Member(op)) = &self.disruption {
+            return Err(self.fail(format!(
+                "the membership change (remove {}, add {}) did not finish",
+                op.remove, op.add
+            )));
+        }
+        let members = self.members();
+        let mut first: Option<(u64, u64, AppliedLog)> = None;
+        for n in self.nodes.iter().filter(|n| n.member) {
             let Some(node) = n.node.as_ref() else {
                 return Err(self.fail(format!("node {} is down at the end", n.id)));
             };
             let status = node.status();
+            let mut voters: Vec<u64> = status.members.iter().map(|m| m.id).collect();
+            voters.sort_unstable();
+            if voters != members {
+                return Err(self.fail(format!(
+                    "node {} has members {voters:?}, the run made {members:?}",
+                    n.id
+                )));
+            }
             if status.applied_index != status.commit_index {
                 return Err(self.fail(format!(
                     "node {} applied {} of {} committed after the calm phase",
@@ -657,10 +1384,12 @@ impl Sim {
             }
             let applied = n.applied.0.lock().clone();
             match &first {
-                None => first = Some((status.commit_index, applied)),
-                Some((commit, log)) if *commit != status.commit_index || *log != applied => {
+                None => first = Some((n.id, status.commit_index, applied)),
+                Some((first_id, commit, log))
+                    if *commit != status.commit_index || *log != applied =>
+                {
                     return Err(self.fail(format!(
-                        "node {} did not converge: commit {} applied {} entries, node 1: commit {commit}, {} entries",
+                        "a follower has not caught up after the calm phase: node {} commit {} applied {} entries, node {first_id}: commit {commit}, {} entries",
                         n.id,
                         status.commit_index,
                         applied.len(),

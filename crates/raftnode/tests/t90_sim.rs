@@ -1,22 +1,20 @@
 //! Deterministic simulation (`raftnode::sim`): real nodes (raftnode's loop,
 //! the WAL on a simulated disk) on one thread, with simulated clocks and an
-//! in-memory network that drops, duplicates, delays and partitions, driven
-//! turn by turn
-//! from a seed, with crashes that lose unsynced data, and frequent snapshots
-//! and compaction (a node that fell behind installs the leader's snapshot).
-//! Checked after every turn: at most one leader per term, committed entries
-//! never change (across crashes too), applied ≤ committed ≤ last index,
-//! terms never go backwards; at the end every node applied the same. Same
-//! seed, same trace.
+//! in-memory network, driven turn by turn from a seed, under every kind of
+//! fault the simulation injects (network, disks, membership), with frequent
+//! snapshots and compaction. Checked after every turn: at most one leader
+//! per term, committed entries never change (across crashes too), applied ≤
+//! committed ≤ last index, terms never go backwards; at the end every
+//! member applied the same. Same seed, same trace.
 
-use raftnode::sim::{run, SimOptions};
+use raftnode::sim::{run, Faults, SimOptions, FAULT_MIXES};
 
 #[test]
 fn seeded_clusters_elect_commit_survive_crashes_and_keep_every_invariant() {
-    let mut partitions = 0;
     for (seed, nodes) in [(1, 3), (2, 3), (3, 5), (0xC0FFEE, 3)] {
         let options = SimOptions {
             nodes,
+            faults: Faults::mix("classic").expect("a mix"),
             ..SimOptions::default()
         };
         let outcome = run(seed, &options).unwrap_or_else(|e| panic!("{e}"));
@@ -29,30 +27,67 @@ fn seeded_clusters_elect_commit_survive_crashes_and_keep_every_invariant() {
             outcome.committed_max > 20,
             "seed {seed}: writes committed: {outcome:?}"
         );
-        assert_eq!(outcome.crashes, options.crashes, "seed {seed}");
         assert!(
             outcome.snapshot_index_max > options.snapshot_count,
             "seed {seed}: snapshots were taken: {outcome:?}"
         );
         assert!(
-            outcome.dropped > 0,
+            outcome.fault_count("dropped") > 0,
             "seed {seed}: the network dropped messages"
         );
-        partitions += outcome.partitions;
     }
-    assert!(partitions > 0, "some node was cut off");
+}
+
+/// Every named mix runs green on a few seeds, and over them each kind of
+/// fault it turns on happened at least once.
+#[test]
+fn every_fault_mix_injects_its_faults_and_keeps_the_invariants() {
+    for mix in FAULT_MIXES {
+        let options = SimOptions {
+            faults: Faults::mix(mix).expect("a mix"),
+            ..SimOptions::default()
+        };
+        let mut faults = std::collections::BTreeMap::new();
+        for seed in 0..6 {
+            let outcome = run(seed, &options).unwrap_or_else(|e| panic!("mix {mix}: {e}"));
+            for (kind, count) in outcome.faults {
+                *faults.entry(kind).or_insert(0) += count;
+            }
+        }
+        let f = options.faults;
+        for (on, kind) in [
+            (f.drop_percent > 0, "dropped"),
+            (f.partition_percent > 0, "partitions"),
+            (f.crashes > 0, "crashes"),
+            (f.sync_failures > 0, "fsync failures"),
+            (f.slow_disk_percent > 0, "slow disks"),
+            (f.bit_flips > 0, "bit flips"),
+            (f.bit_flips > 0, "restarts refused"),
+            (f.membership_changes > 0 || f.bit_flips > 0, "removals"),
+        ] {
+            assert_eq!(
+                faults.get(kind).copied().unwrap_or(0) > 0,
+                on,
+                "mix {mix}: {kind}: {faults:?}"
+            );
+        }
+    }
 }
 
 /// With a log compacted right after every few entries, a node that was down
-/// needs the leader's snapshot; transfers are also dropped by the network
-/// (the leader hears of the failure and sends again).
+/// needs the leader's snapshot; transfers also fail midway (the leader hears
+/// of the failure and sends again).
 #[test]
 fn a_node_that_fell_behind_catches_up_from_the_leaders_snapshot() {
     let options = SimOptions {
         snapshot_count: 5,
         catch_up_entries: 0,
         propose_percent: 60,
-        drop_percent: 10,
+        faults: Faults {
+            drop_percent: 10,
+            snapshot_fail_percent: 50,
+            ..Faults::mix("classic").expect("a mix")
+        },
         ..SimOptions::default()
     };
     let mut transfers = 0;
@@ -77,4 +112,63 @@ fn the_same_seed_gives_the_same_trace() {
         first.trace_hash, other.trace_hash,
         "different seeds, different runs"
     );
+}
+
+/// The seeds CI runs: the default (all faults) mix. About 20 s in release on
+/// a 2-core machine; a debug build runs the first tenth.
+fn ci_seeds() -> std::ops::Range<u64> {
+    if cfg!(debug_assertions) {
+        0..100
+    } else {
+        0..1000
+    }
+}
+
+#[test]
+fn the_ci_seed_range_keeps_every_invariant_under_every_fault() {
+    let options = SimOptions::default();
+    let mut failures = Vec::new();
+    for seed in ci_seeds() {
+        if let Err(e) = run(seed, &options) {
+            failures.push(format!(
+                "{e}\n  replay: cargo xtask sim --seed {seed} --seeds 1"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// One seed from the clock each run, printed, so that CI explores beyond
+/// the fixed range; a failure names the seed that replays it.
+#[test]
+fn a_random_seed_keeps_every_invariant() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    println!("random seed {seed} (replay: cargo xtask sim --seed {seed} --seeds 1)");
+    if let Err(e) = run(seed, &SimOptions::default()) {
+        panic!("{e}\n  replay: cargo xtask sim --seed {seed} --seeds 1");
+    }
+}
+
+/// Each planted bug (`wal::plant`) breaks a check within the CI seed range:
+/// the simulation would catch that mistake in the real code.
+#[test]
+fn every_planted_bug_is_caught_within_the_ci_seed_range() {
+    for bug in raftnode::PlantedBug::ALL {
+        let options = SimOptions {
+            plant: Some(bug),
+            ..SimOptions::default()
+        };
+        let caught = ci_seeds().find(|&seed| {
+            std::panic::catch_unwind(|| run(seed, &options)).map_or(true, |result| result.is_err())
+        });
+        assert!(
+            caught.is_some(),
+            "planted bug {} survived seeds {:?}",
+            bug.name(),
+            ci_seeds()
+        );
+    }
 }

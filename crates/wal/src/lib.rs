@@ -92,6 +92,7 @@
 mod error;
 mod filesystem;
 mod fs;
+pub mod plant;
 mod record;
 mod repair;
 mod replay;

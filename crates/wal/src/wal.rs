@@ -350,7 +350,8 @@ impl Wal {
             .map(|e| record_bytes(ENTRY_PREFIX_BYTES + e.payload.len()))
             .sum();
         let batch_bytes = entry_bytes + hard_state.map_or(0, |s| record_bytes(s.len()));
-        self.write_batch(batch_bytes, |buf, crc| {
+        let skip_sync = crate::plant::active(crate::plant::PlantedBug::SkipFsync);
+        self.write_batch(batch_bytes, skip_sync, |buf, crc| {
             for e in entries {
                 encode_entry(buf, crc, e.index, e.term, &e.payload);
             }
@@ -403,7 +404,10 @@ impl Wal {
                 latest_index: self.marker.index,
             });
         }
-        self.write_batch(record_bytes(16), |buf, crc| {
+        let skip_sync = crate::plant::active(crate::plant::PlantedBug::SkipFsync)
+            || (kind == RecordType::ReceivedMarker
+                && crate::plant::active(crate::plant::PlantedBug::SnapshotBeforeMarker));
+        self.write_batch(record_bytes(16), skip_sync, |buf, crc| {
             encode_marker(buf, crc, kind, marker)
         })?;
         self.marker = marker;
@@ -515,16 +519,18 @@ impl Wal {
     }
 
     /// Encodes a batch of `batch_bytes` (after a new segment's preamble if it does not fit),
-    /// writes it at the tail and syncs it. The handle is poisoned if this fails.
+    /// writes it at the tail and syncs it (unless a planted bug, `skip_sync`, says not to).
+    /// The handle is poisoned if this fails.
     fn write_batch(
         &mut self,
         batch_bytes: usize,
+        skip_sync: bool,
         encode_batch: impl FnOnce(&mut Vec<u8>, &mut u32),
     ) -> Result<(), WalError> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         self.poisoned = true;
-        let result = self.write_batch_in(&mut buf, batch_bytes, encode_batch);
+        let result = self.write_batch_in(&mut buf, batch_bytes, skip_sync, encode_batch);
         if buf.capacity() <= RETAINED_BUFFER_BYTES_MAX {
             self.buf = buf;
         }
@@ -537,6 +543,7 @@ impl Wal {
         &mut self,
         buf: &mut Vec<u8>,
         batch_bytes: usize,
+        skip_sync: bool,
         encode_batch: impl FnOnce(&mut Vec<u8>, &mut u32),
     ) -> Result<(), WalError> {
         let mut crc = self.crc;
@@ -563,8 +570,10 @@ impl Wal {
         );
         let path = self.segments.last().expect("never empty").path(&self.dir);
         self.file.write_all_at(buf, self.tail_bytes).at(&path)?;
-        self.file.sync_data().at(&path)?;
-        self.fsync_count += 1;
+        if !skip_sync {
+            self.file.sync_data().at(&path)?;
+            self.fsync_count += 1;
+        }
         self.tail_bytes += buf.len() as u64;
         self.crc = crc;
         if rotate {
