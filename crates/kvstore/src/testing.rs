@@ -47,6 +47,7 @@ struct Knobs {
     hold_proposals: bool,
     stall_reads: bool,
     stall_membership: bool,
+    term: u64,
 }
 
 impl LocalConsensus {
@@ -106,6 +107,12 @@ impl LocalConsensus {
     /// [`RaftError::MembershipChangeInProgress`] only fails membership changes.
     pub fn fail_with(&self, error: Option<RaftError>) {
         self.state.lock().knobs.fail_with = error;
+    }
+
+    /// Sets the term `status` reports (default 1): a new term stands for a
+    /// new leadership of this node.
+    pub fn set_term(&self, term: u64) {
+        self.state.lock().knobs.term = term;
     }
 
     /// Read barriers never resolve (the caller's timeout fires).
@@ -267,7 +274,7 @@ impl Consensus for LocalConsensus {
             } else {
                 Role::Follower
             },
-            term: 1,
+            term: state.knobs.term.max(1),
             commit_index: state.last_index,
             applied_index: state.state_machine.applied_index(),
             snapshot_index: state.snapshot_index,
@@ -310,6 +317,10 @@ pub enum Request {
     Compaction(etcdproto::etcdserverpb::CompactionRequest),
     /// etcd `Maintenance.Alarm`.
     Alarm(etcdproto::etcdserverpb::AlarmRequest),
+    /// etcd `LeaseGrant` (id chosen).
+    LeaseGrant(etcdproto::etcdserverpb::LeaseGrantRequest),
+    /// etcd `LeaseRevoke`.
+    LeaseRevoke(etcdproto::etcdserverpb::LeaseRevokeRequest),
 }
 
 /// Encodes `request` as the command node `id.node_id` would propose.
@@ -320,6 +331,8 @@ pub fn encode_request(id: RequestId, request: Request) -> Vec<u8> {
         Request::Txn(request) => command::Op::Txn(request),
         Request::Compaction(request) => command::Op::Compaction(request),
         Request::Alarm(request) => command::Op::Alarm(request),
+        Request::LeaseGrant(request) => command::Op::LeaseGrant(request),
+        Request::LeaseRevoke(request) => command::Op::LeaseRevoke(request),
     };
     command::encode(id, op)
 }

@@ -117,6 +117,7 @@ fn limits(flags: &Flags) -> Result<Limits, MainError> {
         max_in_flight_writes: flags.max_in_flight_writes,
         max_txn_ops: flags.max_txn_ops,
         quota_bytes: flags.quota_backend_bytes,
+        election_timeout_ms: flags.tick_ms.saturating_mul(flags.election_ticks as u64),
     };
     let api = api::ApiConfig {
         max_value_bytes: flags.max_value_bytes,
@@ -195,6 +196,7 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     );
     let kv = unattached.attach(node.consensus());
     let _compactor = kvstore::compactor::spawn(kv.clone(), auto_compaction).map(AbortOnDrop);
+    let _lease_expiry = AbortOnDrop(kvstore::lessor::spawn(kv.clone()));
 
     let peer_addr = flags::listen_addr_of(&own_url).map_err(MainError::Flags)?;
     let client_addr = format!("{}:{}", flags.listen_addr, flags.port);

@@ -76,7 +76,11 @@ pub fn kv_status(error: &KvError) -> Status {
         KvError::Timeout { .. } | KvError::ReadTimeout { .. } => Status::unavailable(MSG_TIMEOUT),
         KvError::Stopped => Status::unavailable(MSG_STOPPED),
         // The keyspace's own errors display etcd's exact message.
-        KvError::FutureRevision | KvError::Compacted => Status::out_of_range(error.to_string()),
+        KvError::FutureRevision | KvError::Compacted | KvError::LeaseTtlTooLarge => {
+            Status::out_of_range(error.to_string())
+        }
+        KvError::LeaseExists => Status::failed_precondition(error.to_string()),
+        KvError::NotLeader => Status::unavailable(error.to_string()),
         KvError::KeyNotFound
         | KvError::EmptyKey
         | KvError::ValueProvided
