@@ -1,4 +1,5 @@
-//! The gRPC services `etcdserverpb.KV` and `etcdserverpb.Maintenance`.
+//! The gRPC services `etcdserverpb.KV`, `etcdserverpb.Lease` and
+//! `etcdserverpb.Maintenance`.
 
 use std::sync::Arc;
 
@@ -122,6 +123,56 @@ impl<K: Keyspace> V3<K> {
         Ok(self.keyspace.alarm(req).await?)
     }
 
+    /// `Lease.LeaseGrant`.
+    pub async fn lease_grant(
+        &self,
+        req: pb::LeaseGrantRequest,
+    ) -> Result<pb::LeaseGrantResponse, V3Error> {
+        let mut response = self.keyspace.lease_grant(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// `Lease.LeaseRevoke`.
+    pub async fn lease_revoke(
+        &self,
+        req: pb::LeaseRevokeRequest,
+    ) -> Result<pb::LeaseRevokeResponse, V3Error> {
+        let mut response = self.keyspace.lease_revoke(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// One message of `Lease.LeaseKeepAlive`.
+    pub async fn lease_keep_alive(
+        &self,
+        req: pb::LeaseKeepAliveRequest,
+    ) -> Result<pb::LeaseKeepAliveResponse, V3Error> {
+        let mut response = self.keyspace.lease_keep_alive(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// `Lease.LeaseTimeToLive`.
+    pub async fn lease_time_to_live(
+        &self,
+        req: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, V3Error> {
+        let mut response = self.keyspace.lease_time_to_live(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// `Lease.LeaseLeases`.
+    pub async fn lease_leases(
+        &self,
+        req: pb::LeaseLeasesRequest,
+    ) -> Result<pb::LeaseLeasesResponse, V3Error> {
+        let mut response = self.keyspace.lease_leases(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
     /// `Maintenance.Status`: this member's view, no read barrier.
     pub async fn status(&self, _req: pb::StatusRequest) -> Result<pb::StatusResponse, V3Error> {
         let consensus = self.keyspace.consensus_status();
@@ -215,6 +266,81 @@ impl<K: Keyspace> pb::kv_server::Kv for V3<K> {
         _request: Request<pb::RangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
         Err(V3Error::Unimplemented("KV.RangeStream (not in etcd 3.4)").into())
+    }
+}
+
+/// Keep-alive answers waiting for the client to read them, per stream.
+const KEEP_ALIVE_STREAM_BUFFER: usize = 16;
+
+#[tonic::async_trait]
+impl<K: Keyspace> pb::lease_server::Lease for V3<K> {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        Ok(Response::new(
+            V3::lease_grant(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        Ok(Response::new(
+            V3::lease_revoke(self, request.into_inner()).await?,
+        ))
+    }
+
+    type LeaseKeepAliveStream = Unserved<pb::LeaseKeepAliveResponse>;
+
+    /// Answers each keep-alive in order; a failure other than an unknown
+    /// lease (which answers TTL 0) ends the stream with its status, as
+    /// etcd's server does (clients open a new stream and retry).
+    async fn lease_keep_alive(
+        &self,
+        request: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (sender, receiver) = tokio::sync::mpsc::channel(KEEP_ALIVE_STREAM_BUFFER);
+        let v3 = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = match incoming.message().await {
+                    Ok(Some(next)) => next,
+                    Ok(None) => return,
+                    Err(status) => {
+                        tracing::debug!(%status, "keep-alive stream ended by the client");
+                        return;
+                    }
+                };
+                let answer = V3::lease_keep_alive(&v3, next).await.map_err(Status::from);
+                let failed = answer.is_err();
+                if sender.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let stream = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        Ok(Response::new(
+            V3::lease_time_to_live(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn lease_leases(
+        &self,
+        request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        Ok(Response::new(
+            V3::lease_leases(self, request.into_inner()).await?,
+        ))
     }
 }
 
