@@ -275,3 +275,76 @@ async fn gateway_lease_routes_and_their_3_4_aliases() {
     assert_eq!(body["message"], "etcdserver: requested lease not found");
     assert_eq!(body["code"], 5);
 }
+
+/// A follower forwards keep-alives and TimeToLive to the leader's peer URL,
+/// where `api::v3::peer_router` answers them from the leader's deadlines.
+#[tokio::test]
+async fn a_follower_forwards_keep_alive_and_time_to_live_to_the_leader() {
+    // The leader: its store, and its peer port serving forwarded requests.
+    let (leader_store, leader_consensus) = kvstore::testing::local_store(kvstore::KvConfig::new(1));
+    let leader_v3 = api::v3::V3::new(
+        leader_store.clone(),
+        api::v3::V3Settings {
+            cluster_id: 0,
+            max_request_bytes: 1 << 20,
+        },
+    );
+    let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_url = format!("http://{}", peer_listener.local_addr().unwrap());
+    let peer_router = api::v3::peer_router(leader_v3);
+    tokio::spawn(async move { axum::serve(peer_listener, peer_router).await });
+    let granted = leader_store
+        .lease_grant(pb::LeaseGrantRequest { id: 9, ttl: 30 })
+        .await
+        .unwrap();
+    assert_eq!(granted.id, 9);
+
+    // The follower: its own client port; it knows the leader's peer URL.
+    let mut follower = serve().await;
+    follower.consensus.set_follower_of(Some(raftnode::Member {
+        id: 1,
+        peer_url: peer_url.clone(),
+    }));
+    let ttl = follower
+        .lease
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id: 9, keys: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ttl.id, ttl.granted_ttl), (9, 30), "the leader's lease");
+    assert_eq!(ttl.header.unwrap().member_id, 7, "the follower's header");
+    let mut answers = follower
+        .lease
+        .lease_keep_alive(tokio_stream_of(vec![
+            pb::LeaseKeepAliveRequest { id: 9 },
+            pb::LeaseKeepAliveRequest { id: 10 },
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answers.message().await.unwrap().unwrap().ttl, 30);
+    assert_eq!(answers.message().await.unwrap().unwrap().ttl, 0);
+
+    // A leader that is itself not leading answers "not leader"; the
+    // follower passes that on instead of forwarding again.
+    leader_consensus.set_no_leader(true);
+    assert_status(
+        follower
+            .lease
+            .lease_time_to_live(pb::LeaseTimeToLiveRequest { id: 9, keys: false })
+            .await,
+        Code::Unavailable,
+        "etcdserver: not leader",
+    );
+    // No reachable leader: unavailable, not a hang.
+    follower.consensus.set_follower_of(Some(raftnode::Member {
+        id: 1,
+        peer_url: "http://127.0.0.1:1".to_string(),
+    }));
+    let unreachable = follower
+        .lease
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id: 9, keys: false })
+        .await
+        .expect_err("no leader to ask");
+    assert_eq!(unreachable.code(), Code::Unavailable);
+}

@@ -48,6 +48,7 @@ struct Knobs {
     stall_reads: bool,
     stall_membership: bool,
     term: u64,
+    follow: Option<Member>,
 }
 
 impl LocalConsensus {
@@ -113,6 +114,13 @@ impl LocalConsensus {
     /// new leadership of this node.
     pub fn set_term(&self, term: u64) {
         self.state.lock().knobs.term = term;
+    }
+
+    /// Makes this node a follower of `leader` (reported by `status`, with
+    /// the leader among the members), or the leader again (`None`).
+    /// Proposals and reads still apply locally.
+    pub fn set_follower_of(&self, leader: Option<Member>) {
+        self.state.lock().knobs.follow = leader;
     }
 
     /// Read barriers never resolve (the caller's timeout fires).
@@ -265,11 +273,16 @@ impl Consensus for LocalConsensus {
 
     fn status(&self) -> Status {
         let state = self.state.lock();
-        let leader_id = (!state.knobs.no_leader).then_some(self.node_id);
+        let mut members = state.members.clone();
+        let mut leader_id = (!state.knobs.no_leader).then_some(self.node_id);
+        if let Some(leader) = &state.knobs.follow {
+            leader_id = Some(leader.id);
+            members.push(leader.clone());
+        }
         Status {
             id: self.node_id,
             leader_id,
-            role: if leader_id.is_some() {
+            role: if leader_id == Some(self.node_id) {
                 Role::Leader
             } else {
                 Role::Follower
@@ -279,7 +292,7 @@ impl Consensus for LocalConsensus {
             applied_index: state.state_machine.applied_index(),
             snapshot_index: state.snapshot_index,
             last_index: state.last_index,
-            members: state.members.clone(),
+            members,
         }
     }
 }

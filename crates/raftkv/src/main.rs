@@ -204,12 +204,12 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let client_listener = bind(&client_addr).await?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let peer_server = serve(
-        "peer",
-        peer_listener,
-        node.transport().router(),
-        shutdown_rx.clone(),
-    );
+    // The peer port also answers followers' forwarded lease requests.
+    let peer_router = node
+        .transport()
+        .router()
+        .merge(api::peer_router(kv.clone(), &limits.api));
+    let peer_server = serve("peer", peer_listener, peer_router, shutdown_rx.clone());
     let api_router = api::router(kv, limits.api);
     // TCP_NODELAY on client connections, as etcd has.
     let client_server = serve(

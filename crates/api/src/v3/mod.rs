@@ -17,6 +17,7 @@
 //!   ResourceExhausted as grpc-go words it.
 
 pub mod error;
+pub mod forward;
 pub mod gateway;
 mod keyspace;
 mod service;
@@ -29,6 +30,7 @@ use etcdproto::etcdserverpb as pb;
 use tower::ServiceExt;
 
 pub use error::V3Error;
+pub use forward::peer_router;
 pub use keyspace::{Keyspace, KeyspaceInfo};
 pub use service::{V3Settings, ETCD_API_VERSION, V3};
 

@@ -8,6 +8,7 @@ use etcdproto::prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::error::V3Error;
+use super::forward::{self, LeaderLink};
 use super::keyspace::Keyspace;
 
 /// The etcd version raftkv's v3 API follows (reported by
@@ -29,6 +30,7 @@ pub struct V3Settings {
 pub struct V3<K> {
     keyspace: K,
     settings: Arc<V3Settings>,
+    leader: LeaderLink,
 }
 
 impl<K: Keyspace> V3<K> {
@@ -37,6 +39,7 @@ impl<K: Keyspace> V3<K> {
         V3 {
             keyspace,
             settings: Arc::new(settings),
+            leader: LeaderLink::new(),
         }
     }
 
@@ -143,8 +146,48 @@ impl<K: Keyspace> V3<K> {
         Ok(response)
     }
 
-    /// One message of `Lease.LeaseKeepAlive`.
+    /// One message of `Lease.LeaseKeepAlive`: served by this member if it
+    /// is the leader, else forwarded to the leader (see [`forward`]).
     pub async fn lease_keep_alive(
+        &self,
+        req: pb::LeaseKeepAliveRequest,
+    ) -> Result<pb::LeaseKeepAliveResponse, V3Error> {
+        match self.leader_keep_alive(req).await {
+            Err(V3Error::Kv(kvstore::KvError::NotLeader)) => {
+                let peer_url = self.leader_peer_url()?;
+                let mut response: pb::LeaseKeepAliveResponse = self
+                    .leader
+                    .call(&peer_url, forward::PATH_KEEP_ALIVE, &req)
+                    .await?;
+                self.fill_header(&mut response.header);
+                Ok(response)
+            }
+            answered => answered,
+        }
+    }
+
+    /// `Lease.LeaseTimeToLive`: served by this member if it is the leader,
+    /// else forwarded to the leader (see [`forward`]).
+    pub async fn lease_time_to_live(
+        &self,
+        req: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, V3Error> {
+        match self.leader_time_to_live(req.clone()).await {
+            Err(V3Error::Kv(kvstore::KvError::NotLeader)) => {
+                let peer_url = self.leader_peer_url()?;
+                let mut response: pb::LeaseTimeToLiveResponse = self
+                    .leader
+                    .call(&peer_url, forward::PATH_TIME_TO_LIVE, &req)
+                    .await?;
+                self.fill_header(&mut response.header);
+                Ok(response)
+            }
+            answered => answered,
+        }
+    }
+
+    /// A keep-alive answered by this member's store (never forwarded).
+    pub(crate) async fn leader_keep_alive(
         &self,
         req: pb::LeaseKeepAliveRequest,
     ) -> Result<pb::LeaseKeepAliveResponse, V3Error> {
@@ -153,14 +196,30 @@ impl<K: Keyspace> V3<K> {
         Ok(response)
     }
 
-    /// `Lease.LeaseTimeToLive`.
-    pub async fn lease_time_to_live(
+    /// A TimeToLive answered by this member's store (never forwarded).
+    pub(crate) async fn leader_time_to_live(
         &self,
         req: pb::LeaseTimeToLiveRequest,
     ) -> Result<pb::LeaseTimeToLiveResponse, V3Error> {
         let mut response = self.keyspace.lease_time_to_live(req).await?;
         self.fill_header(&mut response.header);
         Ok(response)
+    }
+
+    /// The peer URL of the leader, when it is another member.
+    fn leader_peer_url(&self) -> Result<String, V3Error> {
+        let status = self.keyspace.consensus_status();
+        let not_leader = || V3Error::Kv(kvstore::KvError::NotLeader);
+        let leader = status.leader_id.ok_or_else(not_leader)?;
+        if leader == status.id {
+            return Err(not_leader());
+        }
+        status
+            .members
+            .iter()
+            .find(|member| member.id == leader)
+            .map(|member| member.peer_url.clone())
+            .ok_or_else(not_leader)
     }
 
     /// `Lease.LeaseLeases`.
