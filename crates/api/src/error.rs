@@ -67,7 +67,8 @@ impl ApiError {
                 KvError::Busy
                 | KvError::Timeout { .. }
                 | KvError::ReadTimeout { .. }
-                | KvError::Stopped,
+                | KvError::Stopped
+                | KvError::NotLeader,
             ) => StatusCode::SERVICE_UNAVAILABLE,
             // etcd's keyspace errors, with the gateway's statuses for their codes.
             ApiError::Kv(KvError::NoSpace) => StatusCode::TOO_MANY_REQUESTS,

@@ -199,6 +199,19 @@ pub fn router_with<K: v3::Keyspace>(kv: KvStore, keyspace: K, config: ApiConfig)
     )
 }
 
+/// The routes this member serves on its *peer* port for other members:
+/// lease keep-alives and TimeToLive forwarded by followers to the leader
+/// ([`v3::forward`]). The binary merges them into the transport's router.
+pub fn peer_router(kv: KvStore, config: &ApiConfig) -> Router {
+    v3::peer_router(v3::V3::new(
+        kv,
+        v3::V3Settings {
+            cluster_id: config.cluster_id,
+            max_request_bytes: config.max_request_bytes,
+        },
+    ))
+}
+
 /// raftexample's routes, `/v1/status` and the gateway.
 fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
     // Bodies over the limit are cut off while streaming, never buffered whole.

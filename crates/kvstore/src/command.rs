@@ -13,6 +13,8 @@
 //!               5: etcdserverpb.TxnRequest
 //!               6: etcdserverpb.CompactionRequest
 //!               7: etcdserverpb.AlarmRequest
+//!               8: etcdserverpb.LeaseGrantRequest  (id chosen by the proposer)
+//!               9: etcdserverpb.LeaseRevokeRequest (a client's, or the leader's expiry)
 //! ```
 
 use std::collections::hash_map::RandomState;
@@ -82,6 +84,12 @@ pub(crate) enum Op {
     /// etcd `Maintenance.Alarm` (ACTIVATE / DEACTIVATE).
     #[prost(message, tag = "7")]
     Alarm(pb::AlarmRequest),
+    /// etcd `LeaseGrant`, its id already chosen.
+    #[prost(message, tag = "8")]
+    LeaseGrant(pb::LeaseGrantRequest),
+    /// etcd `LeaseRevoke` (also what expiry proposes).
+    #[prost(message, tag = "9")]
+    LeaseRevoke(pb::LeaseRevokeRequest),
 }
 
 /// One replicated command: who asked, and what to do.
@@ -89,7 +97,7 @@ pub(crate) enum Op {
 pub(crate) struct CommandPb {
     #[prost(message, optional, tag = "1")]
     pub request_id: Option<RequestIdPb>,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
     pub op: Option<Op>,
 }
 

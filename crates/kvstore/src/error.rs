@@ -72,4 +72,16 @@ pub enum KvError {
     /// A put names a lease that does not exist (gRPC NotFound).
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A grant with an id that is already granted (gRPC FailedPrecondition).
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A grant with a TTL over [`crate::mvcc::MAX_LEASE_TTL_S`] (gRPC OutOfRange).
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    /// A request only the leader serves (`LeaseKeepAlive`,
+    /// `LeaseTimeToLive`) reached a member that is not the leader, or a
+    /// leader that could not confirm its leadership (gRPC Unavailable; etcd
+    /// clients retry it).
+    #[error("etcdserver: not leader")]
+    NotLeader,
 }

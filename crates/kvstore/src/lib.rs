@@ -17,6 +17,10 @@
 //!   txns wait for a ReadIndex barrier (linearizable, the default) or read
 //!   the local keyspace at once (serializable); they never propose.
 //! * Auto-compaction ([`compactor`]), run by the leader as proposals.
+//! * Leases: granted leases and their attached keys are replicated state
+//!   of the keyspace (grant and revoke are commands; a put attaches); their
+//!   expiry is the leader's alone ([`lessor`]), which confirms it still
+//!   leads (read barrier) before proposing the revoke of an expired lease.
 //! * The snapshot format ([`SNAPSHOT_MAGIC`], [`SNAPSHOT_VERSION`]):
 //!   canonical, checksummed, versioned, in tagged sections.
 //!
@@ -79,6 +83,7 @@ mod command;
 pub mod compactor;
 mod dedup;
 mod error;
+pub mod lessor;
 pub mod mvcc;
 mod snapshot;
 mod state;
@@ -93,6 +98,7 @@ pub use command::RequestId;
 pub use compactor::AutoCompaction;
 pub use dedup::{Admission, DedupWindow, MAX_ORIGINS, WINDOW_SEQS};
 pub use error::KvError;
+pub use lessor::{LeaseClock, ManualClock, MonotonicClock};
 pub use mvcc::{Keyspace, KeyspaceStatus};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::KvStateMachine;
@@ -114,6 +120,10 @@ pub struct KvConfig {
     /// etcd's `--quota-backend-bytes`): a write past it raises the NOSPACE
     /// alarm and gets [`KvError::NoSpace`]. 0 means the default, as in etcd.
     pub quota_bytes: u64,
+    /// The Raft election timeout (tick × election ticks): the minimum lease
+    /// TTL derives from it (etcd's `minTTL`: 1.5 election timeouts, rounded
+    /// up to a second), and a new leader adds it to every lease's TTL.
+    pub election_timeout_ms: u64,
 }
 
 impl KvConfig {
@@ -129,6 +139,8 @@ impl KvConfig {
     pub const DEFAULT_MAX_TXN_OPS: usize = 128;
     /// Default `quota_bytes`: etcd's 2 GiB.
     pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+    /// Default `election_timeout_ms`: raftexample's 10 ticks of 100 ms.
+    pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_000;
 
     /// The defaults for node `node_id`.
     pub fn new(node_id: u64) -> Self {
@@ -138,7 +150,18 @@ impl KvConfig {
             max_in_flight_writes: Self::DEFAULT_MAX_IN_FLIGHT_WRITES,
             max_txn_ops: Self::DEFAULT_MAX_TXN_OPS,
             quota_bytes: Self::DEFAULT_QUOTA_BYTES,
+            election_timeout_ms: Self::DEFAULT_ELECTION_TIMEOUT_MS,
         }
+    }
+
+    /// The smallest lease TTL granted, in seconds: 1.5 election timeouts
+    /// rounded up (etcd's `minTTL`; 2 s for 10 ticks of 100 ms). Shorter
+    /// requests are raised to it.
+    pub fn min_lease_ttl_s(&self) -> i64 {
+        let min_ms = self.election_timeout_ms.saturating_mul(3).div_ceil(2);
+        i64::try_from(min_ms.div_ceil(1000))
+            .unwrap_or(i64::MAX)
+            .max(1)
     }
 }
 

@@ -10,7 +10,9 @@
 //! crc32          u32 LE    CRC-32 (IEEE) of every byte before it
 //! ```
 //!
-//! Tag 2 is the request-dedup window (see `DedupWindow::encode`). Sections
+//! Tag 2 is the request-dedup window (see `DedupWindow::encode`), tag 3 the
+//! granted leases (see `mvcc::codec::encode_leases`; a snapshot written
+//! before leases existed has no tag 3 and restores with none). Sections
 //! let replicated state travel in the same snapshot under its own tag
 //! without touching the keyspace's encoding. Unknown tags are refused, never skipped: a
 //! snapshot this build cannot fully restore must not be half-restored.
@@ -45,6 +47,8 @@ const SNAPSHOT_VERSION_MAP: u32 = 1;
 pub(crate) const SECTION_KEYSPACE: u32 = 1;
 /// Section tag of the request-dedup window.
 pub(crate) const SECTION_DEDUP: u32 = 2;
+/// Section tag of the granted leases.
+pub(crate) const SECTION_LEASES: u32 = 3;
 
 const HEADER_BYTES: usize = 4 + 4;
 const CRC_BYTES: usize = 4;
@@ -62,7 +66,13 @@ pub(crate) fn encode(keyspace: &Keyspace, dedup: &DedupWindow) -> Vec<u8> {
     mvcc::encode_section(keyspace, &mut body);
     let mut dedup_body = Vec::new();
     dedup.encode(&mut dedup_body);
-    let sections = [(SECTION_KEYSPACE, body), (SECTION_DEDUP, dedup_body)];
+    let mut lease_body = Vec::new();
+    mvcc::encode_leases(keyspace, &mut lease_body);
+    let sections = [
+        (SECTION_KEYSPACE, body),
+        (SECTION_DEDUP, dedup_body),
+        (SECTION_LEASES, lease_body),
+    ];
     let total: usize = sections.iter().map(|(_, body)| 12 + body.len()).sum();
     let mut out = Vec::with_capacity(HEADER_BYTES + 4 + total + CRC_BYTES);
     out.extend_from_slice(&SNAPSHOT_MAGIC);
@@ -116,6 +126,7 @@ fn decode_sections(reader: &mut Reader<'_>) -> Result<Restored, String> {
     let section_count = reader.u32()?;
     let mut keyspace = None;
     let mut dedup = DedupWindow::new();
+    let mut leases = Vec::new();
     let mut previous_tag = 0;
     for _ in 0..section_count {
         let tag = reader.u32()?;
@@ -132,6 +143,7 @@ fn decode_sections(reader: &mut Reader<'_>) -> Result<Restored, String> {
                 dedup = DedupWindow::decode(section.rest)?;
                 section.rest = &[];
             }
+            SECTION_LEASES => leases = mvcc::decode_leases(&mut section)?,
             other => return Err(format!("unknown snapshot section {other}")),
         }
         if !section.rest.is_empty() {
@@ -141,10 +153,9 @@ fn decode_sections(reader: &mut Reader<'_>) -> Result<Restored, String> {
             ));
         }
     }
-    Ok(Restored {
-        keyspace: keyspace.ok_or("no keyspace section")?,
-        dedup,
-    })
+    let mut keyspace: Keyspace = keyspace.ok_or("no keyspace section")?;
+    keyspace.restore_leases(&leases)?;
+    Ok(Restored { keyspace, dedup })
 }
 
 /// Version 1: a plain sorted map, restored as one write txn at revision 2.
@@ -234,5 +245,66 @@ impl<'a> Reader<'a> {
         let length = usize::try_from(length)
             .map_err(|_| format!("length {length} does not fit in memory"))?;
         self.take(length)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 2 snapshot as written before leases existed: sections 1
+    /// and 2 only.
+    fn without_lease_section(keyspace: &Keyspace) -> Vec<u8> {
+        let mut body = Vec::new();
+        mvcc::encode_section(keyspace, &mut body);
+        let mut dedup_body = Vec::new();
+        DedupWindow::new().encode(&mut dedup_body);
+        let mut out = Vec::new();
+        out.extend_from_slice(&SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        out.extend_from_slice(&2u32.to_le_bytes());
+        for (tag, body) in [(SECTION_KEYSPACE, body), (SECTION_DEDUP, dedup_body)] {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            out.extend_from_slice(&body);
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_snapshot_without_the_lease_section_restores_with_no_leases() {
+        let mut keyspace = Keyspace::new();
+        keyspace
+            .put(&pb::PutRequest {
+                key: b"a".to_vec(),
+                value: b"1".to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+        let restored = decode(&without_lease_section(&keyspace)).unwrap();
+        assert_eq!(restored.keyspace, keyspace);
+        assert_eq!(restored.keyspace.lease_count(), 0);
+    }
+
+    #[test]
+    fn leases_round_trip_and_a_key_on_a_missing_lease_is_refused() {
+        let mut keyspace = Keyspace::new();
+        keyspace
+            .lease_grant(&pb::LeaseGrantRequest { id: 5, ttl: 10 })
+            .unwrap();
+        keyspace
+            .put(&pb::PutRequest {
+                key: b"a".to_vec(),
+                value: b"1".to_vec(),
+                lease: 5,
+                ..Default::default()
+            })
+            .unwrap();
+        let bytes = encode(&keyspace, &DedupWindow::new());
+        assert_eq!(decode(&bytes).unwrap().keyspace, keyspace);
+        let error = decode(&without_lease_section(&keyspace)).unwrap_err();
+        assert!(error.contains("lease 5"), "{error}");
     }
 }

@@ -27,6 +27,8 @@ pub(crate) enum Response {
     Txn(pb::TxnResponse),
     Compaction(pb::CompactionResponse),
     Alarm(pb::AlarmResponse),
+    LeaseGrant(pb::LeaseGrantResponse),
+    LeaseRevoke(pb::LeaseRevokeResponse),
 }
 
 /// The outcome apply hands to the waiting writer.
@@ -239,6 +241,8 @@ pub(crate) fn apply_op(keyspace: &mut Keyspace, op: Op) -> Applied {
         Op::Txn(request) => keyspace.txn(&request).map(Response::Txn),
         Op::Compaction(request) => keyspace.compact(&request).map(Response::Compaction),
         Op::Alarm(request) => keyspace.alarm(&request).map(Response::Alarm),
+        Op::LeaseGrant(request) => keyspace.lease_grant(&request).map(Response::LeaseGrant),
+        Op::LeaseRevoke(request) => keyspace.lease_revoke(&request).map(Response::LeaseRevoke),
     }
 }
 

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use raftnode::Consensus;
+use parking_lot::Mutex;
+use raftnode::{Consensus, Role};
 use tokio::sync::Semaphore;
 
 use etcdproto::etcdserverpb as pb;
 
 use crate::command::{self, Op, RequestId};
 use crate::error::KvError;
+use crate::lessor::{self, LeaseClock, Lessor, MonotonicClock, Renewal};
 use crate::mvcc::{self, Keyspace, KeyspaceStatus};
 use crate::state::{Response, Shared};
 use crate::KvConfig;
@@ -33,16 +35,41 @@ pub enum ReadConsistency {
 pub struct Unattached {
     config: KvConfig,
     shared: Arc<Shared>,
+    lease_clock: Arc<dyn LeaseClock>,
+}
+
+impl std::fmt::Debug for dyn LeaseClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LeaseClock(now {:?})", self.now())
+    }
 }
 
 impl Unattached {
     pub(crate) fn new(config: KvConfig, shared: Arc<Shared>) -> Self {
-        Unattached { config, shared }
+        Unattached {
+            config,
+            shared,
+            lease_clock: Arc::new(MonotonicClock::new()),
+        }
+    }
+
+    /// Replaces the lease clock (production: [`MonotonicClock`]; tests:
+    /// [`crate::ManualClock`]).
+    pub fn with_lease_clock(mut self, clock: Arc<dyn LeaseClock>) -> Self {
+        self.lease_clock = clock;
+        self
     }
 
     /// Completes construction with the consensus handle raftnode returned.
     pub fn attach(self, consensus: Arc<dyn Consensus>) -> KvStore {
+        let lessor = Lessor::new(
+            Duration::from_millis(self.config.election_timeout_ms),
+            lessor::MAX_EXPIRY_REVOKES_PER_CHECK,
+        );
         let inner = Inner {
+            lessor: Mutex::new(lessor),
+            lease_clock: self.lease_clock,
+            next_lease_salt: AtomicU64::new(0),
             write_permits: Semaphore::new(
                 self.config.max_in_flight_writes.min(Semaphore::MAX_PERMITS),
             ),
@@ -71,6 +98,10 @@ struct Inner {
     consensus: Arc<dyn Consensus>,
     write_permits: Semaphore,
     next_seq: AtomicU64,
+    /// Lease deadlines: meaningful only while this node is the confirmed leader.
+    lessor: Mutex<Lessor>,
+    lease_clock: Arc<dyn LeaseClock>,
+    next_lease_salt: AtomicU64,
 }
 
 /// The replicated key-value store, as the API sees it. Cheap to clone.
@@ -277,6 +308,240 @@ impl KvStore {
             tracing::warn!(%error, "could not raise the NOSPACE alarm");
         }
         Err(KvError::NoSpace)
+    }
+
+    /// etcd `LeaseGrant`. The TTL is raised to the minimum
+    /// ([`KvConfig::min_lease_ttl_s`]); id 0 asks this member to choose one
+    /// (positive, not granted now) before proposing, so every member applies
+    /// the same id.
+    ///
+    /// Errors: `LeaseTtlTooLarge` (before proposing), `LeaseExists` (at
+    /// apply), and the write path's.
+    pub async fn lease_grant(
+        &self,
+        mut request: pb::LeaseGrantRequest,
+    ) -> Result<pb::LeaseGrantResponse, KvError> {
+        if request.ttl > mvcc::MAX_LEASE_TTL_S {
+            return Err(KvError::LeaseTtlTooLarge);
+        }
+        request.ttl = request.ttl.max(self.inner.config.min_lease_ttl_s());
+        if request.id == 0 {
+            request.id = self.new_lease_id();
+        }
+        let (id, ttl_s) = (request.id, request.ttl);
+        match self.propose(Op::LeaseGrant(request)).await? {
+            Response::LeaseGrant(response) => {
+                let leases = [(id, ttl_s)];
+                self.inner
+                    .lessor
+                    .lock()
+                    .sync_one(self.inner.lease_clock.now(), &leases);
+                Ok(response)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// etcd `LeaseRevoke`: deletes the attached keys in one revision.
+    ///
+    /// Errors: `LeaseNotFound` (at apply), and the write path's.
+    pub async fn lease_revoke(
+        &self,
+        request: pb::LeaseRevokeRequest,
+    ) -> Result<pb::LeaseRevokeResponse, KvError> {
+        match self.propose(Op::LeaseRevoke(request)).await? {
+            Response::LeaseRevoke(response) => Ok(response),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One keep-alive of etcd's `LeaseKeepAlive` stream, served by the
+    /// leader only after it confirmed its leadership (read barrier; etcd
+    /// #15247). An unknown lease, or one whose deadline passed and whose
+    /// revoke is coming, answers TTL 0 and is not renewed (as etcd).
+    ///
+    /// Errors: `NotLeader` on a member that is not the leader (or lost the
+    /// leadership meanwhile), and the barrier's.
+    pub async fn lease_keep_alive(
+        &self,
+        request: pb::LeaseKeepAliveRequest,
+    ) -> Result<pb::LeaseKeepAliveResponse, KvError> {
+        self.confirm_leadership().await?;
+        let keyspace = self.inner.shared.keyspace();
+        let ttl = match keyspace.lease_ttl_s(request.id) {
+            None => 0,
+            Some(granted) => {
+                let now = self.inner.lease_clock.now();
+                match self.inner.lessor.lock().renew(request.id, granted, now) {
+                    Renewal::Renewed { ttl_s } => ttl_s,
+                    Renewal::Expired => 0,
+                    Renewal::NotPrimary => return Err(KvError::NotLeader),
+                }
+            }
+        };
+        Ok(pb::LeaseKeepAliveResponse {
+            header: Some(pb::ResponseHeader {
+                revision: keyspace.revision(),
+                ..Default::default()
+            }),
+            id: request.id,
+            ttl,
+        })
+    }
+
+    /// etcd `LeaseTimeToLive`, served by the confirmed leader (only it knows
+    /// deadlines). An unknown lease answers TTL -1 (as etcd); the remaining
+    /// TTL is clamped to `[0, granted]` (etcd #17642).
+    ///
+    /// Errors: `NotLeader`, and the barrier's.
+    pub async fn lease_time_to_live(
+        &self,
+        request: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, KvError> {
+        self.confirm_leadership().await?;
+        let keyspace = self.inner.shared.keyspace();
+        let header = Some(pb::ResponseHeader {
+            revision: keyspace.revision(),
+            ..Default::default()
+        });
+        let Some(info) = keyspace.lease_info(request.id) else {
+            return Ok(pb::LeaseTimeToLiveResponse {
+                header,
+                id: request.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            });
+        };
+        let now = self.inner.lease_clock.now();
+        let ttl = self
+            .inner
+            .lessor
+            .lock()
+            .remaining_s(info.id, info.granted_ttl_s, now);
+        Ok(pb::LeaseTimeToLiveResponse {
+            header,
+            id: info.id,
+            ttl,
+            granted_ttl: info.granted_ttl_s,
+            keys: if request.keys { info.keys } else { Vec::new() },
+        })
+    }
+
+    /// etcd `LeaseLeases`: every granted lease, by id (after the read
+    /// barrier; any member serves it).
+    pub async fn lease_leases(
+        &self,
+        _request: pb::LeaseLeasesRequest,
+    ) -> Result<pb::LeaseLeasesResponse, KvError> {
+        self.read_barrier().await?;
+        let keyspace = self.inner.shared.keyspace();
+        Ok(pb::LeaseLeasesResponse {
+            header: Some(pb::ResponseHeader {
+                revision: keyspace.revision(),
+                ..Default::default()
+            }),
+            leases: keyspace
+                .lease_ttls()
+                .into_iter()
+                .map(|(id, _)| pb::LeaseStatus { id })
+                .collect(),
+        })
+    }
+
+    /// One expiry check of the leader (the task of [`lessor::spawn`] calls
+    /// it every [`lessor::EXPIRY_CHECK_INTERVAL`]): on a member that is not
+    /// the leader it forgets every deadline and does nothing; on the leader
+    /// it confirms the leadership through the read barrier (so a stalled,
+    /// deposed leader revokes nothing: etcd #15247), promotes the lessor if
+    /// this term is new, and proposes the revoke of at most
+    /// [`lessor::MAX_EXPIRY_REVOKES_PER_CHECK`] expired leases. Answers the
+    /// leases whose revoke was applied.
+    ///
+    /// Errors: the barrier's or `NotLeader` (nothing proposed).
+    pub async fn expire_leases(&self) -> Result<Vec<i64>, KvError> {
+        if self.inner.consensus.status().role != Role::Leader {
+            self.inner.lessor.lock().demote();
+            return Ok(Vec::new());
+        }
+        let due = {
+            let mut lessor = self.inner.lessor.lock();
+            let now = self.inner.lease_clock.now();
+            lessor.sync(now, &self.inner.shared.keyspace.read().lease_ttls());
+            lessor.due(now)
+        };
+        // Confirm right before proposing; a due list from a lessor of an
+        // older term is dropped by the promotion this may do.
+        let term = match self.confirm_leadership().await {
+            Ok(term) => term,
+            Err(error) => {
+                let mut lessor = self.inner.lessor.lock();
+                for id in &due {
+                    lessor.revoke_failed(*id);
+                }
+                return Err(error);
+            }
+        };
+        let mut revoked = Vec::new();
+        for id in due {
+            if self.inner.lessor.lock().primary_term() != Some(term) {
+                break;
+            }
+            tracing::info!(lease = id, "lease expired; revoking");
+            match self.lease_revoke(pb::LeaseRevokeRequest { id }).await {
+                Ok(_) | Err(KvError::LeaseNotFound) => revoked.push(id),
+                Err(error) => {
+                    tracing::warn!(lease = id, %error, "expiry revoke failed; retrying later");
+                    self.inner.lessor.lock().revoke_failed(id);
+                }
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Confirms this member leads: it is leader, passes the read barrier
+    /// (a quorum still follows it, and it has applied an entry of its term,
+    /// as raft-rs answers a ReadIndex only after committing one) and its
+    /// term did not change meanwhile. Promotes the lessor for a new term.
+    /// Answers the term.
+    async fn confirm_leadership(&self) -> Result<u64, KvError> {
+        let before = self.inner.consensus.status();
+        if before.role != Role::Leader {
+            return Err(KvError::NotLeader);
+        }
+        self.read_barrier().await?;
+        let after = self.inner.consensus.status();
+        if after.role != Role::Leader || after.term != before.term {
+            return Err(KvError::NotLeader);
+        }
+        let mut lessor = self.inner.lessor.lock();
+        if lessor.primary_term() != Some(after.term) {
+            let leases = self.inner.shared.keyspace.read().lease_ttls();
+            lessor.promote(after.term, self.inner.lease_clock.now(), &leases);
+        }
+        Ok(after.term)
+    }
+
+    /// A lease id for a grant proposed here: positive, unlikely to collide
+    /// with another member's (node id, boot nonce and a counter hashed), and
+    /// not granted now (apply refuses a duplicate anyway).
+    fn new_lease_id(&self) -> i64 {
+        use std::hash::{Hash, Hasher};
+        let keyspace = self.inner.shared.keyspace();
+        loop {
+            let salt = self.inner.next_lease_salt.fetch_add(1, Ordering::Relaxed);
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (
+                self.inner.shared.node_id,
+                self.inner.shared.boot_nonce,
+                salt,
+            )
+                .hash(&mut hasher);
+            let id = (hasher.finish() & (i64::MAX as u64)) as i64;
+            if id != 0 && keyspace.lease_ttl_s(id).is_none() {
+                return id;
+            }
+        }
     }
 
     /// The consensus handle (membership changes and status go through it).

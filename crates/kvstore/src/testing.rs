@@ -47,6 +47,8 @@ struct Knobs {
     hold_proposals: bool,
     stall_reads: bool,
     stall_membership: bool,
+    term: u64,
+    follow: Option<Member>,
 }
 
 impl LocalConsensus {
@@ -106,6 +108,19 @@ impl LocalConsensus {
     /// [`RaftError::MembershipChangeInProgress`] only fails membership changes.
     pub fn fail_with(&self, error: Option<RaftError>) {
         self.state.lock().knobs.fail_with = error;
+    }
+
+    /// Sets the term `status` reports (default 1): a new term stands for a
+    /// new leadership of this node.
+    pub fn set_term(&self, term: u64) {
+        self.state.lock().knobs.term = term;
+    }
+
+    /// Makes this node a follower of `leader` (reported by `status`, with
+    /// the leader among the members), or the leader again (`None`).
+    /// Proposals and reads still apply locally.
+    pub fn set_follower_of(&self, leader: Option<Member>) {
+        self.state.lock().knobs.follow = leader;
     }
 
     /// Read barriers never resolve (the caller's timeout fires).
@@ -258,21 +273,26 @@ impl Consensus for LocalConsensus {
 
     fn status(&self) -> Status {
         let state = self.state.lock();
-        let leader_id = (!state.knobs.no_leader).then_some(self.node_id);
+        let mut members = state.members.clone();
+        let mut leader_id = (!state.knobs.no_leader).then_some(self.node_id);
+        if let Some(leader) = &state.knobs.follow {
+            leader_id = Some(leader.id);
+            members.push(leader.clone());
+        }
         Status {
             id: self.node_id,
             leader_id,
-            role: if leader_id.is_some() {
+            role: if leader_id == Some(self.node_id) {
                 Role::Leader
             } else {
                 Role::Follower
             },
-            term: 1,
+            term: state.knobs.term.max(1),
             commit_index: state.last_index,
             applied_index: state.state_machine.applied_index(),
             snapshot_index: state.snapshot_index,
             last_index: state.last_index,
-            members: state.members.clone(),
+            members,
         }
     }
 }
@@ -310,6 +330,10 @@ pub enum Request {
     Compaction(etcdproto::etcdserverpb::CompactionRequest),
     /// etcd `Maintenance.Alarm`.
     Alarm(etcdproto::etcdserverpb::AlarmRequest),
+    /// etcd `LeaseGrant` (id chosen).
+    LeaseGrant(etcdproto::etcdserverpb::LeaseGrantRequest),
+    /// etcd `LeaseRevoke`.
+    LeaseRevoke(etcdproto::etcdserverpb::LeaseRevokeRequest),
 }
 
 /// Encodes `request` as the command node `id.node_id` would propose.
@@ -320,6 +344,8 @@ pub fn encode_request(id: RequestId, request: Request) -> Vec<u8> {
         Request::Txn(request) => command::Op::Txn(request),
         Request::Compaction(request) => command::Op::Compaction(request),
         Request::Alarm(request) => command::Op::Alarm(request),
+        Request::LeaseGrant(request) => command::Op::LeaseGrant(request),
+        Request::LeaseRevoke(request) => command::Op::LeaseRevoke(request),
     };
     command::encode(id, op)
 }

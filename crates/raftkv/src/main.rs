@@ -110,6 +110,7 @@ fn limits(flags: &Flags) -> Result<Limits, MainError> {
         max_in_flight_writes: flags.max_in_flight_writes,
         max_txn_ops: flags.max_txn_ops,
         quota_bytes: flags.quota_backend_bytes,
+        election_timeout_ms: flags.tick_ms.saturating_mul(flags.election_ticks as u64),
     };
     let api = api::ApiConfig {
         max_value_bytes: flags.max_value_bytes,
@@ -188,6 +189,7 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     );
     let kv = unattached.attach(node.consensus());
     let _compactor = kvstore::compactor::spawn(kv.clone(), auto_compaction).map(AbortOnDrop);
+    let _lease_expiry = AbortOnDrop(kvstore::lessor::spawn(kv.clone()));
 
     let peer_addr = flags::listen_addr_of(&own_url).map_err(MainError::Flags)?;
     let client_addr = format!("{}:{}", flags.listen_addr, flags.port);
@@ -195,12 +197,12 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let client_listener = bind(&client_addr).await?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let peer_server = serve(
-        "peer",
-        peer_listener,
-        node.transport().router(),
-        shutdown_rx.clone(),
-    );
+    // The peer port also answers followers' forwarded lease requests.
+    let peer_router = node
+        .transport()
+        .router()
+        .merge(api::peer_router(kv.clone(), &limits.api));
+    let peer_server = serve("peer", peer_listener, peer_router, shutdown_rx.clone());
     let api_router = api::router(kv, limits.api);
     // TCP_NODELAY on client connections, as etcd has.
     let client_server = serve(

@@ -40,6 +40,9 @@ pub enum V3Error {
     /// The node has `max_concurrent_requests` requests in progress.
     #[error("{MSG_TOO_MANY_REQUESTS}")]
     TooManyRequests,
+    /// The leader's answer to a request this member forwarded to it.
+    #[error("{}", .0.message())]
+    Leader(Status),
     /// An RPC raftkv does not serve.
     #[error("raftkv does not implement {0}")]
     Unimplemented(&'static str),
@@ -56,6 +59,7 @@ impl V3Error {
             }
             V3Error::TooManyRequests => Status::resource_exhausted(MSG_TOO_MANY_REQUESTS),
             V3Error::Unimplemented(_) => Status::unimplemented(self.to_string()),
+            V3Error::Leader(status) => Status::new(status.code(), status.message()),
         }
     }
 }
@@ -76,7 +80,11 @@ pub fn kv_status(error: &KvError) -> Status {
         KvError::Timeout { .. } | KvError::ReadTimeout { .. } => Status::unavailable(MSG_TIMEOUT),
         KvError::Stopped => Status::unavailable(MSG_STOPPED),
         // The keyspace's own errors display etcd's exact message.
-        KvError::FutureRevision | KvError::Compacted => Status::out_of_range(error.to_string()),
+        KvError::FutureRevision | KvError::Compacted | KvError::LeaseTtlTooLarge => {
+            Status::out_of_range(error.to_string())
+        }
+        KvError::LeaseExists => Status::failed_precondition(error.to_string()),
+        KvError::NotLeader => Status::unavailable(error.to_string()),
         KvError::KeyNotFound
         | KvError::EmptyKey
         | KvError::ValueProvided

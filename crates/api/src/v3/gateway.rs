@@ -68,11 +68,95 @@ pub fn router<K: Keyspace>(v3: V3<K>, max_request_bytes: usize) -> Router {
             .route(
                 &format!("{prefix}/maintenance/alarm"),
                 route(|v3: V3<K>, req| async move { v3.alarm(req).await }),
+            )
+            .route(
+                &format!("{prefix}/lease/grant"),
+                route(|v3: V3<K>, req| async move { v3.lease_grant(req).await }),
+            )
+            .route(
+                &format!("{prefix}/lease/keepalive"),
+                post(keep_alive::<K>).fallback(method_not_allowed),
             );
+        // etcd 3.4 binds revoke, timetolive and leases under /kv/lease too.
+        for lease_prefix in [format!("{prefix}/lease"), format!("{prefix}/kv/lease")] {
+            router = router
+                .route(
+                    &format!("{lease_prefix}/revoke"),
+                    route(|v3: V3<K>, req| async move { v3.lease_revoke(req).await }),
+                )
+                .route(
+                    &format!("{lease_prefix}/timetolive"),
+                    route(|v3: V3<K>, req| async move { v3.lease_time_to_live(req).await }),
+                )
+                .route(
+                    &format!("{lease_prefix}/leases"),
+                    route(|v3: V3<K>, req| async move { v3.lease_leases(req).await }),
+                );
+        }
     }
     router
         .layer(DefaultBodyLimit::max(body_limit_bytes(max_request_bytes)))
         .with_state(v3)
+}
+
+/// `POST /v3/lease/keepalive`, grpc-gateway's streaming form: the body
+/// holds one or more JSON requests; the answer is one line per request,
+/// `{"result": …}`, or `{"error": …}` for the failure that ends the stream.
+async fn keep_alive<K: Keyspace>(
+    State(v3): State<V3<K>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return V3Error::BadBody(rejection.body_text()).into_response(),
+    };
+    let mut lines = Vec::new();
+    let requests = serde_json::Deserializer::from_slice(&body)
+        .into_iter::<etcdproto::etcdserverpb::LeaseKeepAliveRequest>();
+    for request in requests {
+        let answer = match request {
+            Ok(request) => v3.lease_keep_alive(request).await,
+            Err(error) => Err(V3Error::BadJson(error.to_string())),
+        };
+        match answer {
+            Ok(response) => {
+                let line = serde_json::json!({ "result": response });
+                lines.push(line);
+            }
+            Err(error) => {
+                let status = error.to_status();
+                let code = status.code();
+                lines.push(serde_json::json!({ "error": {
+                    "grpc_code": code as i32,
+                    "http_code": super::error::http_status_of(code).as_u16(),
+                    "message": status.message(),
+                    "http_status": super::error::http_status_of(code)
+                        .canonical_reason()
+                        .unwrap_or(""),
+                }}));
+                break;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for line in &lines {
+        if serde_json::to_writer(&mut out, line).is_err() {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the response",
+            )
+                .into_response();
+        }
+        out.push(b'\n');
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        out,
+    )
+        .into_response()
 }
 
 /// A POST route decoding `Req` from JSON, calling `call`, encoding the answer.

@@ -58,6 +58,31 @@ pub trait Keyspace: Clone + Send + Sync + 'static {
         &self,
         req: pb::AlarmRequest,
     ) -> impl Future<Output = Result<pb::AlarmResponse, KvError>> + Send;
+    /// `Lease.LeaseGrant`.
+    fn lease_grant(
+        &self,
+        req: pb::LeaseGrantRequest,
+    ) -> impl Future<Output = Result<pb::LeaseGrantResponse, KvError>> + Send;
+    /// `Lease.LeaseRevoke`.
+    fn lease_revoke(
+        &self,
+        req: pb::LeaseRevokeRequest,
+    ) -> impl Future<Output = Result<pb::LeaseRevokeResponse, KvError>> + Send;
+    /// One keep-alive of `Lease.LeaseKeepAlive` (the leader's).
+    fn lease_keep_alive(
+        &self,
+        req: pb::LeaseKeepAliveRequest,
+    ) -> impl Future<Output = Result<pb::LeaseKeepAliveResponse, KvError>> + Send;
+    /// `Lease.LeaseTimeToLive` (the leader's).
+    fn lease_time_to_live(
+        &self,
+        req: pb::LeaseTimeToLiveRequest,
+    ) -> impl Future<Output = Result<pb::LeaseTimeToLiveResponse, KvError>> + Send;
+    /// `Lease.LeaseLeases`.
+    fn lease_leases(
+        &self,
+        req: pb::LeaseLeasesRequest,
+    ) -> impl Future<Output = Result<pb::LeaseLeasesResponse, KvError>> + Send;
     /// Revision, size and alarms (no barrier: a local, possibly stale view).
     fn info(&self) -> KeyspaceInfo;
     /// The node's consensus status (term, leader, indexes).
@@ -94,6 +119,41 @@ impl Keyspace for kvstore::KvStore {
 
     async fn alarm(&self, req: pb::AlarmRequest) -> Result<pb::AlarmResponse, KvError> {
         kvstore::KvStore::alarm(self, req).await
+    }
+
+    async fn lease_grant(
+        &self,
+        req: pb::LeaseGrantRequest,
+    ) -> Result<pb::LeaseGrantResponse, KvError> {
+        kvstore::KvStore::lease_grant(self, req).await
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: pb::LeaseRevokeRequest,
+    ) -> Result<pb::LeaseRevokeResponse, KvError> {
+        kvstore::KvStore::lease_revoke(self, req).await
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        req: pb::LeaseKeepAliveRequest,
+    ) -> Result<pb::LeaseKeepAliveResponse, KvError> {
+        kvstore::KvStore::lease_keep_alive(self, req).await
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, KvError> {
+        kvstore::KvStore::lease_time_to_live(self, req).await
+    }
+
+    async fn lease_leases(
+        &self,
+        req: pb::LeaseLeasesRequest,
+    ) -> Result<pb::LeaseLeasesResponse, KvError> {
+        kvstore::KvStore::lease_leases(self, req).await
     }
 
     fn info(&self) -> KeyspaceInfo {

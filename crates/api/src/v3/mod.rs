@@ -1,4 +1,4 @@
-//! etcd's v3 API: the gRPC services `KV` and `Maintenance` (tonic) and the
+//! etcd's v3 API: the gRPC services `KV`, `Lease` and `Maintenance` (tonic) and the
 //! JSON gateway, over the multi-version keyspace.
 //!
 //! Everything shares the client port with raftexample's routes, as etcd
@@ -17,6 +17,7 @@
 //!   ResourceExhausted as grpc-go words it.
 
 pub mod error;
+pub mod forward;
 pub mod gateway;
 mod keyspace;
 mod service;
@@ -29,6 +30,7 @@ use etcdproto::etcdserverpb as pb;
 use tower::ServiceExt;
 
 pub use error::V3Error;
+pub use forward::peer_router;
 pub use keyspace::{Keyspace, KeyspaceInfo};
 pub use service::{V3Settings, ETCD_API_VERSION, V3};
 
@@ -40,9 +42,12 @@ pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 pub fn grpc_router<K: Keyspace>(v3: V3<K>, max_request_bytes: usize) -> Router {
     let limit_bytes = max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
     let kv = pb::kv_server::KvServer::new(v3.clone()).max_decoding_message_size(limit_bytes);
+    let lease =
+        pb::lease_server::LeaseServer::new(v3.clone()).max_decoding_message_size(limit_bytes);
     let maintenance =
         pb::maintenance_server::MaintenanceServer::new(v3).max_decoding_message_size(limit_bytes);
     tonic::service::Routes::new(kv)
+        .add_service(lease)
         .add_service(maintenance)
         .into_axum_router()
         .layer(axum::middleware::map_response(

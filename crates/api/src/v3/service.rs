@@ -1,4 +1,5 @@
-//! The gRPC services `etcdserverpb.KV` and `etcdserverpb.Maintenance`.
+//! The gRPC services `etcdserverpb.KV`, `etcdserverpb.Lease` and
+//! `etcdserverpb.Maintenance`.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use etcdproto::prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::error::V3Error;
+use super::forward::{self, LeaderLink};
 use super::keyspace::Keyspace;
 
 /// The etcd version raftkv's v3 API follows (reported by
@@ -28,6 +30,7 @@ pub struct V3Settings {
 pub struct V3<K> {
     keyspace: K,
     settings: Arc<V3Settings>,
+    leader: LeaderLink,
 }
 
 impl<K: Keyspace> V3<K> {
@@ -36,6 +39,7 @@ impl<K: Keyspace> V3<K> {
         V3 {
             keyspace,
             settings: Arc::new(settings),
+            leader: LeaderLink::new(),
         }
     }
 
@@ -120,6 +124,112 @@ impl<K: Keyspace> V3<K> {
     pub async fn alarm(&self, req: pb::AlarmRequest) -> Result<pb::AlarmResponse, V3Error> {
         self.check_size(&req)?;
         Ok(self.keyspace.alarm(req).await?)
+    }
+
+    /// `Lease.LeaseGrant`.
+    pub async fn lease_grant(
+        &self,
+        req: pb::LeaseGrantRequest,
+    ) -> Result<pb::LeaseGrantResponse, V3Error> {
+        let mut response = self.keyspace.lease_grant(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// `Lease.LeaseRevoke`.
+    pub async fn lease_revoke(
+        &self,
+        req: pb::LeaseRevokeRequest,
+    ) -> Result<pb::LeaseRevokeResponse, V3Error> {
+        let mut response = self.keyspace.lease_revoke(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// One message of `Lease.LeaseKeepAlive`: served by this member if it
+    /// is the leader, else forwarded to the leader (see [`forward`]).
+    pub async fn lease_keep_alive(
+        &self,
+        req: pb::LeaseKeepAliveRequest,
+    ) -> Result<pb::LeaseKeepAliveResponse, V3Error> {
+        match self.leader_keep_alive(req).await {
+            Err(V3Error::Kv(kvstore::KvError::NotLeader)) => {
+                let peer_url = self.leader_peer_url()?;
+                let mut response: pb::LeaseKeepAliveResponse = self
+                    .leader
+                    .call(&peer_url, forward::PATH_KEEP_ALIVE, &req)
+                    .await?;
+                self.fill_header(&mut response.header);
+                Ok(response)
+            }
+            answered => answered,
+        }
+    }
+
+    /// `Lease.LeaseTimeToLive`: served by this member if it is the leader,
+    /// else forwarded to the leader (see [`forward`]).
+    pub async fn lease_time_to_live(
+        &self,
+        req: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, V3Error> {
+        match self.leader_time_to_live(req.clone()).await {
+            Err(V3Error::Kv(kvstore::KvError::NotLeader)) => {
+                let peer_url = self.leader_peer_url()?;
+                let mut response: pb::LeaseTimeToLiveResponse = self
+                    .leader
+                    .call(&peer_url, forward::PATH_TIME_TO_LIVE, &req)
+                    .await?;
+                self.fill_header(&mut response.header);
+                Ok(response)
+            }
+            answered => answered,
+        }
+    }
+
+    /// A keep-alive answered by this member's store (never forwarded).
+    pub(crate) async fn leader_keep_alive(
+        &self,
+        req: pb::LeaseKeepAliveRequest,
+    ) -> Result<pb::LeaseKeepAliveResponse, V3Error> {
+        let mut response = self.keyspace.lease_keep_alive(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// A TimeToLive answered by this member's store (never forwarded).
+    pub(crate) async fn leader_time_to_live(
+        &self,
+        req: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, V3Error> {
+        let mut response = self.keyspace.lease_time_to_live(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    /// The peer URL of the leader, when it is another member.
+    fn leader_peer_url(&self) -> Result<String, V3Error> {
+        let status = self.keyspace.consensus_status();
+        let not_leader = || V3Error::Kv(kvstore::KvError::NotLeader);
+        let leader = status.leader_id.ok_or_else(not_leader)?;
+        if leader == status.id {
+            return Err(not_leader());
+        }
+        status
+            .members
+            .iter()
+            .find(|member| member.id == leader)
+            .map(|member| member.peer_url.clone())
+            .ok_or_else(not_leader)
+    }
+
+    /// `Lease.LeaseLeases`.
+    pub async fn lease_leases(
+        &self,
+        req: pb::LeaseLeasesRequest,
+    ) -> Result<pb::LeaseLeasesResponse, V3Error> {
+        let mut response = self.keyspace.lease_leases(req).await?;
+        self.fill_header(&mut response.header);
+        Ok(response)
     }
 
     /// `Maintenance.Status`: this member's view, no read barrier.
@@ -215,6 +325,81 @@ impl<K: Keyspace> pb::kv_server::Kv for V3<K> {
         _request: Request<pb::RangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
         Err(V3Error::Unimplemented("KV.RangeStream (not in etcd 3.4)").into())
+    }
+}
+
+/// Keep-alive answers waiting for the client to read them, per stream.
+const KEEP_ALIVE_STREAM_BUFFER: usize = 16;
+
+#[tonic::async_trait]
+impl<K: Keyspace> pb::lease_server::Lease for V3<K> {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        Ok(Response::new(
+            V3::lease_grant(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        Ok(Response::new(
+            V3::lease_revoke(self, request.into_inner()).await?,
+        ))
+    }
+
+    type LeaseKeepAliveStream = Unserved<pb::LeaseKeepAliveResponse>;
+
+    /// Answers each keep-alive in order; a failure other than an unknown
+    /// lease (which answers TTL 0) ends the stream with its status, as
+    /// etcd's server does (clients open a new stream and retry).
+    async fn lease_keep_alive(
+        &self,
+        request: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (sender, receiver) = tokio::sync::mpsc::channel(KEEP_ALIVE_STREAM_BUFFER);
+        let v3 = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = match incoming.message().await {
+                    Ok(Some(next)) => next,
+                    Ok(None) => return,
+                    Err(status) => {
+                        tracing::debug!(%status, "keep-alive stream ended by the client");
+                        return;
+                    }
+                };
+                let answer = V3::lease_keep_alive(&v3, next).await.map_err(Status::from);
+                let failed = answer.is_err();
+                if sender.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let stream = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        Ok(Response::new(
+            V3::lease_time_to_live(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn lease_leases(
+        &self,
+        request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        Ok(Response::new(
+            V3::lease_leases(self, request.into_inner()).await?,
+        ))
     }
 }
 

@@ -112,3 +112,30 @@ pub(crate) fn decode_section(reader: &mut Reader<'_>) -> Result<Keyspace, String
         alarms,
     ))
 }
+
+/// Appends the lease section: `lease_count u64 LE`, then per lease by
+/// ascending id `id i64 LE, ttl_s i64 LE`. Attachments are not written: a
+/// restore derives them from the live records' `lease`.
+pub(crate) fn encode_leases(keyspace: &Keyspace, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(keyspace.leases.len() as u64).to_le_bytes());
+    for (id, entry) in &keyspace.leases {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&entry.ttl_s.to_le_bytes());
+    }
+}
+
+/// Decodes a lease section as `(id, ttl_s)` pairs, refusing unordered or
+/// duplicate ids; consumes exactly it.
+pub(crate) fn decode_leases(reader: &mut Reader<'_>) -> Result<Vec<(i64, i64)>, String> {
+    let count = reader.u64()?;
+    let mut leases: Vec<(i64, i64)> = Vec::new();
+    for entry in 0..count {
+        let id = reader.i64()?;
+        let ttl_s = reader.i64()?;
+        if leases.last().is_some_and(|(previous, _)| *previous >= id) {
+            return Err(format!("lease {entry}: ids not in increasing order"));
+        }
+        leases.push((id, ttl_s));
+    }
+    Ok(leases)
+}

@@ -18,6 +18,7 @@
 //!   in `history`).
 
 mod codec;
+mod lease;
 mod range;
 mod txn;
 
@@ -29,7 +30,8 @@ use etcdproto::mvccpb::KeyValue;
 
 use crate::error::KvError;
 
-pub(crate) use codec::{decode_section, encode_section};
+pub(crate) use codec::{decode_leases, decode_section, encode_leases, encode_section};
+pub use lease::{LeaseInfo, MAX_LEASE_TTL_S};
 pub(crate) use range::check_range;
 pub(crate) use txn::{check_delete, check_put, txn_has_put};
 pub use txn::{check_txn_request, is_txn_read_only};
@@ -95,12 +97,6 @@ impl Record {
 pub(crate) type History = imbl::OrdMap<(Bytes, Revision), Record>;
 pub(crate) type Live = imbl::OrdMap<Bytes, Revision>;
 
-/// Whether a put may attach `lease`: only "no lease" (0), as no lease can be
-/// granted yet, so every other id is unknown.
-pub(crate) fn lease_exists(lease: i64) -> bool {
-    lease == 0
-}
-
 /// The alarm types of etcd's `AlarmType`.
 fn known_alarm(alarm: i32) -> bool {
     alarm == pb::AlarmType::Nospace as i32 || alarm == pb::AlarmType::Corrupt as i32
@@ -132,6 +128,8 @@ pub struct Keyspace {
     live: Live,
     alarms: imbl::OrdSet<(u64, i32)>,
     retained_bytes: u64,
+    /// Granted leases and their attached keys (see `lease.rs`).
+    leases: lease::Leases,
 }
 
 impl Default for Keyspace {
@@ -182,6 +180,7 @@ impl Keyspace {
             live: Live::new(),
             alarms: imbl::OrdSet::new(),
             retained_bytes: 0,
+            leases: lease::Leases::new(),
         }
     }
 
@@ -382,7 +381,7 @@ impl Keyspace {
         if self.no_space() {
             return Err(KvError::NoSpace);
         }
-        if !lease_exists(request.lease) {
+        if !self.lease_exists(request.lease) {
             return Err(KvError::LeaseNotFound);
         }
         let mut writer = Writer::begin(self);
@@ -553,6 +552,7 @@ impl Keyspace {
             live,
             alarms,
             retained_bytes,
+            leases: lease::Leases::new(),
         }
     }
 }
@@ -611,7 +611,7 @@ impl<'a> Writer<'a> {
         if (request.ignore_value || request.ignore_lease) && previous.is_none() {
             return Err(KvError::KeyNotFound);
         }
-        if !request.ignore_lease && !lease_exists(request.lease) {
+        if !request.ignore_lease && !self.keyspace.lease_exists(request.lease) {
             return Err(KvError::LeaseNotFound);
         }
         let key = match live {
@@ -640,6 +640,8 @@ impl<'a> Writer<'a> {
         self.keyspace.retained_bytes += (key.len() + record.value.len()) as u64;
         self.keyspace.history.insert((key.clone(), rev), record);
         self.keyspace.live.insert(key.clone(), rev);
+        let previous_lease = previous.as_ref().map_or(0, |(_, record)| record.lease);
+        self.keyspace.reattach(&key, previous_lease, lease);
         let prev_kv = match previous {
             Some((modified, record)) if request.prev_kv => {
                 Some(record.key_value(&request.key, modified))
@@ -652,25 +654,36 @@ impl<'a> Writer<'a> {
         })
     }
 
-    /// A delete-range inside this txn: one change per deleted key, in key order.
-    pub(crate) fn delete_range(
-        &mut self,
-        request: &pb::DeleteRangeRequest,
-    ) -> pb::DeleteRangeResponse {
-        let span = Span::of(&request.key, &request.range_end);
+    /// Deletes every key of `span` that exists at head (one change each, in
+    /// key order, detached from its lease); answers what was deleted.
+    pub(crate) fn delete_span(&mut self, span: Span<'_>) -> Vec<(Bytes, Revision, Record)> {
         let doomed = self.keyspace.visible(span, self.keyspace.revision);
-        let mut prev_kvs = Vec::new();
-        for (key, modified, record) in &doomed {
+        for (key, _, record) in &doomed {
             let rev = self.next_revision();
             self.keyspace.retained_bytes += key.len() as u64;
             self.keyspace
                 .history
                 .insert((key.clone(), rev), Record::tombstone());
             self.keyspace.live.remove(key);
-            if request.prev_kv {
-                prev_kvs.push(record.key_value(key, *modified));
-            }
+            self.keyspace.reattach(key, record.lease, 0);
         }
+        doomed
+    }
+
+    /// A delete-range inside this txn: one change per deleted key, in key order.
+    pub(crate) fn delete_range(
+        &mut self,
+        request: &pb::DeleteRangeRequest,
+    ) -> pb::DeleteRangeResponse {
+        let doomed = self.delete_span(Span::of(&request.key, &request.range_end));
+        let prev_kvs = if request.prev_kv {
+            doomed
+                .iter()
+                .map(|(key, modified, record)| record.key_value(key, *modified))
+                .collect()
+        } else {
+            Vec::new()
+        };
         pb::DeleteRangeResponse {
             header: Keyspace::header(self.revision()),
             deleted: doomed.len() as i64,

@@ -294,7 +294,7 @@ fn check_path(
                 {
                     return Err(KvError::KeyNotFound);
                 }
-                if !super::lease_exists(put.lease) {
+                if !keyspace.lease_exists(put.lease) {
                     return Err(KvError::LeaseNotFound);
                 }
             }
