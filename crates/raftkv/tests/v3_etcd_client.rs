@@ -258,10 +258,6 @@ fn the_etcd_client_crate_works_against_a_cluster() {
             .await
             .expect("alarm list");
         assert!(alarms.alarms().is_empty());
-
-        // The Lease service is not served yet: a clear Unimplemented, not a hang.
-        let (code, _) = grpc_code(client.lease_grant(60, None).await.expect_err("lease grant"));
-        assert_eq!(code, tonic::Code::Unimplemented);
     });
 }
 
