@@ -30,11 +30,13 @@ Tasks:
         Throughput and latency of a 3-node cluster under our own load
         generator, with lost-write counts; --peers runs raftexample, etcd
         and openraft the same way. See docs/bench.md.
-  sim [--seeds N] [--seed S] [--nodes N] [--steps N] [--help]
+  sim [--seeds N] [--seed S] [--nodes N] [--steps N] [--faults MIX]
+        [--plant BUG] [--help]
         Deterministic simulation: real raftnode nodes on a simulated disk,
-        network and clock, one thread, one seed each; checks Raft's safety
-        invariants after every turn. A failure names its seed, which
-        replays it exactly.
+        network and clock, one thread, one seed each, under network, disk
+        and membership faults; checks Raft's safety invariants after every
+        turn. A failure prints the command that replays its seed exactly.
+        See docs/simulation.md.
 ";
 
 fn main() -> ExitCode {

@@ -29,6 +29,10 @@
 //!
 //! raft-rs draws its randomized election timeout from a thread RNG;
 //! [`NodeConfig::election_ticks_pinned`] pins it so runs repeat.
+//! [`sim`] is that simulation: a seeded cluster of [`DrivenNode`]s under
+//! network, disk and membership faults, with Raft's invariants checked
+//! after every turn (`cargo xtask sim` runs it for many seeds). With the
+//! `planted-bugs` feature, [`PlantedBug`]s can be switched on for it.
 //!
 //! # What it does not own
 //! The state machine (the layer above implements [`StateMachine`]), the

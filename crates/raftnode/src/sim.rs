@@ -59,7 +59,8 @@ use crate::{
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SimOptions {
-    /// Initial cluster size (at least 1; membership changes need 3).
+    /// Initial cluster size (at least 1). Below 3 there are no membership
+    /// changes, bit flips or torn writes (a removal could not be undone).
     pub nodes: u64,
     /// Steps of the faulty phase (each step: deliveries, maybe a proposal,
     /// one turn per live node); the calm phase adds `calm_steps`.
@@ -449,15 +450,19 @@ fn disk_seed(seed: u64, id: u64, disks: u64) -> u64 {
 }
 
 impl Sim {
-    fn new(seed: u64, options: SimOptions) -> Result<Sim, SimError> {
+    fn new(seed: u64, mut options: SimOptions) -> Result<Sim, SimError> {
         let nodes = (1..=options.nodes.max(1))
             .map(|id| SimNode::new(id, seed))
             .collect();
-        let mut budget = options.faults;
         if options.nodes < 3 {
-            // Removing one of two leaves no quorum to add it back.
-            budget.membership_changes = 0;
+            // Removing one of two leaves no quorum to add it back, so
+            // neither membership changes nor the damage only a removal
+            // repairs (a flipped bit, a write torn out of order).
+            options.faults.membership_changes = 0;
+            options.faults.bit_flips = 0;
+            options.faults.torn_writes = false;
         }
+        let budget = options.faults;
         let mut sim = Sim {
             seed,
             options,

@@ -124,15 +124,22 @@ fn ci_seeds() -> std::ops::Range<u64> {
     }
 }
 
+/// The CI range with three nodes, and its first tenth with five.
 #[test]
 fn the_ci_seed_range_keeps_every_invariant_under_every_fault() {
-    let options = SimOptions::default();
     let mut failures = Vec::new();
-    for seed in ci_seeds() {
-        if let Err(e) = run(seed, &options) {
-            failures.push(format!(
-                "{e}\n  replay: cargo xtask sim --seed {seed} --seeds 1"
-            ));
+    let five_nodes_end = ci_seeds().end / 10;
+    for (nodes, seeds) in [(3, ci_seeds()), (5, 0..five_nodes_end)] {
+        let options = SimOptions {
+            nodes,
+            ..SimOptions::default()
+        };
+        for seed in seeds {
+            if let Err(e) = run(seed, &options) {
+                failures.push(format!(
+                    "{e}\n  replay: cargo xtask sim --seed {seed} --seeds 1 --nodes {nodes}"
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -141,6 +148,7 @@ fn the_ci_seed_range_keeps_every_invariant_under_every_fault() {
 /// One seed from the clock each run, printed, so that CI explores beyond
 /// the fixed range; a failure names the seed that replays it.
 #[test]
+#[allow(clippy::print_stdout)] // The seed is this test's output.
 fn a_random_seed_keeps_every_invariant() {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -20,6 +20,9 @@
 //!   directory entries (creations, renames, removals), and whose syncs can be made to fail:
 //!   the real recovery code runs on it (`tests/t70_simfs.rs`, and the crash matrix runs on
 //!   both file systems).
+//! - Planted bugs ([`plant`], feature `planted-bugs`): deliberate mistakes (no fsync, a
+//!   corrupt last record taken as torn, an unsynced received-snapshot marker) a simulation
+//!   switches on for its own thread to prove that it catches them. Off, and inert, otherwise.
 //!
 //! # What it does not own
 //! It knows nothing of Raft or protobuf (**architecture invariant**: only raftnode imports
