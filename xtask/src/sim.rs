@@ -1,14 +1,18 @@
 //! `cargo xtask sim [options]`: runs `raftnode::sim` (real nodes on a
 //! simulated disk, network and clock, on one thread) for many seeds, with a
 //! progress line and a summary; a violation prints the one-line command
-//! that replays its seed exactly.
+//! that replays its seed exactly, and the first failing seeds' traces are
+//! written as JSON under `target/sim/`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use raftnode::sim::{run as run_seed, Faults, SimOptions, SimOutcome, FAULT_KINDS, FAULT_MIXES};
+use raftnode::sim::{
+    run as run_seed, run_traced, trace_json, Faults, SimOptions, SimOutcome, FAULT_KINDS,
+    FAULT_MIXES,
+};
 use raftnode::PlantedBug;
 
 /// The task's help text.
@@ -107,9 +111,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
         "{}",
         totals.summary(plan.seeds, started.elapsed().as_secs_f64())
     );
-    for (seed, failure) in &totals.failures {
+    for (n, (seed, failure)) in totals.failures.iter().enumerate() {
         println!("FAILED {failure}");
         println!("  replay: {}", replay_command(&plan, *seed));
+        if n < TRACES_WRITTEN_MAX {
+            match write_trace(*seed, &plan.options) {
+                Ok(path) => println!("  trace: {path}"),
+                Err(e) => println!("  trace: not written: {e}"),
+            }
+        }
     }
     if totals.failures.is_empty() {
         Ok(())
@@ -120,6 +130,22 @@ pub fn run(args: &[String]) -> Result<(), String> {
             plan.seeds
         ))
     }
+}
+
+/// Failing seeds whose trace is written (the first ones).
+const TRACES_WRITTEN_MAX: usize = 5;
+
+/// Replays `seed` recording its events and writes them as JSON to
+/// `<target>/sim/seed-<seed>.json`; returns the path.
+fn write_trace(seed: u64, options: &SimOptions) -> Result<String, String> {
+    let (result, events) = catch_unwind(AssertUnwindSafe(|| run_traced(seed, options)))
+        .map_err(|panic| format!("the replay panicked: {}", panic_text(&panic)))?;
+    let dir = testcluster::target_dir().join("sim");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let path = dir.join(format!("seed-{seed}.json"));
+    std::fs::write(&path, trace_json(seed, result.as_ref().err(), &events))
+        .map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(path.display().to_string())
 }
 
 /// The one-line command that runs `seed` alone with the plan's options.

@@ -163,55 +163,211 @@ const DISRUPTION_GAP_STEPS: u64 = 10;
 
 /// Runs one seeded simulation (see the module docs).
 pub fn run(seed: u64, options: &SimOptions) -> Result<SimOutcome, SimError> {
+    run_recording(seed, options, false).0
+}
+
+/// [`run`], recording every event of the trace as well (slower; for
+/// replaying a failed seed). The same seed gives the same events.
+pub fn run_traced(
+    seed: u64,
+    options: &SimOptions,
+) -> (Result<SimOutcome, SimError>, Vec<TraceEvent>) {
+    let (result, events) = run_recording(seed, options, true);
+    (result, events.unwrap_or_default())
+}
+
+fn run_recording(
+    seed: u64,
+    options: &SimOptions,
+    record: bool,
+) -> (Result<SimOutcome, SimError>, Option<Vec<TraceEvent>>) {
     if let Err(e) = wal::plant::set(options.plant) {
-        return Err(SimError {
+        let error = SimError {
             seed,
             step: 0,
             reason: e.into(),
-        });
+        };
+        return (Err(error), None);
     }
-    let result = run_planted(seed, options);
+    let mut sim = match Sim::new(seed, *options, record) {
+        Ok(sim) => sim,
+        Err(e) => {
+            let _ = wal::plant::set(None);
+            return (Err(e), None);
+        }
+    };
+    let result = run_planted(&mut sim, options);
     let _ = wal::plant::set(None);
-    result
+    (result, sim.trace.events.take())
 }
 
-fn run_planted(seed: u64, options: &SimOptions) -> Result<SimOutcome, SimError> {
-    let mut sim = Sim::new(seed, *options)?;
+fn run_planted(sim: &mut Sim, options: &SimOptions) -> Result<SimOutcome, SimError> {
     for step in 0..options.steps {
         sim.step = step;
+        sim.trace.step = step;
         sim.run_step(false)?;
     }
     for step in options.steps..options.steps + options.calm_steps {
         sim.step = step;
+        sim.trace.step = step;
         sim.run_step(true)?;
     }
     sim.check_converged()?;
-    sim.outcome.trace_hash = sim.trace.0;
+    sim.outcome.trace_hash = sim.trace.hash;
     sim.outcome.simulated_ms = sim.nodes.iter().map(|n| n.clock_ms).max().unwrap_or(0);
-    Ok(sim.outcome)
+    Ok(sim.outcome.clone())
+}
+
+/// One event of a recorded trace (see [`run_traced`]): the step it
+/// happened in, what it was, and its numbers in the order the kind lists
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// The step of the run.
+    pub step: u64,
+    /// What happened (see [`TRACE_KINDS`]).
+    pub kind: &'static str,
+    /// The event's numbers, named by [`TRACE_KINDS`].
+    pub fields: Vec<u64>,
+    /// Bytes of message or proposal hashed with the event.
+    pub payload_bytes: usize,
+}
+
+/// Every kind of trace event, its code in the hash and the names of its
+/// fields.
+pub const TRACE_KINDS: [(u64, &str, &[&str]); 16] = [
+    (1, "open", &["node", "incarnation"]),
+    (2, "crash", &["node"]),
+    (3, "deliver", &["to"]),
+    (
+        4,
+        "status",
+        &["node", "term", "role", "commit", "applied", "last"],
+    ),
+    (5, "propose", &["slot", "accepted"]),
+    (6, "snapshot_report", &["from", "to", "delivered"]),
+    (7, "partition", &["node", "outbound", "inbound", "heal_at"]),
+    (8, "heal", &["node"]),
+    (9, "slow_disk", &["node", "until"]),
+    (10, "membership_change", &["remove", "add"]),
+    (11, "restart_refused", &["node"]),
+    (12, "bit_flip", &["node", "offset", "bit"]),
+    (13, "membership_step", &["done"]),
+    (14, "removed", &["node"]),
+    (15, "added", &["node"]),
+    (16, "sync_failure_armed", &["node", "after"]),
+];
+
+fn trace_kind(code: u64) -> &'static str {
+    TRACE_KINDS
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or("unknown", |(_, name, _)| *name)
 }
 
 /// FNV-1a over the trace's bytes: a fixed algorithm, so a hash printed by
-/// one build can be compared with another's.
-struct Trace(u64);
+/// one build can be compared with another's. Recording the events as well
+/// is for replays ([`run_traced`]): a plain run keeps only the hash.
+struct Trace {
+    hash: u64,
+    step: u64,
+    events: Option<Vec<TraceEvent>>,
+}
 
 impl Trace {
-    fn new() -> Trace {
-        Trace(0xCBF2_9CE4_8422_2325)
-    }
-
-    fn bytes(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01B3);
+    fn new(record: bool) -> Trace {
+        Trace {
+            hash: 0xCBF2_9CE4_8422_2325,
+            step: 0,
+            events: record.then(Vec::new),
         }
     }
 
+    fn hash_bytes(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.hash ^= u64::from(*b);
+            self.hash = self.hash.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+
+    /// Payload bytes of the event just recorded by [`Self::words`].
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.hash_bytes(bytes);
+        if let Some(last) = self.events.as_mut().and_then(|events| events.last_mut()) {
+            last.payload_bytes += bytes.len();
+        }
+    }
+
+    /// One event: its kind's code, then its fields.
     fn words(&mut self, words: &[u64]) {
         for w in words {
-            self.bytes(&w.to_le_bytes());
+            self.hash_bytes(&w.to_le_bytes());
+        }
+        if let (Some(events), Some((code, fields))) = (self.events.as_mut(), words.split_first()) {
+            events.push(TraceEvent {
+                step: self.step,
+                kind: trace_kind(*code),
+                fields: fields.to_vec(),
+                payload_bytes: 0,
+            });
         }
     }
+}
+
+/// A recorded trace as JSON: the seed, the error if the run failed, and
+/// every event with its fields named.
+pub fn trace_json(seed: u64, error: Option<&SimError>, events: &[TraceEvent]) -> String {
+    let mut out = format!("{{\n  \"seed\": {seed},\n  \"error\": ");
+    match error {
+        Some(e) => {
+            out.push_str(&format!(
+                "{{\"step\": {}, \"reason\": {}}}",
+                e.step,
+                json_string(&e.reason)
+            ));
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(",\n  \"events\": [");
+    for (n, event) in events.iter().enumerate() {
+        out.push_str(if n == 0 { "\n    " } else { ",\n    " });
+        out.push_str(&format!(
+            "{{\"step\": {}, \"kind\": \"{}\"",
+            event.step, event.kind
+        ));
+        let names = TRACE_KINDS
+            .iter()
+            .find(|(_, name, _)| *name == event.kind)
+            .map(|(_, _, names)| *names)
+            .unwrap_or(&[]);
+        for (i, value) in event.fields.iter().enumerate() {
+            match names.get(i) {
+                Some(name) => out.push_str(&format!(", \"{name}\": {value}")),
+                None => out.push_str(&format!(", \"field{i}\": {value}")),
+            }
+        }
+        if event.payload_bytes > 0 {
+            out.push_str(&format!(", \"payload_bytes\": {}", event.payload_bytes));
+        }
+        out.push('}');
+    }
+    out.push_str("\n  ]\n}\n");
+    out
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Applied payloads as (index, payload), in order.
@@ -450,7 +606,7 @@ fn disk_seed(seed: u64, id: u64, disks: u64) -> u64 {
 }
 
 impl Sim {
-    fn new(seed: u64, mut options: SimOptions) -> Result<Sim, SimError> {
+    fn new(seed: u64, mut options: SimOptions, record: bool) -> Result<Sim, SimError> {
         let nodes = (1..=options.nodes.max(1))
             .map(|id| SimNode::new(id, seed))
             .collect();
@@ -476,7 +632,7 @@ impl Sim {
             disruption: None,
             quiet_until: 50,
             budget,
-            trace: Trace::new(),
+            trace: Trace::new(record),
             committed: HashMap::new(),
             outcome: SimOutcome::default(),
         };

@@ -7,7 +7,7 @@
 //! committed ≤ last index, terms never go backwards; at the end every
 //! member applied the same. Same seed, same trace.
 
-use raftnode::sim::{run, Faults, SimOptions, FAULT_MIXES};
+use raftnode::sim::{run, run_traced, trace_json, Faults, SimOptions, FAULT_MIXES, TRACE_KINDS};
 
 #[test]
 fn seeded_clusters_elect_commit_survive_crashes_and_keep_every_invariant() {
@@ -112,6 +112,70 @@ fn the_same_seed_gives_the_same_trace() {
         first.trace_hash, other.trace_hash,
         "different seeds, different runs"
     );
+}
+
+/// A replay that records its events is the same run (same hash, same
+/// outcome), and its JSON names every event and the failure.
+#[test]
+fn a_recorded_trace_is_the_same_run_and_its_json_names_every_event() {
+    let options = SimOptions {
+        steps: 400,
+        ..SimOptions::default()
+    };
+    let plain = run(7, &options).unwrap_or_else(|e| panic!("{e}"));
+    let (traced, events) = run_traced(7, &options);
+    assert_eq!(
+        traced.as_ref().ok(),
+        Some(&plain),
+        "recording changed the run"
+    );
+    for kind in ["open", "deliver", "status", "propose"] {
+        assert!(
+            events.iter().any(|e| e.kind == kind),
+            "no {kind} event among {} events",
+            events.len()
+        );
+    }
+    assert!(events.iter().all(|e| e.kind != "unknown"));
+    assert!(
+        events.windows(2).all(|w| w[0].step <= w[1].step),
+        "steps in order"
+    );
+    for event in &events {
+        let (_, _, names) = TRACE_KINDS
+            .iter()
+            .find(|(_, name, _)| *name == event.kind)
+            .expect("a listed kind");
+        assert_eq!(event.fields.len(), names.len(), "{event:?}");
+    }
+    let json = trace_json(7, None, &events);
+    assert!(json.contains("\"error\": null"));
+    assert_eq!(json.matches("\"kind\": ").count(), events.len());
+    assert!(json.contains("\"kind\": \"status\", \"node\": "));
+
+    // A failing run: the error is in the JSON, with its step.
+    let broken = SimOptions {
+        plant: Some(raftnode::PlantedBug::SkipFsync),
+        ..SimOptions::default()
+    };
+    let failing = ci_seeds()
+        .find_map(|seed| {
+            let (result, events) = std::panic::catch_unwind(|| run_traced(seed, &broken)).ok()?;
+            let error = result.err()?;
+            Some((seed, error, events))
+        })
+        .expect("a planted bug fails some seed");
+    let (seed, error, events) = failing;
+    let json = trace_json(seed, Some(&error), &events);
+    assert!(
+        json.contains(&format!(
+            "\"error\": {{\"step\": {}, \"reason\": \"",
+            error.step
+        )),
+        "{}",
+        &json[..json.len().min(300)]
+    );
+    assert!(events.last().is_some_and(|e| e.step <= error.step));
 }
 
 /// The seeds CI runs: the default (all faults) mix. About 20 s in release on
