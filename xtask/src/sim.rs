@@ -98,11 +98,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
             ),
         }
         eprint!(
-            "\r{}/{} seeds, {} failed, {:.1}s",
-            k + 1,
-            plan.seeds,
-            totals.failures.len(),
-            started.elapsed().as_secs_f64()
+            "\r{}",
+            progress_bar(
+                k + 1,
+                plan.seeds,
+                totals.failures.len(),
+                started.elapsed().as_secs_f64()
+            )
         );
         let _ = std::io::stderr().flush();
     }
@@ -130,6 +132,21 @@ pub fn run(args: &[String]) -> Result<(), String> {
             plan.seeds
         ))
     }
+}
+
+/// Width of the progress bar, in characters.
+const PROGRESS_BAR_CHARS: u64 = 30;
+
+/// `[#########.....] 120/300 seeds, 0 failed, 3.1 s, about 4.6 s left`.
+fn progress_bar(done: u64, total: u64, failed: usize, elapsed_s: f64) -> String {
+    let total = total.max(1);
+    let filled = (done.min(total) * PROGRESS_BAR_CHARS / total) as usize;
+    let left_s = elapsed_s / done.max(1) as f64 * total.saturating_sub(done) as f64;
+    format!(
+        "[{}{}] {done}/{total} seeds, {failed} failed, {elapsed_s:.1} s, about {left_s:.1} s left ",
+        "#".repeat(filled),
+        ".".repeat(PROGRESS_BAR_CHARS as usize - filled),
+    )
 }
 
 /// Failing seeds whose trace is written (the first ones).
@@ -354,6 +371,27 @@ mod tests {
             }
         );
         assert_eq!(plan.options.plant, Some(PlantedBug::SkipFsync));
+    }
+
+    #[test]
+    fn the_progress_bar_fills_with_the_seeds_done() {
+        let start = progress_bar(0, 300, 0, 0.0);
+        assert!(
+            start.starts_with(&format!("[{}]", ".".repeat(30))),
+            "{start}"
+        );
+        let half = progress_bar(150, 300, 2, 3.0);
+        assert!(
+            half.starts_with(&format!("[{}{}]", "#".repeat(15), ".".repeat(15))),
+            "{half}"
+        );
+        assert!(
+            half.contains("150/300 seeds, 2 failed, 3.0 s, about 3.0 s left"),
+            "{half}"
+        );
+        let done = progress_bar(300, 300, 0, 6.0);
+        assert!(done.starts_with(&format!("[{}]", "#".repeat(30))), "{done}");
+        assert!(done.contains("about 0.0 s left"), "{done}");
     }
 
     #[test]
