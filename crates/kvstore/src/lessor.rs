@@ -205,7 +205,7 @@ impl Lessor {
         Renewal::Renewed { ttl_s }
     }
 
-    /// Seconds left of lease `id` (granted `ttl_s`), rounded up and clamped
+    /// Seconds left of lease `id` (granted `ttl_s`), truncated and clamped
     /// to `[0, ttl_s]`; a lessor that is not primary answers `ttl_s`.
     pub fn remaining_s(&self, id: i64, ttl_s: i64, now: Duration) -> i64 {
         let Some(deadline) = self
