@@ -182,14 +182,20 @@ impl Lessor {
         }
     }
 
-    /// Like [`Lessor::sync`] for just-granted leases only (nothing dropped).
-    pub fn sync_one(&mut self, now: Duration, leases: &[(i64, i64)]) {
+    /// Lease `id` was just granted (or granted again after a revoke): its
+    /// deadline is `now + TTL`, whatever an earlier lease of that id had.
+    pub fn granted(&mut self, id: i64, ttl_s: i64, now: Duration) {
         if self.primary_term.is_none() {
             return;
         }
-        for &(id, ttl_s) in leases {
-            self.deadlines.entry(id).or_insert(now + ttl(ttl_s));
-        }
+        self.revoking.remove(&id);
+        self.deadlines.insert(id, now + ttl(ttl_s));
+    }
+
+    /// Lease `id` was revoked: its deadline goes.
+    pub fn revoked(&mut self, id: i64) {
+        self.revoking.remove(&id);
+        self.deadlines.remove(&id);
     }
 
     /// A keep-alive of lease `id` (granted TTL `ttl_s`) at `now`.
@@ -287,6 +293,16 @@ mod tests {
         assert_eq!(lessor.remaining_s(1, 5, 6 * S), 3);
         assert_eq!(lessor.renew(1, 5, 9 * S), Renewal::Expired);
         assert_eq!(lessor.remaining_s(1, 5, 9 * S), 0);
+    }
+
+    #[test]
+    fn a_lease_granted_again_gets_a_fresh_deadline() {
+        let mut lessor = Lessor::new(S, 10);
+        lessor.promote(1, Duration::ZERO, &[(1, 5)]);
+        lessor.revoked(1);
+        lessor.granted(1, 100, 3 * S);
+        assert_eq!(lessor.remaining_s(1, 100, 3 * S), 100);
+        assert!(lessor.due(50 * S).is_empty());
     }
 
     #[test]
