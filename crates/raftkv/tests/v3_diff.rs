@@ -769,7 +769,8 @@ enum LeaseOp {
 }
 
 /// What a server answered to a lease request, normalised: headers
-/// stripped, lease lists sorted (etcd answers in map order), a remaining
+/// stripped, lease lists sorted (etcd answers in map order) with
+/// server-chosen ids as 0, attached keys sorted, a remaining
 /// TTL within 60 s of the granted one read as the granted one (the two
 /// servers' clocks run apart by the time between the two requests).
 #[derive(Debug, Clone, PartialEq)]
@@ -886,6 +887,8 @@ async fn send_lease(clients: &mut LeaseClients, op: &LeaseOp) -> LeaseOutcome {
                 {
                     response.ttl = response.granted_ttl;
                 }
+                // etcd lists attached keys in map order; raftkv in key order.
+                response.keys.sort_unstable();
                 LeaseOutcome::TimeToLive(response)
             }
             Err(status) => failed(status),
@@ -896,7 +899,8 @@ async fn send_lease(clients: &mut LeaseClients, op: &LeaseOp) -> LeaseOutcome {
                     .into_inner()
                     .leases
                     .iter()
-                    .map(|lease| lease.id)
+                    // Ids the servers chose differ: only their number counts.
+                    .map(|lease| if lease.id > LEASE_IDS { 0 } else { lease.id })
                     .collect();
                 ids.sort_unstable();
                 LeaseOutcome::Leases(ids)
