@@ -252,6 +252,23 @@ impl Lessor {
     }
 }
 
+/// Runs the leader's expiry check every [`EXPIRY_CHECK_INTERVAL`] until the
+/// returned task is aborted or the node stops.
+pub fn spawn(store: crate::KvStore) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            match store.expire_leases().await {
+                Ok(_) => {}
+                Err(crate::KvError::Stopped) => return,
+                Err(error) => tracing::debug!(%error, "lease expiry check skipped"),
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,21 +332,4 @@ mod tests {
         lessor.sync(10 * S, &[(7, 3)]);
         assert_eq!(lessor.deadlines.len(), 1, "revoked leases are forgotten");
     }
-}
-
-/// Runs the leader's expiry check every [`EXPIRY_CHECK_INTERVAL`] until the
-/// returned task is aborted or the node stops.
-pub fn spawn(store: crate::KvStore) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            match store.expire_leases().await {
-                Ok(_) => {}
-                Err(crate::KvError::Stopped) => return,
-                Err(error) => tracing::debug!(%error, "lease expiry check skipped"),
-            }
-        }
-    })
 }
