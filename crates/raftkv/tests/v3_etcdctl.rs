@@ -352,6 +352,15 @@ fn without_id(run: &Run, id: &str) -> Run {
 }
 
 impl Pair {
+    /// `etcdctl lease grant <ttl_s>` on etcd, then on raftkv.
+    fn grant(&self, ttl_s: &str) -> (Run, Run) {
+        let args = ["lease", "grant", ttl_s];
+        let etcd = etcdctl(&self.etcdctl, &self.etcd.client_url, &args, None);
+        let raftkv = etcdctl(&self.etcdctl, &self.raftkv_url, &args, None);
+        assert!(etcd.success && raftkv.success, "{etcd:?} {raftkv:?}");
+        (etcd, raftkv)
+    }
+
     /// Runs `args(id)` on both, with each server's own lease id; the outputs
     /// must match with the ids (and remaining seconds) masked.
     fn same_lease(&self, ids: (&str, &str), args: &[&str]) -> Run {
@@ -388,19 +397,7 @@ fn etcdctl_lease_commands_match_etcd() {
     let Some(pair) = Pair::start_on("etcdctl_lease_commands_match_etcd", Member::Follower) else {
         return;
     };
-    let etcd_grant = etcdctl(
-        &pair.etcdctl,
-        &pair.etcd.client_url,
-        &["lease", "grant", "600"],
-        None,
-    );
-    let raftkv_grant = etcdctl(
-        &pair.etcdctl,
-        &pair.raftkv_url,
-        &["lease", "grant", "600"],
-        None,
-    );
-    assert!(raftkv_grant.success, "{raftkv_grant:?}");
+    let (etcd_grant, raftkv_grant) = pair.grant("600");
     let ids_owned = (granted_id(&etcd_grant), granted_id(&raftkv_grant));
     let ids = (ids_owned.0.as_str(), ids_owned.1.as_str());
     assert_eq!(
@@ -462,18 +459,7 @@ fn etcdctl_lease_commands_match_etcd() {
 
     // Expiry: a 2 s lease (the minimum of etcd's default configuration)
     // and its key vanish once nobody keeps it alive.
-    let etcd_short = etcdctl(
-        &pair.etcdctl,
-        &pair.etcd.client_url,
-        &["lease", "grant", "2"],
-        None,
-    );
-    let raftkv_short = etcdctl(
-        &pair.etcdctl,
-        &pair.raftkv_url,
-        &["lease", "grant", "2"],
-        None,
-    );
+    let (etcd_short, raftkv_short) = pair.grant("2");
     let short_owned = (granted_id(&etcd_short), granted_id(&raftkv_short));
     let short = (short_owned.0.as_str(), short_owned.1.as_str());
     pair.same_lease(short, &["put", "--lease={id}", "ephemeral", "e"]);
