@@ -182,14 +182,20 @@ impl Lessor {
         }
     }
 
-    /// Like [`Lessor::sync`] for just-granted leases only (nothing dropped).
-    pub fn sync_one(&mut self, now: Duration, leases: &[(i64, i64)]) {
+    /// Lease `id` was just granted (or granted again after a revoke): its
+    /// deadline is `now + TTL`, whatever an earlier lease of that id had.
+    pub fn granted(&mut self, id: i64, ttl_s: i64, now: Duration) {
         if self.primary_term.is_none() {
             return;
         }
-        for &(id, ttl_s) in leases {
-            self.deadlines.entry(id).or_insert(now + ttl(ttl_s));
-        }
+        self.revoking.remove(&id);
+        self.deadlines.insert(id, now + ttl(ttl_s));
+    }
+
+    /// Lease `id` was revoked: its deadline goes.
+    pub fn revoked(&mut self, id: i64) {
+        self.revoking.remove(&id);
+        self.deadlines.remove(&id);
     }
 
     /// A keep-alive of lease `id` (granted TTL `ttl_s`) at `now`.
@@ -205,7 +211,7 @@ impl Lessor {
         Renewal::Renewed { ttl_s }
     }
 
-    /// Seconds left of lease `id` (granted `ttl_s`), rounded up and clamped
+    /// Seconds left of lease `id` (granted `ttl_s`), truncated and clamped
     /// to `[0, ttl_s]`; a lessor that is not primary answers `ttl_s`.
     pub fn remaining_s(&self, id: i64, ttl_s: i64, now: Duration) -> i64 {
         let Some(deadline) = self
@@ -244,6 +250,23 @@ impl Lessor {
     pub fn revoke_failed(&mut self, id: i64) {
         self.revoking.remove(&id);
     }
+}
+
+/// Runs the leader's expiry check every [`EXPIRY_CHECK_INTERVAL`] until the
+/// returned task is aborted or the node stops.
+pub fn spawn(store: crate::KvStore) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            match store.expire_leases().await {
+                Ok(_) => {}
+                Err(crate::KvError::Stopped) => return,
+                Err(error) => tracing::debug!(%error, "lease expiry check skipped"),
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -290,6 +313,16 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_granted_again_gets_a_fresh_deadline() {
+        let mut lessor = Lessor::new(S, 10);
+        lessor.promote(1, Duration::ZERO, &[(1, 5)]);
+        lessor.revoked(1);
+        lessor.granted(1, 100, 3 * S);
+        assert_eq!(lessor.remaining_s(1, 100, 3 * S), 100);
+        assert!(lessor.due(50 * S).is_empty());
+    }
+
+    #[test]
     fn due_is_rate_limited_and_earliest_first() {
         let mut lessor = Lessor::new(S, 2);
         lessor.promote(1, Duration::ZERO, &[]);
@@ -299,21 +332,4 @@ mod tests {
         lessor.sync(10 * S, &[(7, 3)]);
         assert_eq!(lessor.deadlines.len(), 1, "revoked leases are forgotten");
     }
-}
-
-/// Runs the leader's expiry check every [`EXPIRY_CHECK_INTERVAL`] until the
-/// returned task is aborted or the node stops.
-pub fn spawn(store: crate::KvStore) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            match store.expire_leases().await {
-                Ok(_) => {}
-                Err(crate::KvError::Stopped) => return,
-                Err(error) => tracing::debug!(%error, "lease expiry check skipped"),
-            }
-        }
-    })
 }

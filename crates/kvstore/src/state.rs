@@ -43,7 +43,26 @@ pub(crate) struct Shared {
     pub(crate) keyspace: RwLock<Keyspace>,
     applied_index: AtomicU64,
     waiters: Mutex<WaiterTable>,
+    /// Lease grants and revokes applied since the request side's lessor
+    /// last looked (apply reads no clock: the lessor turns these into
+    /// deadlines when it next runs).
+    lease_changes: Mutex<Vec<LeaseChange>>,
 }
+
+/// A change of the granted leases, as apply saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseChange {
+    /// Lease `id` was granted with `ttl_s`.
+    Granted { id: i64, ttl_s: i64 },
+    /// Lease `id` was revoked.
+    Revoked { id: i64 },
+    /// A snapshot replaced every lease.
+    Restored,
+}
+
+/// Changes kept at most while nobody drains them; past it the oldest are
+/// replaced by one `Restored` (a full re-sync).
+const MAX_PENDING_LEASE_CHANGES: usize = 4096;
 
 /// Writes of this incarnation waiting for their apply, by request sequence.
 struct WaiterTable {
@@ -66,7 +85,22 @@ impl Shared {
                 stopped: false,
                 by_seq: BTreeMap::new(),
             }),
+            lease_changes: Mutex::new(Vec::new()),
         }
+    }
+
+    fn lease_changed(&self, change: LeaseChange) {
+        let mut changes = self.lease_changes.lock();
+        if changes.len() >= MAX_PENDING_LEASE_CHANGES {
+            changes.clear();
+            changes.push(LeaseChange::Restored);
+        }
+        changes.push(change);
+    }
+
+    /// Takes the lease changes applied since the last call.
+    pub(crate) fn take_lease_changes(&self) -> Vec<LeaseChange> {
+        std::mem::take(&mut *self.lease_changes.lock())
     }
 
     pub(crate) fn applied_index(&self) -> u64 {
@@ -210,10 +244,21 @@ impl KvStateMachine {
                 }
             }
         }
+        let lease_change = match &op {
+            Op::LeaseGrant(request) => Some(LeaseChange::Granted {
+                id: request.id,
+                ttl_s: request.ttl,
+            }),
+            Op::LeaseRevoke(request) => Some(LeaseChange::Revoked { id: request.id }),
+            _ => None,
+        };
         let applied = {
             let mut keyspace = self.shared.keyspace.write();
             apply_op(&mut keyspace, op)
         };
+        if let (Some(change), Ok(_)) = (lease_change, &applied) {
+            self.shared.lease_changed(change);
+        }
         if let Err(error) = &applied {
             tracing::debug!(index, %error, "command applied as an error");
         }
@@ -280,6 +325,7 @@ impl StateMachine for KvStateMachine {
         );
         *self.shared.keyspace.write() = keyspace;
         self.dedup = restored.dedup;
+        self.shared.lease_changed(LeaseChange::Restored);
         self.shared.applied_index.store(index, Ordering::Release);
         tracing::info!(index, keys, revision, compact_revision, "restored snapshot");
         Ok(())

@@ -16,7 +16,7 @@ use crate::command::{self, Op, RequestId};
 use crate::error::KvError;
 use crate::lessor::{self, LeaseClock, Lessor, MonotonicClock, Renewal};
 use crate::mvcc::{self, Keyspace, KeyspaceStatus};
-use crate::state::{Response, Shared};
+use crate::state::{LeaseChange, Response, Shared};
 use crate::KvConfig;
 
 /// How a `get` reads.
@@ -331,11 +331,9 @@ impl KvStore {
         let (id, ttl_s) = (request.id, request.ttl);
         match self.propose(Op::LeaseGrant(request)).await? {
             Response::LeaseGrant(response) => {
-                let leases = [(id, ttl_s)];
-                self.inner
-                    .lessor
-                    .lock()
-                    .sync_one(self.inner.lease_clock.now(), &leases);
+                debug_assert_eq!((response.id, response.ttl), (id, ttl_s));
+                // Apply queued the grant; the lessor takes it now.
+                drop(self.lessor());
                 Ok(response)
             }
             other => Err(unexpected(&other)),
@@ -372,7 +370,7 @@ impl KvStore {
             None => 0,
             Some(granted) => {
                 let now = self.inner.lease_clock.now();
-                match self.inner.lessor.lock().renew(request.id, granted, now) {
+                match self.lessor().renew(request.id, granted, now) {
                     Renewal::Renewed { ttl_s } => ttl_s,
                     Renewal::Expired => 0,
                     Renewal::NotPrimary => return Err(KvError::NotLeader),
@@ -461,11 +459,11 @@ impl KvStore {
     /// Errors: the barrier's or `NotLeader` (nothing proposed).
     pub async fn expire_leases(&self) -> Result<Vec<i64>, KvError> {
         if self.inner.consensus.status().role != Role::Leader {
-            self.inner.lessor.lock().demote();
+            self.lessor().demote();
             return Ok(Vec::new());
         }
         let due = {
-            let mut lessor = self.inner.lessor.lock();
+            let mut lessor = self.lessor();
             let now = self.inner.lease_clock.now();
             lessor.sync(now, &self.inner.shared.keyspace.read().lease_ttls());
             lessor.due(now)
@@ -475,7 +473,7 @@ impl KvStore {
         let term = match self.confirm_leadership().await {
             Ok(term) => term,
             Err(error) => {
-                let mut lessor = self.inner.lessor.lock();
+                let mut lessor = self.lessor();
                 for id in &due {
                     lessor.revoke_failed(*id);
                 }
@@ -484,7 +482,7 @@ impl KvStore {
         };
         let mut revoked = Vec::new();
         for id in due {
-            if self.inner.lessor.lock().primary_term() != Some(term) {
+            if self.lessor().primary_term() != Some(term) {
                 break;
             }
             tracing::info!(lease = id, "lease expired; revoking");
@@ -492,7 +490,7 @@ impl KvStore {
                 Ok(_) | Err(KvError::LeaseNotFound) => revoked.push(id),
                 Err(error) => {
                     tracing::warn!(lease = id, %error, "expiry revoke failed; retrying later");
-                    self.inner.lessor.lock().revoke_failed(id);
+                    self.lessor().revoke_failed(id);
                 }
             }
         }
@@ -514,12 +512,33 @@ impl KvStore {
         if after.role != Role::Leader || after.term != before.term {
             return Err(KvError::NotLeader);
         }
-        let mut lessor = self.inner.lessor.lock();
+        let mut lessor = self.lessor();
         if lessor.primary_term() != Some(after.term) {
             let leases = self.inner.shared.keyspace.read().lease_ttls();
             lessor.promote(after.term, self.inner.lease_clock.now(), &leases);
         }
         Ok(after.term)
+    }
+
+    /// The lessor, after it took in the grants and revokes applied since
+    /// it last looked.
+    fn lessor(&self) -> parking_lot::MutexGuard<'_, Lessor> {
+        let mut lessor = self.inner.lessor.lock();
+        let changes = self.inner.shared.take_lease_changes();
+        if !changes.is_empty() {
+            let now = self.inner.lease_clock.now();
+            for change in changes {
+                match change {
+                    LeaseChange::Granted { id, ttl_s } => lessor.granted(id, ttl_s, now),
+                    LeaseChange::Revoked { id } => lessor.revoked(id),
+                    LeaseChange::Restored => {
+                        let leases = self.inner.shared.keyspace.read().lease_ttls();
+                        lessor.sync(now, &leases);
+                    }
+                }
+            }
+        }
+        lessor
     }
 
     /// A lease id for a grant proposed here: positive, unlikely to collide

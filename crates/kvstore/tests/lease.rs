@@ -294,3 +294,44 @@ async fn etcd_17642_time_to_live_stays_within_the_granted_ttl_across_leader_chan
         "a member without the deadlines does not guess"
     );
 }
+
+/// Found by the differential test: a lease revoked and granted again under
+/// the same id between two expiry checks kept the first grant's deadline.
+#[tokio::test]
+async fn a_lease_id_granted_again_gets_its_new_ttl() {
+    let node = node();
+    node.store.expire_leases().await.unwrap();
+    grant(&node.store, 5, 10).await;
+    node.clock.advance(8 * SECOND);
+    node.store
+        .lease_revoke(pb::LeaseRevokeRequest { id: 5 })
+        .await
+        .unwrap();
+    grant(&node.store, 5, 100).await;
+    assert_eq!(time_to_live(&node.store, 5).await.unwrap().ttl, 100);
+    node.clock.advance(20 * SECOND);
+    assert!(node.store.expire_leases().await.unwrap().is_empty());
+    assert_eq!(time_to_live(&node.store, 5).await.unwrap().ttl, 80);
+}
+
+/// A grant applied from another member's proposal (the log) reaches the
+/// leader's lessor too, with its full TTL from then.
+#[tokio::test]
+async fn a_grant_from_the_log_is_tracked_by_the_leader() {
+    let node = node();
+    node.store.expire_leases().await.unwrap();
+    let other = kvstore::RequestId {
+        node_id: 2,
+        boot_nonce: 9,
+        seq: 1,
+    };
+    node.consensus
+        .apply_payload(&kvstore::testing::encode_request(
+            other,
+            kvstore::testing::Request::LeaseGrant(pb::LeaseGrantRequest { id: 3, ttl: 4 }),
+        ));
+    node.clock.advance(3 * SECOND);
+    assert_eq!(time_to_live(&node.store, 3).await.unwrap().ttl, 4);
+    node.clock.advance(5 * SECOND);
+    assert_eq!(node.store.expire_leases().await.unwrap(), vec![3]);
+}

@@ -750,3 +750,218 @@ fn plain_put_checks_the_lease_before_ignore_value() {
         }
     });
 }
+
+// ---------------------------------------------------------------- leases
+
+/// Lease ids the lease sequence uses: the client chooses them, so both
+/// servers hold the same ids (7 and 8 are never granted).
+const LEASE_IDS: i64 = 8;
+
+/// One request of the lease sequence.
+#[derive(Debug, Clone)]
+enum LeaseOp {
+    Grant(pb::LeaseGrantRequest),
+    Revoke(pb::LeaseRevokeRequest),
+    KeepAlive(pb::LeaseKeepAliveRequest),
+    TimeToLive(pb::LeaseTimeToLiveRequest),
+    Leases,
+    Kv(Op),
+}
+
+/// What a server answered to a lease request, normalised: headers
+/// stripped, lease lists sorted (etcd answers in map order) with
+/// server-chosen ids as 0, attached keys sorted, a remaining
+/// TTL within 60 s of the granted one read as the granted one (the two
+/// servers' clocks run apart by the time between the two requests).
+#[derive(Debug, Clone, PartialEq)]
+enum LeaseOutcome {
+    Grant(pb::LeaseGrantResponse),
+    Revoke(pb::LeaseRevokeResponse),
+    KeepAlive(pb::LeaseKeepAliveResponse),
+    TimeToLive(pb::LeaseTimeToLiveResponse),
+    Leases(Vec<i64>),
+    Kv(Outcome),
+    Error { code: tonic::Code, message: String },
+}
+
+fn next_lease_op(generator: &mut Generator) -> LeaseOp {
+    let id = generator.rng.between(1, LEASE_IDS);
+    match generator.rng.below(100) {
+        0..=14 => LeaseOp::Grant(pb::LeaseGrantRequest {
+            id: if generator.rng.chance(5) { 0 } else { id },
+            ttl: match generator.rng.below(100) {
+                0..=3 => 9_000_000_001,
+                _ => generator.rng.between(300, 3_000),
+            },
+        }),
+        15..=22 => LeaseOp::Revoke(pb::LeaseRevokeRequest { id }),
+        23..=29 => LeaseOp::KeepAlive(pb::LeaseKeepAliveRequest { id }),
+        30..=37 => LeaseOp::TimeToLive(pb::LeaseTimeToLiveRequest {
+            id,
+            keys: generator.rng.chance(50),
+        }),
+        38..=41 => LeaseOp::Leases,
+        _ => {
+            let mut op = generator.next_op();
+            if let Op::Put(put) = &mut op {
+                if !put.ignore_lease && generator.rng.chance(60) {
+                    put.lease = id;
+                }
+            }
+            LeaseOp::Kv(op)
+        }
+    }
+}
+
+struct LeaseClients {
+    kv: KvClient<Channel>,
+    lease: pb::lease_client::LeaseClient<Channel>,
+}
+
+async fn lease_clients(url: &str) -> LeaseClients {
+    let kv = connect(url).await;
+    let channel = Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("lease channel");
+    LeaseClients {
+        kv,
+        lease: pb::lease_client::LeaseClient::new(channel),
+    }
+}
+
+async fn send_lease(clients: &mut LeaseClients, op: &LeaseOp) -> LeaseOutcome {
+    let failed = |status: tonic::Status| LeaseOutcome::Error {
+        code: status.code(),
+        message: status.message().to_string(),
+    };
+    match op.clone() {
+        LeaseOp::Grant(request) => {
+            let chose_id = request.id == 0;
+            match clients.lease.lease_grant(request).await {
+                Ok(response) => {
+                    let mut response = response.into_inner();
+                    strip_header(&mut response.header);
+                    if chose_id {
+                        assert!(response.id > 0, "{response:?}");
+                        response.id = 0; // the servers choose differently
+                    }
+                    LeaseOutcome::Grant(response)
+                }
+                Err(status) => failed(status),
+            }
+        }
+        LeaseOp::Revoke(request) => match clients.lease.lease_revoke(request).await {
+            Ok(response) => {
+                let mut response = response.into_inner();
+                strip_header(&mut response.header);
+                LeaseOutcome::Revoke(response)
+            }
+            Err(status) => failed(status),
+        },
+        LeaseOp::KeepAlive(request) => {
+            let stream = tonic::codegen::tokio_stream::iter(vec![request]);
+            let answer = async {
+                let mut answers = clients.lease.lease_keep_alive(stream).await?.into_inner();
+                answers
+                    .message()
+                    .await?
+                    .ok_or_else(|| tonic::Status::unknown("keep-alive stream ended"))
+            };
+            match answer.await {
+                Ok(mut response) => {
+                    strip_header(&mut response.header);
+                    LeaseOutcome::KeepAlive(response)
+                }
+                Err(status) => failed(status),
+            }
+        }
+        LeaseOp::TimeToLive(request) => match clients.lease.lease_time_to_live(request).await {
+            Ok(response) => {
+                let mut response = response.into_inner();
+                strip_header(&mut response.header);
+                if response.ttl >= 0
+                    && response.ttl <= response.granted_ttl
+                    && response.ttl + 60 >= response.granted_ttl
+                {
+                    response.ttl = response.granted_ttl;
+                }
+                // etcd lists attached keys in map order; raftkv in key order.
+                response.keys.sort_unstable();
+                LeaseOutcome::TimeToLive(response)
+            }
+            Err(status) => failed(status),
+        },
+        LeaseOp::Leases => match clients.lease.lease_leases(pb::LeaseLeasesRequest {}).await {
+            Ok(response) => {
+                let mut ids: Vec<i64> = response
+                    .into_inner()
+                    .leases
+                    .iter()
+                    // Ids the servers chose differ: only their number counts.
+                    .map(|lease| if lease.id > LEASE_IDS { 0 } else { lease.id })
+                    .collect();
+                ids.sort_unstable();
+                LeaseOutcome::Leases(ids)
+            }
+            Err(status) => failed(status),
+        },
+        LeaseOp::Kv(op) => LeaseOutcome::Kv(send(&mut clients.kv, &op).await),
+    }
+}
+
+/// Seeded sequences of lease requests (client-chosen ids, TTLs far longer
+/// than the run) mixed with puts that attach keys to them, deletes, ranges
+/// and txns: every answer of raftkv equals etcd's.
+#[test]
+fn lease_answers_match_etcd() {
+    let Some(etcd_binary) = find_tool("etcd", "lease_answers_match_etcd") else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for seed in seeds() {
+        let etcd = Etcd::start(&etcd_binary);
+        let (_cluster, _other_etcd, raftkv_url) = subject(&etcd_binary);
+        let total = ops() / 2;
+        let seed = seed ^ 0x1ea5e;
+        let kinds = runtime.block_on(async {
+            let mut reference = lease_clients(&etcd.client_url).await;
+            let mut subject = lease_clients(&raftkv_url).await;
+            let mut generator = Generator::new(seed);
+            let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+            for index in 0..total {
+                let op = next_lease_op(&mut generator);
+                if let LeaseOp::Kv(kv) = &op {
+                    if fixed_etcd_answer(kv).is_some() {
+                        continue;
+                    }
+                }
+                let expected = send_lease(&mut reference, &op).await;
+                let actual = send_lease(&mut subject, &op).await;
+                if expected != actual {
+                    panic!(
+                        "lease seed {seed}: operation #{index} differs\nrequest: {op:?}\netcd:    {expected:?}\nraftkv:  {actual:?}"
+                    );
+                }
+                let kind = match &expected {
+                    LeaseOutcome::Error { message, .. } => message.clone(),
+                    LeaseOutcome::Kv(Outcome::Error { message, .. }) => message.clone(),
+                    other => format!("{other:?}").split('(').next().unwrap_or("").to_string(),
+                };
+                *kinds.entry(kind).or_default() += 1;
+                match (&op, &expected) {
+                    (LeaseOp::Kv(kv), LeaseOutcome::Kv(outcome)) => generator.observe(kv, outcome),
+                    (_, LeaseOutcome::Revoke(response)) => {
+                        if let Some(header) = &response.header {
+                            generator.revision = header.revision;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            kinds
+        });
+        eprintln!("lease seed {seed}: {total} operations matched etcd; by outcome: {kinds:?}");
+    }
+}

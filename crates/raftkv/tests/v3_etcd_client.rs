@@ -333,3 +333,87 @@ fn the_etcd_client_crate_sees_and_clears_a_nospace_alarm() {
             .expect("a write after disarm");
     });
 }
+
+/// The crate's lease calls, balanced over all three members (followers
+/// forward keep-alives and TimeToLive to the leader): grant, put with the
+/// lease, keep-alive stream, TimeToLive with keys, list, revoke.
+#[test]
+fn the_etcd_client_crate_uses_leases() {
+    use etcd_client::{LeaseGrantOptions, LeaseTimeToLiveOptions};
+    let cluster = Cluster::start(3, FAST);
+    cluster.leader();
+    runtime().block_on(async {
+        let mut client = Client::connect(endpoints(&cluster), None)
+            .await
+            .expect("connect");
+        let granted = client
+            .lease_grant(60, Some(LeaseGrantOptions::new().with_id(0x7e57)))
+            .await
+            .expect("grant");
+        assert_eq!((granted.id(), granted.ttl()), (0x7e57, 60));
+        let chosen = client.lease_grant(1, None).await.expect("grant");
+        assert!(chosen.id() > 0);
+        assert!(chosen.ttl() >= 1, "raised to the minimum");
+        client
+            .put(
+                "svc/a",
+                "up",
+                Some(PutOptions::new().with_lease(granted.id())),
+            )
+            .await
+            .expect("put with a lease");
+        let (mut keeper, mut answers) = client
+            .lease_keep_alive(granted.id())
+            .await
+            .expect("keep-alive stream");
+        for _ in 0..3 {
+            keeper.keep_alive().await.expect("keep-alive");
+            let answer = answers
+                .message()
+                .await
+                .expect("keep-alive answer")
+                .expect("stream open");
+            assert_eq!((answer.id(), answer.ttl()), (granted.id(), 60));
+        }
+        let ttl = client
+            .lease_time_to_live(
+                granted.id(),
+                Some(LeaseTimeToLiveOptions::new().with_keys()),
+            )
+            .await
+            .expect("time to live");
+        assert_eq!(ttl.granted_ttl(), 60);
+        assert!((55..=60).contains(&ttl.ttl()), "{}", ttl.ttl());
+        assert_eq!(ttl.keys(), [b"svc/a".to_vec()]);
+        let mut ids: Vec<i64> = client
+            .leases()
+            .await
+            .expect("leases")
+            .leases()
+            .iter()
+            .map(|lease| lease.id())
+            .collect();
+        ids.sort_unstable();
+        let mut expected = vec![granted.id(), chosen.id()];
+        expected.sort_unstable();
+        assert_eq!(ids, expected);
+        client.lease_revoke(granted.id()).await.expect("revoke");
+        let gone = client.get("svc/a", None).await.expect("get");
+        assert!(gone.kvs().is_empty(), "the key went with its lease");
+        let error = client
+            .put(
+                "svc/b",
+                "up",
+                Some(PutOptions::new().with_lease(granted.id())),
+            )
+            .await
+            .expect_err("the lease is gone");
+        assert_eq!(
+            grpc_code(error),
+            (
+                tonic::Code::NotFound,
+                "etcdserver: requested lease not found".to_string()
+            )
+        );
+    });
+}

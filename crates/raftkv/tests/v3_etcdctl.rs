@@ -83,6 +83,10 @@ struct Pair {
 
 impl Pair {
     fn start(test: &str) -> Option<Pair> {
+        Pair::start_on(test, Member::First)
+    }
+
+    fn start_on(test: &str, member: Member) -> Option<Pair> {
         let etcdctl = find_tool("etcdctl", test)?;
         let etcd_binary = find_tool("etcd", test)?;
         let etcd = Etcd::start(&etcd_binary);
@@ -99,8 +103,12 @@ impl Pair {
             });
         }
         let cluster = Cluster::start(3, FAST);
-        cluster.leader();
-        let raftkv_url = cluster.url(1, "");
+        let leader = cluster.leader();
+        let id = match member {
+            Member::First => 1,
+            Member::Follower => (1..=3).find(|id| *id != leader).unwrap_or(1),
+        };
+        let raftkv_url = cluster.url(id, "");
         Some(Pair {
             etcdctl,
             etcd,
@@ -127,6 +135,15 @@ impl Pair {
         );
         actual
     }
+}
+
+/// Which raftkv member etcdctl talks to.
+#[derive(Debug, Clone, Copy)]
+enum Member {
+    /// Node 1, whatever its role.
+    First,
+    /// A member that is not the leader (when the cluster was started).
+    Follower,
 }
 
 fn lines(run: &Run) -> Vec<&str> {
@@ -285,4 +302,187 @@ fn etcdctl_txn_compaction_and_endpoint_match_etcd() {
     assert!(status.stdout.contains("\"revision\":"), "{status:?}");
     let alarms = pair.same(&["alarm", "list"]);
     assert_eq!(alarms.stdout, "");
+}
+
+/// The lease id etcdctl printed in "lease <hex id> granted with TTL(…)".
+fn granted_id(run: &Run) -> String {
+    run.stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no lease id in {run:?}"))
+        .to_string()
+}
+
+/// etcdctl's output with the lease id replaced, `remaining(Ns)` masked
+/// (the two servers' clocks differ by the time between the two runs; the
+/// test checks raftkv's value on its own) and attached keys sorted.
+fn without_id(run: &Run, id: &str) -> Run {
+    if let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str(&run.stdout) {
+        for field in ["id", "ttl"] {
+            if map.contains_key(field) {
+                map.insert(field.to_string(), "<masked>".into());
+            }
+        }
+        return Run {
+            stdout: serde_json::Value::Object(map).to_string(),
+            ..run.clone()
+        };
+    }
+    let mut stdout = run.stdout.replace(id, "<ID>");
+    if let Some(start) = stdout.find("remaining(") {
+        if let Some(end) = stdout[start..].find("s)") {
+            stdout.replace_range(start..start + end + 2, "remaining(<N>s)");
+        }
+    }
+    // etcd lists attached keys in Go map order (any order); raftkv in key order.
+    if let Some(start) = stdout.find("attached keys([") {
+        let from = start + "attached keys([".len();
+        if let Some(len) = stdout[from..].find("])") {
+            let mut keys: Vec<&str> = stdout[from..from + len].split(' ').collect();
+            keys.sort_unstable();
+            let sorted = keys.join(" ");
+            stdout.replace_range(from..from + len, &sorted);
+        }
+    }
+    Run {
+        stdout,
+        stderr: run.stderr.replace(id, "<ID>"),
+        success: run.success,
+    }
+}
+
+impl Pair {
+    /// `etcdctl lease grant <ttl_s>` on etcd, then on raftkv.
+    fn grant(&self, ttl_s: &str) -> (Run, Run) {
+        let args = ["lease", "grant", ttl_s];
+        let etcd = etcdctl(&self.etcdctl, &self.etcd.client_url, &args, None);
+        let raftkv = etcdctl(&self.etcdctl, &self.raftkv_url, &args, None);
+        assert!(etcd.success && raftkv.success, "{etcd:?} {raftkv:?}");
+        (etcd, raftkv)
+    }
+
+    /// Runs `args(id)` on both, with each server's own lease id; the outputs
+    /// must match with the ids (and remaining seconds) masked.
+    fn same_lease(&self, ids: (&str, &str), args: &[&str]) -> Run {
+        let with =
+            |id: &str| -> Vec<String> { args.iter().map(|arg| arg.replace("{id}", id)).collect() };
+        let etcd_args = with(ids.0);
+        let raftkv_args = with(ids.1);
+        fn as_str(args: &[String]) -> Vec<&str> {
+            args.iter().map(String::as_str).collect()
+        }
+        let expected = etcdctl(
+            &self.etcdctl,
+            &self.etcd.client_url,
+            &as_str(&etcd_args),
+            None,
+        );
+        let actual = etcdctl(&self.etcdctl, &self.raftkv_url, &as_str(&raftkv_args), None);
+        let (expected, actual) = (without_id(&expected, ids.0), without_id(&actual, ids.1));
+        assert_eq!(
+            expected,
+            actual,
+            "`etcdctl {}` printed differently (left: etcd, right: raftkv)",
+            args.join(" ")
+        );
+        actual
+    }
+}
+
+/// `etcdctl lease …` and `put --lease` through a follower (which forwards
+/// keep-alive and timetolive to the leader), compared with etcd; a key
+/// vanishes when its lease expires.
+#[test]
+fn etcdctl_lease_commands_match_etcd() {
+    let Some(pair) = Pair::start_on("etcdctl_lease_commands_match_etcd", Member::Follower) else {
+        return;
+    };
+    let (etcd_grant, raftkv_grant) = pair.grant("600");
+    let ids_owned = (granted_id(&etcd_grant), granted_id(&raftkv_grant));
+    let ids = (ids_owned.0.as_str(), ids_owned.1.as_str());
+    assert_eq!(
+        without_id(&etcd_grant, ids.0),
+        without_id(&raftkv_grant, ids.1)
+    );
+    assert_eq!(
+        without_id(&raftkv_grant, ids.1).stdout,
+        "lease <ID> granted with TTL(600s)\n"
+    );
+    assert_eq!(
+        lines(&pair.same_lease(ids, &["put", "--lease={id}", "leased/b", "2"])),
+        ["OK"]
+    );
+    pair.same_lease(ids, &["put", "--lease={id}", "leased/a", "1"]);
+    pair.same(&["put", "plain", "p"]);
+    let ttl = pair.same_lease(ids, &["lease", "timetolive", "{id}", "--keys"]);
+    assert_eq!(
+        ttl.stdout,
+        "lease <ID> granted with TTL(600s), remaining(<N>s), attached keys([leased/a leased/b])\n"
+    );
+    let ttl = etcdctl(
+        &pair.etcdctl,
+        &pair.raftkv_url,
+        &["lease", "timetolive", ids.1],
+        None,
+    );
+    let remaining: i64 = ttl
+        .stdout
+        .split("remaining(")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{ttl:?}"));
+    assert!((590..=600).contains(&remaining), "{ttl:?}");
+    pair.same_lease(ids, &["lease", "timetolive", "{id}", "-w", "json"]);
+    let kept = pair.same_lease(ids, &["lease", "keep-alive", "--once", "{id}"]);
+    assert_eq!(kept.stdout, "lease <ID> keepalived with TTL(600)\n");
+    let listed = pair.same_lease(ids, &["lease", "list"]);
+    assert_eq!(lines(&listed), ["found 1 leases", "<ID>"]);
+    let unknown = pair.same(&["put", "--lease=1234abcd", "x", "y"]);
+    assert!(!unknown.success);
+    assert!(
+        unknown
+            .stderr
+            .contains("etcdserver: requested lease not found"),
+        "{unknown:?}"
+    );
+    let revoked = pair.same_lease(ids, &["lease", "revoke", "{id}"]);
+    assert_eq!(revoked.stdout, "lease <ID> revoked\n");
+    assert_eq!(
+        lines(&pair.same(&["get", "", "--from-key", "--keys-only"])),
+        ["plain", ""]
+    );
+    let gone = pair.same_lease(ids, &["lease", "timetolive", "{id}"]);
+    assert_eq!(gone.stdout, "lease <ID> already expired\n");
+    let again = pair.same_lease(ids, &["lease", "revoke", "{id}"]);
+    assert!(!again.success);
+
+    // Expiry: a 2 s lease (the minimum of etcd's default configuration)
+    // and its key vanish once nobody keeps it alive.
+    let (etcd_short, raftkv_short) = pair.grant("2");
+    let short_owned = (granted_id(&etcd_short), granted_id(&raftkv_short));
+    let short = (short_owned.0.as_str(), short_owned.1.as_str());
+    pair.same_lease(short, &["put", "--lease={id}", "ephemeral", "e"]);
+    assert_eq!(lines(&pair.same(&["get", "ephemeral"])), ["ephemeral", "e"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let etcd_get = etcdctl(
+            &pair.etcdctl,
+            &pair.etcd.client_url,
+            &["get", "ephemeral"],
+            None,
+        );
+        let raftkv_get = etcdctl(&pair.etcdctl, &pair.raftkv_url, &["get", "ephemeral"], None);
+        if etcd_get.stdout.is_empty() && raftkv_get.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key under an expired lease stayed: etcd {etcd_get:?}, raftkv {raftkv_get:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let expired = pair.same_lease(short, &["lease", "timetolive", "{id}"]);
+    assert_eq!(expired.stdout, "lease <ID> already expired\n");
+    assert_eq!(lines(&pair.same(&["lease", "list"])), ["found 0 leases"]);
 }

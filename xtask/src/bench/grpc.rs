@@ -6,8 +6,11 @@
 //! Scenarios: Put with 1 and 64 connections (each connection one request at
 //! a time), a one-key Range linearizable and serializable (64 connections),
 //! a Range of 1,000 keys (8 connections), and a compare-and-swap Txn on
-//! `mod_revision` (64 connections, one key each). Every acknowledged Put is
-//! read back afterwards (a sample): the `lost` column.
+//! `mod_revision` (64 connections, one key each); lease churn: LeaseGrant
+//! (64 connections) and keep-alives (64 connections, each renewing its own
+//! lease on one long-lived stream). Every acknowledged Put is read back
+//! afterwards (a sample): the `lost` column. `--scenarios` selects by name
+//! prefix.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 use etcdproto::etcdserverpb as pb;
 use hdrhistogram::Histogram;
 use pb::kv_client::KvClient;
+use pb::lease_client::LeaseClient;
 use pb::maintenance_client::MaintenanceClient;
 use tonic::transport::Channel;
 
@@ -35,7 +39,12 @@ enum Kind {
     RangeOne { serializable: bool },
     RangeMany,
     TxnCas,
+    LeaseGrant,
+    LeaseKeepAlive,
 }
+
+/// TTL of the leases the lease scenarios grant: far longer than a run.
+const BENCH_LEASE_TTL_S: i64 = 600;
 
 struct Scenario {
     name: &'static str,
@@ -43,7 +52,7 @@ struct Scenario {
     connections: usize,
 }
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "put-c1",
         kind: Kind::Put,
@@ -74,6 +83,16 @@ const SCENARIOS: [Scenario; 6] = [
     Scenario {
         name: "txn-cas-c64",
         kind: Kind::TxnCas,
+        connections: 64,
+    },
+    Scenario {
+        name: "lease-grant-c64",
+        kind: Kind::LeaseGrant,
+        connections: 64,
+    },
+    Scenario {
+        name: "lease-keepalive-c64",
+        kind: Kind::LeaseKeepAlive,
         connections: 64,
     },
 ];
@@ -232,9 +251,32 @@ async fn measure(
     let start = Instant::now();
     let end = start + duration;
     for worker in 0..scenario.connections {
-        let mut client = KvClient::new(channel(addr).await?);
+        let worker_channel = channel(addr).await?;
+        let mut client = KvClient::new(worker_channel.clone());
+        let mut lease = LeaseClient::new(worker_channel);
         let kind = scenario.kind;
         let name = scenario.name;
+        // Keep-alives: this worker's lease and its stream.
+        let mut keep_alive = None;
+        if kind == Kind::LeaseKeepAlive {
+            let granted = lease
+                .lease_grant(pb::LeaseGrantRequest {
+                    ttl: BENCH_LEASE_TTL_S,
+                    id: 0,
+                })
+                .await
+                .map_err(|e| BenchError::Cluster(e.to_string()))?
+                .into_inner();
+            let (sender, receiver) = tokio::sync::mpsc::channel(1);
+            let answers = lease
+                .lease_keep_alive(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(
+                    receiver,
+                ))
+                .await
+                .map_err(|e| BenchError::Cluster(e.to_string()))?
+                .into_inner();
+            keep_alive = Some((granted.id, sender, answers));
+        }
         tasks.push(tokio::spawn(async move {
             let mut latency_us = Histogram::<u64>::new(3).expect("histogram");
             let mut errors = 0u64;
@@ -300,6 +342,23 @@ async fn measure(
                             Err(_) => false,
                         }
                     }
+                    Kind::LeaseGrant => lease
+                        .lease_grant(pb::LeaseGrantRequest {
+                            ttl: BENCH_LEASE_TTL_S,
+                            id: 0,
+                        })
+                        .await
+                        .is_ok(),
+                    Kind::LeaseKeepAlive => match keep_alive.as_mut() {
+                        Some((id, sender, answers)) => {
+                            sender
+                                .send(pb::LeaseKeepAliveRequest { id: *id })
+                                .await
+                                .is_ok()
+                                && matches!(answers.message().await, Ok(Some(answer)) if answer.ttl > 0)
+                        }
+                        None => false,
+                    },
                 };
                 n += 1;
                 if ok {
@@ -348,6 +407,17 @@ async fn measure(
     })
 }
 
+/// The scenarios `--scenarios` selects (all without it).
+fn selected(options: &Options) -> impl Iterator<Item = &'static Scenario> + '_ {
+    SCENARIOS.iter().filter(|scenario| {
+        options.scenario_filters.is_empty()
+            || options
+                .scenario_filters
+                .iter()
+                .any(|filter| scenario.name.starts_with(filter.as_str()))
+    })
+}
+
 /// Runs every gRPC scenario on raftkv, then on etcd; returns the markdown
 /// table (also printed).
 pub(crate) async fn run(binary: &Path, options: &Options) -> Result<String, BenchError> {
@@ -360,7 +430,7 @@ pub(crate) async fn run(binary: &Path, options: &Options) -> Result<String, Benc
         let addrs = cluster.client_addrs();
         let _ = cluster.leader_addr().await?;
         let leader = leader_of(&addrs).await?;
-        for scenario in &SCENARIOS {
+        for scenario in selected(options) {
             eprintln!("bench: grpc {} on raftkv", scenario.name);
             results.push(measure(scenario, leader, options.duration, options.sample_keys).await?);
         }
@@ -371,7 +441,7 @@ pub(crate) async fn run(binary: &Path, options: &Options) -> Result<String, Benc
     let mut table = String::from(
         "| scenario | raftkv ops/s | etcd ops/s | throughput ratio | raftkv p50 ms | etcd p50 ms | p50 ratio (etcd/raftkv) | raftkv p99 ms | etcd p99 ms | errors raftkv/etcd | lost raftkv/etcd |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for (scenario, ours) in SCENARIOS.iter().zip(&results) {
+    for (scenario, ours) in selected(options).zip(&results) {
         eprintln!("bench: grpc {} on etcd", scenario.name);
         let theirs = measure(scenario, leader, options.duration, options.sample_keys).await?;
         let row = format!(

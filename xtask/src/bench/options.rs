@@ -29,7 +29,8 @@ Options:
   --grpc              instead: etcd's v3 gRPC API against raftkv and a 3-member
                       etcd 3.4 (etcd on the PATH) in one run, as ratios
                       (put-c1, put-c64, range-lin-c64, range-ser-c64,
-                      range-1000-keys-c8, txn-cas-c64); target/bench/grpc.md
+                      range-1000-keys-c8, txn-cas-c64, lease-grant-c64,
+                      lease-keepalive-c64); target/bench/grpc.md
   --no-build          use <target dir>/release/raftkv as it is
   --raftkv PATH       benchmark this raftkv binary (implies --no-build)
 

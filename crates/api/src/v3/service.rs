@@ -172,7 +172,7 @@ impl<K: Keyspace> V3<K> {
         &self,
         req: pb::LeaseTimeToLiveRequest,
     ) -> Result<pb::LeaseTimeToLiveResponse, V3Error> {
-        match self.leader_time_to_live(req.clone()).await {
+        match self.leader_time_to_live(req).await {
             Err(V3Error::Kv(kvstore::KvError::NotLeader)) => {
                 let peer_url = self.leader_peer_url()?;
                 let mut response: pb::LeaseTimeToLiveResponse = self
