@@ -40,11 +40,7 @@ async fn keep_alive(lease: &mut LeaseClient<Channel>, id: i64) -> Result<i64, to
 }
 
 fn signal(cluster: &Cluster, id: u64, signal: &str) {
-    let pid = cluster.nodes[&id]
-        .child
-        .as_ref()
-        .expect("running node")
-        .id();
+    let pid = cluster.pid(id).expect("running node");
     let status = std::process::Command::new("kill")
         .args([signal, &pid.to_string()])
         .status()
