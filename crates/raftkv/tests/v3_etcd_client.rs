@@ -1,5 +1,5 @@
 //! The `etcd-client` crate as a real Rust client of raftkv's v3 API: every
-//! call of the KV service and the served Maintenance calls, through a client
+//! call of the KV and Lease services and the served Maintenance calls, through a client
 //! balanced over all three members, with the answers etcd gives.
 
 mod common;
@@ -258,6 +258,7 @@ fn the_etcd_client_crate_works_against_a_cluster() {
             .await
             .expect("alarm list");
         assert!(alarms.alarms().is_empty());
+        // Leases: `the_etcd_client_crate_uses_leases`.
     });
 }
 

@@ -267,14 +267,24 @@ async fn measure(
                 .await
                 .map_err(|e| BenchError::Cluster(e.to_string()))?
                 .into_inner();
+            // The first keep-alive goes in before the call: a Go server
+            // (etcd) sends the response headers only with its first answer.
             let (sender, receiver) = tokio::sync::mpsc::channel(1);
-            let answers = lease
+            sender
+                .send(pb::LeaseKeepAliveRequest { id: granted.id })
+                .await
+                .map_err(|e| BenchError::Cluster(e.to_string()))?;
+            let mut answers = lease
                 .lease_keep_alive(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(
                     receiver,
                 ))
                 .await
                 .map_err(|e| BenchError::Cluster(e.to_string()))?
                 .into_inner();
+            answers
+                .message()
+                .await
+                .map_err(|e| BenchError::Cluster(e.to_string()))?;
             keep_alive = Some((granted.id, sender, answers));
         }
         tasks.push(tokio::spawn(async move {

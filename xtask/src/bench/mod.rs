@@ -129,7 +129,12 @@ fn rerun_in_release(args: &[String]) -> Result<(), BenchError> {
 
 fn run_bench(options: &Options) -> Result<(), BenchError> {
     let root = workspace_root();
-    let scenarios = scenario::select(&options.scenario_filters)?;
+    // With --grpc, --scenarios selects among the gRPC scenarios (grpc.rs).
+    let scenarios = if options.grpc {
+        Vec::new()
+    } else {
+        scenario::select(&options.scenario_filters)?
+    };
     let binary = match (&options.raftkv_binary, options.no_build) {
         (Some(path), _) => path.clone(),
         (None, true) => testcluster::target_dir().join("release/raftkv"),
