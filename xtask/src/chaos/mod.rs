@@ -7,11 +7,14 @@
 //! clients that record every operation with its invoke and completion
 //! times and its outcome ([`history`]); a nemesis injecting one fault at a
 //! time on a schedule drawn from the seed ([`FaultKind`]); compare-and-swap
-//! clients on a register over etcd's v3 gRPC API; four checkers
-//! (linearizability per key, the CAS register included; durability after
-//! healing, with keys written once read back on every member; liveness
-//! after the last heal; HashKV equality across members after every heal,
-//! see [`checker`]); and the report ([`Report`]), with the failing window
+//! clients on a register over etcd's v3 gRPC API; lease clients that keep
+//! leases alive through random members and leave others to expire
+//! ([`LeaseCounts`]); five checkers (linearizability per key, the CAS
+//! register included; durability after healing, with keys written once
+//! read back on every member; liveness after the last heal; HashKV
+//! equality across members after every heal, see [`checker`]; leases: a
+//! lease whose every renewal was answered in time never expires, and every
+//! other lease expires with its keys); and the report ([`Report`]), with the failing window
 //! as JSON and HTML on a violation.
 //!
 //! **What it does not own:** building the binary (the CLI in [`run`] runs
@@ -57,6 +60,7 @@
 pub mod checker;
 mod cluster;
 pub mod history;
+mod leases;
 mod nemesis;
 mod report;
 mod v3;
@@ -70,6 +74,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+pub use leases::LeaseCounts;
 pub use nemesis::{parse_faults, schedule, FaultKind, FaultRecord, STALL_MS};
 pub use report::{timeline_html, Report, Verdict, Window};
 
@@ -135,6 +140,9 @@ pub struct ChaosConfig {
     /// Concurrent compare-and-swap workers on the register (etcd's v3
     /// gRPC API).
     pub cas_clients: usize,
+    /// Lease clients (0 or more): each keeps leases alive through random
+    /// members and leaves others to expire, each lease with a key.
+    pub lease_clients: usize,
     /// Number of keys (small, so that clients collide).
     pub keys: usize,
     /// How long a fault is held before it is healed.
@@ -173,6 +181,7 @@ impl ChaosConfig {
             nodes: 3,
             clients: 4,
             cas_clients: 2,
+            lease_clients: 1,
             keys: 3,
             fault_hold_ms: 2_000,
             recover_ms: 1_000,
@@ -271,6 +280,8 @@ pub fn run_suite(config: &ChaosConfig) -> Result<Report, ChaosError> {
         } else {
             Verdict::Fail(run.wedged.join("; "))
         },
+        leases: run.leases.verdict,
+        lease_counts: run.leases.counts,
         consistency: match run.hash_mismatches.as_slice() {
             [] => Verdict::Pass,
             [first, ..] => Verdict::Fail(format!(
@@ -316,6 +327,8 @@ struct Run {
     /// `HashKV` comparisons made, and those that differed, in words.
     hash_checks: u64,
     hash_mismatches: Vec<String>,
+    /// The lease clients' counts and verdict, merged.
+    leases: leases::LeaseRun,
 }
 
 /// The `HashKV` comparisons of a run.
@@ -482,6 +495,19 @@ fn run_under_faults(
             std::thread::spawn(move || workload.run_cas_worker(i, seed, grpc_timeout))
         })
         .collect();
+    let election_timeout = Duration::from_millis(cluster.election_timeout_ms());
+    let lease_workers = (0..config.lease_clients)
+        .map(|i| {
+            let client = leases::LeaseClient::new(
+                cluster.targets(),
+                workload.stop.clone(),
+                config.seed ^ (i as u64) << 40,
+                grpc_timeout,
+                election_timeout,
+            )?;
+            Ok(std::thread::spawn(move || client.run()))
+        })
+        .collect::<Result<Vec<_>, ChaosError>>()?;
     let mut v3 = v3::V3::new(grpc_timeout)?;
     let mut hashes = Hashes::default();
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -499,6 +525,13 @@ fn run_under_faults(
     for worker in workers.into_iter().chain(cas_workers) {
         match worker.join() {
             Ok(history) => ops.extend(history),
+            Err(_) => panicked += 1,
+        }
+    }
+    let mut lease_runs = Vec::new();
+    for worker in lease_workers {
+        match worker.join() {
+            Ok(run) => lease_runs.push(run),
             Err(_) => panicked += 1,
         }
     }
@@ -546,6 +579,7 @@ fn run_under_faults(
         recovery_ms,
         hash_checks: hashes.checks,
         hash_mismatches: hashes.mismatches,
+        leases: leases::LeaseRun::merge(lease_runs),
     })
 }
 
