@@ -64,6 +64,7 @@ mod leases;
 mod nemesis;
 mod report;
 mod v3;
+pub mod watches;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -77,6 +78,7 @@ use rand::SeedableRng;
 pub use leases::LeaseCounts;
 pub use nemesis::{parse_faults, schedule, FaultKind, FaultRecord, STALL_MS};
 pub use report::{timeline_html, Report, Verdict, Window};
+pub use watches::WatchCounts;
 
 use cluster::{Cluster, NodeFlags};
 use history::{Op, OpCounts};
@@ -143,6 +145,9 @@ pub struct ChaosConfig {
     /// Lease clients (0 or more): each keeps leases alive through random
     /// members and leaves others to expire, each lease with a key.
     pub lease_clients: usize,
+    /// Watch clients (0 or more): each watches the whole keyspace through
+    /// random members, resuming on another member when a stream breaks.
+    pub watch_clients: usize,
     /// Number of keys (small, so that clients collide).
     pub keys: usize,
     /// How long a fault is held before it is healed.
@@ -182,6 +187,7 @@ impl ChaosConfig {
             clients: 4,
             cas_clients: 2,
             lease_clients: 1,
+            watch_clients: 0,
             keys: 3,
             fault_hold_ms: 2_000,
             recover_ms: 1_000,
@@ -280,6 +286,8 @@ pub fn run_suite(config: &ChaosConfig) -> Result<Report, ChaosError> {
         } else {
             Verdict::Fail(run.wedged.join("; "))
         },
+        watches: run.watches.0,
+        watch_counts: run.watches.1,
         leases: run.leases.verdict,
         lease_counts: run.leases.counts,
         consistency: match run.hash_mismatches.as_slice() {
@@ -329,6 +337,8 @@ struct Run {
     hash_mismatches: Vec<String>,
     /// The lease clients' counts and verdict, merged.
     leases: leases::LeaseRun,
+    /// The watch checker's verdict and counts.
+    watches: (Verdict, WatchCounts),
 }
 
 /// The `HashKV` comparisons of a run.
@@ -508,6 +518,21 @@ fn run_under_faults(
             Ok(std::thread::spawn(move || client.run()))
         })
         .collect::<Result<Vec<_>, ChaosError>>()?;
+    // Watchers take the revision they must reach once every client stopped
+    // (an acknowledged write is then below it).
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let watch_workers: Vec<_> = (0..config.watch_clients)
+        .map(|i| {
+            let runner = watches::WatchRunner::new(
+                format!("w{i}"),
+                cluster.targets(),
+                watch_stop.clone(),
+                config.seed ^ (i as u64) << 48,
+                grpc_timeout,
+            );
+            std::thread::spawn(move || runner.run())
+        })
+        .collect();
     let mut v3 = v3::V3::new(grpc_timeout)?;
     let mut hashes = Hashes::default();
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -532,6 +557,14 @@ fn run_under_faults(
     for worker in lease_workers {
         match worker.join() {
             Ok(run) => lease_runs.push(run),
+            Err(_) => panicked += 1,
+        }
+    }
+    watch_stop.store(true, Ordering::SeqCst);
+    let mut watch_logs = Vec::new();
+    for worker in watch_workers {
+        match worker.join() {
+            Ok(log) => watch_logs.push(log?),
             Err(_) => panicked += 1,
         }
     }
@@ -570,6 +603,20 @@ fn run_under_faults(
     if let Err(why) = hashes.compare(&mut v3, cluster, config, "after the final heal") {
         wedged.push(why);
     }
+    let watches = if watch_logs.is_empty() {
+        (Verdict::Pass, WatchCounts::default())
+    } else {
+        let until = watch_logs
+            .iter()
+            .map(|log| log.target_revision)
+            .max()
+            .unwrap_or(0);
+        let reference = watches::reference(cluster.targets(), until, grpc_timeout)?;
+        let checked = watches::check_watches(&reference, &watch_logs, &ops);
+        report::write_json(&config.out_dir.join("watch-reference.json"), &reference)?;
+        report::write_json(&config.out_dir.join("watch-logs.json"), &watch_logs)?;
+        checked
+    };
     Ok(Run {
         ops,
         final_ops,
@@ -580,6 +627,7 @@ fn run_under_faults(
         hash_checks: hashes.checks,
         hash_mismatches: hashes.mismatches,
         leases: leases::LeaseRun::merge(lease_runs),
+        watches,
     })
 }
 
