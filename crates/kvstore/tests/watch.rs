@@ -459,6 +459,13 @@ async fn a_progress_request_is_answered_with_id_minus_one_and_the_revision() {
     assert_eq!(revisions(&responses[..1]), vec![2]);
     assert_eq!(responses[1].watch_id, -1);
     assert_eq!(responses[1].header.as_ref().unwrap().revision, 3);
+    // A watcher waiting for a future revision is caught up; the answer is
+    // still the current revision, not its start.
+    open(&mut stream, create("f", "", 100));
+    stream.request(progress_request());
+    let response = stream.try_next().unwrap();
+    assert_eq!(response.watch_id, -1);
+    assert_eq!(response.header.unwrap().revision, 3);
 }
 
 #[tokio::test]

@@ -283,14 +283,14 @@ impl WatchStream {
     }
 
     /// The periodic progress notification: every caught-up watcher created
-    /// with `progress_notify` learns the revision it has seen up to.
+    /// with `progress_notify` learns the current revision.
     fn notify_progress(&mut self) {
         self.next_progress = Instant::now() + self.progress_interval;
         let head = self.shared.watch.head();
         for (id, watcher) in &self.watchers {
             if watcher.progress_notify && watcher.next > head {
                 self.out.push_back(pb::WatchResponse {
-                    header: header(watcher.next - 1),
+                    header: header(head),
                     watch_id: *id,
                     ..Default::default()
                 });
@@ -353,21 +353,15 @@ impl WatchStream {
                 behind = true;
             }
         }
+        // Every watcher has seen every revision up to `view.head` (or
+        // waits for a later start): the answer cannot overtake an event.
         if self.progress_requested && !behind {
-            let synced = self
-                .watchers
-                .values()
-                .map(|watcher| watcher.next - 1)
-                .min()
-                .unwrap_or(view.head);
-            if synced >= view.head {
-                self.progress_requested = false;
-                self.out.push_back(pb::WatchResponse {
-                    header: header(synced),
-                    watch_id: NO_WATCH_ID,
-                    ..Default::default()
-                });
-            }
+            self.progress_requested = false;
+            self.out.push_back(pb::WatchResponse {
+                header: header(view.head),
+                watch_id: NO_WATCH_ID,
+                ..Default::default()
+            });
         }
         behind
     }
