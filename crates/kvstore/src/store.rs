@@ -579,6 +579,21 @@ impl KvStore {
         &self.inner.consensus
     }
 
+    /// Opens a watch stream (etcd's `Watch` RPC): feed it the client's
+    /// requests and send what it answers (see [`crate::WatchStream`]).
+    /// Events come from this member's applied log; a response holds at most
+    /// about `max_response_bytes` of events unless one revision is larger
+    /// (split into fragments when the watcher asked for them).
+    pub fn watch(&self, max_response_bytes: usize) -> crate::WatchStream {
+        crate::WatchStream::new(Arc::clone(&self.inner.shared), max_response_bytes)
+    }
+
+    /// Write revisions and bytes the watch hub's ring holds now (bounded by
+    /// [`crate::WatchConfig`]).
+    pub fn watch_ring_usage(&self) -> (usize, usize) {
+        self.inner.shared.watch.ring_usage()
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> u64 {
         self.inner.shared.node_id
