@@ -132,13 +132,16 @@ use transport::{Delivery, Overloaded, Transport, TransportConfig};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
-pub use driven::{CommittedEntry, DrivenNode, DrivenParts, PendingChange};
+pub use driven::{CommittedEntry, DrivenHandle, DrivenNode, DrivenParts, PendingChange};
 pub use interface::{
     BoxFuture, Consensus, Member, MembershipChange, RaftError, RestoreError, Role, SnapshotJob,
     StateMachine, Status,
 };
 pub use outbox::{Outbox, PeerError};
 pub use raft_loop::StopReason;
+/// Selecting and consulting planted bugs, for the layers above (kvstore's
+/// planted bugs use the same switch).
+pub use wal::plant;
 /// The deliberate bugs `sim::SimOptions::plant` selects (see `wal::plant`).
 pub use wal::plant::PlantedBug;
 

@@ -54,9 +54,9 @@
 //! assert!(report.passed(), "{}", report.summary());
 //! ```
 
-pub mod checker;
+pub use lincheck::checker;
 mod cluster;
-pub mod history;
+pub use lincheck::history;
 mod nemesis;
 mod report;
 mod v3;
