@@ -73,9 +73,12 @@ pub fn run(seed: u64, options: &KvSimOptions) -> Result<KvSimOutcome, SimError> 
 pub fn run_recording(seed: u64, options: &KvSimOptions, record: bool) -> KvSimRun {
     let mut workload = KvWorkload::new(seed, options.clients);
     let (result, events) = raftnode::sim::run_with(seed, &options.sim, &mut workload, record);
-    let result = result.map(|sim| KvSimOutcome {
-        sim,
-        clients: workload.counts(),
+    let result = result.map(|mut sim| {
+        sim.proposals_ok = workload.proposals_accepted();
+        KvSimOutcome {
+            sim,
+            clients: workload.counts(),
+        }
     });
     let violation = match &result {
         Err(_) => workload.violation().cloned(),

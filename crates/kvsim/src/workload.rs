@@ -133,12 +133,14 @@ impl RequestTimer for SimTimer {
 struct Remembering {
     inner: DrivenHandle,
     proposed: Arc<Mutex<VecDeque<Vec<u8>>>>,
+    accepted: Arc<AtomicU64>,
 }
 
 impl Consensus for Remembering {
     fn propose(&self, data: Vec<u8>) -> RaftFuture<'_, Result<(), RaftError>> {
         Box::pin(async move {
             self.inner.propose(data.clone()).await?;
+            self.accepted.fetch_add(1, Ordering::Relaxed);
             // Only what Raft took: a refused proposal is never in the log,
             // and its PUT counts as failed.
             let mut proposed = self.proposed.lock();
@@ -198,6 +200,8 @@ pub struct KvWorkload {
     stores: BTreeMap<u64, (KvStore, DrivenHandle)>,
     clients: Vec<Client>,
     proposed: Arc<Mutex<VecDeque<Vec<u8>>>>,
+    /// Proposals of the stores that Raft accepted.
+    accepted: Arc<AtomicU64>,
     resends: Vec<RaftFuture<'static, Result<(), RaftError>>>,
     started: u64,
     /// Microsecond stamps: step × STEP_MS plus an order within the step.
@@ -222,6 +226,7 @@ impl KvWorkload {
             stores: BTreeMap::new(),
             clients: (0..options.clients).map(|_| Client::default()).collect(),
             proposed: Arc::default(),
+            accepted: Arc::default(),
             resends: Vec::new(),
             started: 0,
             step_us: 0,
@@ -236,6 +241,11 @@ impl KvWorkload {
     /// What the clients did.
     pub fn counts(&self) -> ClientCounts {
         self.counts
+    }
+
+    /// Proposals of the stores (the clients' writes) that Raft accepted.
+    pub fn proposals_accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// The key that did not linearize, if one did not.
@@ -530,6 +540,7 @@ impl Workload for KvWorkload {
         let store = unattached.attach(Arc::new(Remembering {
             inner: consensus.clone(),
             proposed: Arc::clone(&self.proposed),
+            accepted: Arc::clone(&self.accepted),
         }));
         self.stores.insert(id, (store, consensus));
     }

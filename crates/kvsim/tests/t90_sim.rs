@@ -283,3 +283,42 @@ fn every_planted_bug_is_caught_within_the_ci_seed_range() {
         );
     }
 }
+
+/// A seed whose history does not linearize names the key and its culprit,
+/// and its timeline (the chaos suite's HTML) shows that key's operations
+/// with the culprit outlined.
+#[test]
+fn a_history_that_does_not_linearize_is_drawn_as_the_chaos_timeline() {
+    let options = KvSimOptions {
+        sim: SimOptions {
+            plant: Some(kvsim::PlantedBug::ReadWithoutBarrier),
+            ..SimOptions::default()
+        },
+        ..KvSimOptions::default()
+    };
+    let (seed, run) = ci_seeds()
+        .find_map(|seed| {
+            let run = kvsim::run_recording(seed, &options, true);
+            run.violation.is_some().then_some((seed, run))
+        })
+        .expect("a read without its barrier breaks linearizability");
+    let error = run.result.as_ref().expect_err("the run failed");
+    let violation = run.violation.as_ref().expect("found above");
+    assert!(
+        error
+            .reason
+            .contains(&format!("key {} does not linearize", violation.key)),
+        "{error}"
+    );
+    assert!(violation.ops.contains(&violation.culprit));
+    assert!(violation.ops.iter().all(|op| op.key == violation.key));
+    let html = kvsim::timeline_html(seed, violation);
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.contains(&format!("raftkv sim seed {seed}")));
+    assert_eq!(html.matches("culprit'").count(), 1, "one culprit outlined");
+    assert_eq!(
+        html.matches("class='op ").count(),
+        violation.ops.len(),
+        "one bar per operation"
+    );
+}
