@@ -217,7 +217,8 @@ fn a_recorded_trace_is_the_same_run_and_its_json_names_every_event() {
 }
 
 /// The seeds CI runs: the default (all faults) mix, default clients. About
-/// TIME in release on a 2-core machine; a debug build runs the first tenth.
+/// 20 s in release on a 2-core machine under load (the whole file); a debug
+/// build runs the first tenth.
 fn ci_seeds() -> std::ops::Range<u64> {
     if cfg!(debug_assertions) {
         0..100

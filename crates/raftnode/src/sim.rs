@@ -33,9 +33,14 @@
 //! gives the same hash. A planted bug ([`SimOptions::plant`], see
 //! `wal::plant`) is switched on for the run's thread.
 //!
-//! The state machine is a log of applied payloads, and its snapshot is that
-//! log. A driven node writes its snapshots on the caller's thread, so the
-//! whole run is one thread.
+//! Without a [`Workload`] ([`run`]) the harness proposes raw payloads and
+//! the state machine is a log of applied payloads, whose snapshot is that
+//! log. With one ([`run_with`]; `kvsim` is the key-value store's) each node
+//! gets the workload's state machine, wrapped so that the applied payloads
+//! are still recorded for the checks above, and the workload's clients
+//! propose and read through each node's [`DrivenHandle`](crate::DrivenHandle)
+//! every step; its own checks run at the end. A driven node writes its
+//! snapshots on the caller's thread, so the whole run is one thread.
 
 mod faults;
 
