@@ -179,7 +179,7 @@ fn write_trace(seed: u64, options: &KvSimOptions) -> Result<String, String> {
     let mut written = path.display().to_string();
     if let Some(violation) = &run.violation {
         let html = dir.join(format!("seed-{seed}.html"));
-        std::fs::write(&html, timeline_html(seed, violation))
+        std::fs::write(&html, timeline_html(seed, violation, &run.events))
             .map_err(|e| format!("write {}: {e}", html.display()))?;
         written.push_str(&format!(", timeline: {}", html.display()));
     }

@@ -28,6 +28,8 @@
 
 mod workload;
 
+use lincheck::timeline::Band;
+
 pub use raftnode::sim::{
     trace_json, Faults, SimError, SimOptions, SimOutcome, TraceEvent, FAULT_KINDS, FAULT_MIXES,
     TRACE_KINDS,
@@ -91,15 +93,89 @@ pub fn run_recording(seed: u64, options: &KvSimOptions, record: bool) -> KvSimRu
     }
 }
 
-/// The chaos suite's HTML timeline of a key that did not linearize.
-pub fn timeline_html(seed: u64, violation: &Violation) -> String {
+/// The chaos suite's HTML timeline of a key that did not linearize, with
+/// the faults of the recorded `events` that overlap it as bands (a node
+/// down from its crash to its next start, a partition until it healed, a
+/// slow disk, a membership change until the node was added).
+pub fn timeline_html(seed: u64, violation: &Violation, events: &[TraceEvent]) -> String {
     let title = format!("raftkv sim seed {seed}");
+    let first_us = violation
+        .ops
+        .iter()
+        .map(|op| op.invoke_us)
+        .min()
+        .unwrap_or(0);
+    let last_us = violation
+        .ops
+        .iter()
+        .map(|op| op.complete_us)
+        .max()
+        .unwrap_or(0);
+    let bands: Vec<Band> = fault_bands(events)
+        .into_iter()
+        .filter(|band| band.start_us <= last_us && band.end_us >= first_us)
+        .collect();
     lincheck::timeline::timeline_html(&lincheck::timeline::Timeline {
         title: &title,
         checker: violation.checker,
         key: &violation.key,
         culprit: &violation.culprit,
         ops: &violation.ops,
-        bands: &[],
+        bands: &bands,
     })
+}
+
+/// The faults of a recorded trace as timeline bands, in the clients'
+/// microseconds (`STEP_MS` per step).
+fn fault_bands(events: &[TraceEvent]) -> Vec<Band> {
+    let us = |step: u64| step * STEP_MS * 1000;
+    // The step of the first event of `kind` for `node` after position `at`.
+    let next = |at: usize, kind: &str, node: u64| {
+        events[at + 1..]
+            .iter()
+            .find(|e| e.kind == kind && e.fields.first() == Some(&node))
+            .map(|e| e.step)
+    };
+    let end_step = events.last().map_or(0, |e| e.step);
+    let mut bands = Vec::new();
+    for (at, event) in events.iter().enumerate() {
+        let field = |i: usize| event.fields.get(i).copied().unwrap_or(0);
+        let (name, end, detail) = match event.kind {
+            "crash" => (
+                "crash",
+                next(at, "open", field(0)).unwrap_or(end_step),
+                format!("node {} down", field(0)),
+            ),
+            "partition" => {
+                let direction = match (field(1), field(2)) {
+                    (1, 1) => "both ways",
+                    (1, _) => "outbound",
+                    _ => "inbound",
+                };
+                (
+                    "partition",
+                    next(at, "heal", field(0)).unwrap_or(field(3)),
+                    format!("node {} cut off {direction}", field(0)),
+                )
+            }
+            "slow_disk" => (
+                "slow disk",
+                field(1),
+                format!("node {} stuck in fsync", field(0)),
+            ),
+            "membership_change" => (
+                "membership",
+                next(at, "added", field(1)).unwrap_or(end_step),
+                format!("remove {}, then add {}", field(0), field(1)),
+            ),
+            _ => continue,
+        };
+        bands.push(Band {
+            start_us: us(event.step),
+            end_us: us(end.max(event.step)),
+            name: name.to_string(),
+            detail,
+        });
+    }
+    bands
 }

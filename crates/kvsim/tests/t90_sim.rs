@@ -313,7 +313,7 @@ fn a_history_that_does_not_linearize_is_drawn_as_the_chaos_timeline() {
     );
     assert!(violation.ops.contains(&violation.culprit));
     assert!(violation.ops.iter().all(|op| op.key == violation.key));
-    let html = kvsim::timeline_html(seed, violation);
+    let html = kvsim::timeline_html(seed, violation, &run.events);
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.contains(&format!("raftkv sim seed {seed}")));
     assert_eq!(html.matches("culprit'").count(), 1, "one culprit outlined");
@@ -321,5 +321,9 @@ fn a_history_that_does_not_linearize_is_drawn_as_the_chaos_timeline() {
         html.matches("class='op ").count(),
         violation.ops.len(),
         "one bar per operation"
+    );
+    assert!(
+        html.contains("<div class=fault"),
+        "the faults of the run are drawn as bands"
     );
 }
