@@ -32,11 +32,12 @@ Tasks:
         and openraft the same way. See docs/bench.md.
   sim [--seeds N] [--seed S] [--nodes N] [--steps N] [--faults MIX]
         [--plant BUG] [--help]
-        Deterministic simulation: real raftnode nodes on a simulated disk,
-        network and clock, one thread, one seed each, under network, disk
-        and membership faults; checks Raft's safety invariants after every
-        turn. A failure prints the command that replays its seed exactly.
-        See docs/simulation.md.
+        Deterministic simulation: real nodes (wal, raftnode, kvstore) on a
+        simulated disk, network and clock, with simulated clients, one
+        thread, one seed each, under network, disk and membership faults;
+        checks Raft's safety invariants after every turn and the clients'
+        history for linearizability at the end. A failure prints the
+        command that replays its seed exactly. See docs/simulation.md.
 ";
 
 fn main() -> ExitCode {

@@ -1,19 +1,20 @@
-//! `cargo xtask sim [options]`: runs `raftnode::sim` (real nodes on a
-//! simulated disk, network and clock, on one thread) for many seeds, with a
-//! progress line and a summary; a violation prints the one-line command
-//! that replays its seed exactly, and the first failing seeds' traces are
-//! written as JSON under `target/sim/`.
+//! `cargo xtask sim [options]`: runs `kvsim` (real nodes, wal + raftnode +
+//! kvstore, on a simulated disk, network and clock, with simulated clients,
+//! on one thread) for many seeds, with a progress line and a summary; a
+//! violation prints the one-line command that replays its seed exactly, and
+//! the first failing seeds' traces are written as JSON under `target/sim/`
+//! (with the chaos suite's HTML timeline of the key when a history does not
+//! linearize).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use raftnode::sim::{
-    run as run_seed, run_traced, trace_json, Faults, SimOptions, SimOutcome, FAULT_KINDS,
-    FAULT_MIXES,
+use kvsim::{
+    run as run_seed, run_recording, timeline_html, trace_json, Faults, KvSimOptions, KvSimOutcome,
+    PlantedBug, FAULT_KINDS, FAULT_MIXES,
 };
-use raftnode::PlantedBug;
 
 /// The task's help text.
 pub const USAGE: &str = "\
@@ -25,7 +26,14 @@ Usage: cargo xtask sim [options]
   --nodes N           initial cluster size, 1 to 7 (default 3)
   --steps N           steps of the faulty phase per seed (default 600)
   --calm-steps N      steps without faults at the end (default 400)
-  --propose P         percent of steps with a proposal (default 30)
+  --clients N         concurrent clients (default 4)
+  --keys N            keys they share (default 3)
+  --requests P        percent of steps an idle client starts a request in
+                      (default 30); half PUTs, the rest GETs
+  --serializable P    percent of GETs that are serializable (default 25)
+  --resend P          percent of steps that resend an earlier proposal
+                      through another node (default 3)
+  --ops N             most requests per seed (default 0: no bound)
   --snapshot-count N  applied entries between snapshots (default 20)
   --catch-up N        entries kept after a snapshot (default 2)
   --faults MIX        none, classic, network, disk, membership or all
@@ -43,7 +51,8 @@ Usage: cargo xtask sim [options]
   --membership N      membership changes per seed (remove, then add)
   --plant NAME        switch on a planted bug: send-before-fsync, skip-fsync,
                       corrupt-tail-as-torn, drop-snapshot-report,
-                      snapshot-before-marker
+                      snapshot-before-marker, ack-put-on-propose,
+                      read-without-barrier, apply-duplicate
 ";
 
 /// What to run.
@@ -51,7 +60,7 @@ Usage: cargo xtask sim [options]
 struct Plan {
     first_seed: u64,
     seeds: u64,
-    options: SimOptions,
+    options: KvSimOptions,
     /// The options as given, minus `--seed` and `--seeds` (for the replay
     /// command).
     replay_args: Vec<String>,
@@ -77,10 +86,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         plan.first_seed,
         plan.first_seed.wrapping_add(plan.seeds),
         plan.seeds,
-        plan.options.nodes,
-        plan.options.steps,
-        plan.options.calm_steps,
+        plan.options.sim.nodes,
+        plan.options.sim.steps,
+        plan.options.sim.calm_steps,
         plan.options
+            .sim
             .plant
             .map(|bug| format!(", planted bug {}", bug.name()))
             .unwrap_or_default()
@@ -153,16 +163,27 @@ fn progress_bar(done: u64, total: u64, failed: usize, elapsed_s: f64) -> String 
 const TRACES_WRITTEN_MAX: usize = 5;
 
 /// Replays `seed` recording its events and writes them as JSON to
-/// `<target>/sim/seed-<seed>.json`; returns the path.
-fn write_trace(seed: u64, options: &SimOptions) -> Result<String, String> {
-    let (result, events) = catch_unwind(AssertUnwindSafe(|| run_traced(seed, options)))
+/// `<target>/sim/seed-<seed>.json`, and when a key did not linearize its
+/// timeline to `seed-<seed>.html`; returns the paths.
+fn write_trace(seed: u64, options: &KvSimOptions) -> Result<String, String> {
+    let run = catch_unwind(AssertUnwindSafe(|| run_recording(seed, options, true)))
         .map_err(|panic| format!("the replay panicked: {}", panic_text(&panic)))?;
     let dir = testcluster::target_dir().join("sim");
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let path = dir.join(format!("seed-{seed}.json"));
-    std::fs::write(&path, trace_json(seed, result.as_ref().err(), &events))
-        .map_err(|e| format!("write {}: {e}", path.display()))?;
-    Ok(path.display().to_string())
+    std::fs::write(
+        &path,
+        trace_json(seed, run.result.as_ref().err(), &run.events),
+    )
+    .map_err(|e| format!("write {}: {e}", path.display()))?;
+    let mut written = path.display().to_string();
+    if let Some(violation) = &run.violation {
+        let html = dir.join(format!("seed-{seed}.html"));
+        std::fs::write(&html, timeline_html(seed, violation, &run.events))
+            .map_err(|e| format!("write {}: {e}", html.display()))?;
+        written.push_str(&format!(", timeline: {}", html.display()));
+    }
+    Ok(written)
 }
 
 /// The one-line command that runs `seed` alone with the plan's options.
@@ -185,12 +206,26 @@ struct Totals {
     snapshots_sent: u64,
     delivered: u64,
     simulated_ms: u64,
+    ops_checked: u64,
+    puts_ok: u64,
+    puts_unknown: u64,
+    reads_linearizable: u64,
+    reads_serializable: u64,
+    resends: u64,
     faults: BTreeMap<&'static str, u64>,
     failures: Vec<(u64, String)>,
 }
 
 impl Totals {
-    fn add(&mut self, outcome: &SimOutcome) {
+    fn add(&mut self, outcome: &KvSimOutcome) {
+        let clients = &outcome.clients;
+        self.ops_checked += clients.ops_checked;
+        self.puts_ok += clients.puts_ok;
+        self.puts_unknown += clients.puts_unknown;
+        self.reads_linearizable += clients.reads_linearizable;
+        self.reads_serializable += clients.reads_serializable;
+        self.resends += clients.resends;
+        let outcome = &outcome.sim;
         self.passed += 1;
         self.committed += outcome.committed_max;
         self.terms_with_leader += outcome.leaders.len() as u64;
@@ -213,7 +248,9 @@ impl Totals {
             "passed {}/{seeds} seeds in {wall_s:.1} s ({:.0} seeds/minute); \
              simulated {:.2} h of cluster time ({:.0}x wall clock)\n\
              {} entries committed, {} terms with a leader, {} proposals accepted, \
-             {} snapshot transfers, {} messages delivered\nfaults:",
+             {} snapshot transfers, {} messages delivered\n\
+             {} client operations checked ({} PUTs acknowledged, {} unknown; \
+             {} linearizable and {} serializable GETs), {} proposals resent\nfaults:",
             self.passed,
             seeds as f64 * 60.0 / wall_s.max(1e-9),
             simulated_s / 3600.0,
@@ -223,6 +260,12 @@ impl Totals {
             self.proposals_ok,
             self.snapshots_sent,
             self.delivered,
+            self.ops_checked,
+            self.puts_ok,
+            self.puts_unknown,
+            self.reads_linearizable,
+            self.reads_serializable,
+            self.resends,
         );
         for kind in FAULT_KINDS {
             let count = self.faults.get(kind).copied().unwrap_or(0);
@@ -248,7 +291,7 @@ fn parse(args: &[String], default_seed: u64) -> Result<Plan, String> {
     let mut plan = Plan {
         first_seed: default_seed,
         seeds: 100,
-        options: SimOptions::default(),
+        options: KvSimOptions::default(),
         replay_args: Vec::new(),
     };
     let pairs: Vec<(&String, &String)> = {
@@ -263,7 +306,7 @@ fn parse(args: &[String], default_seed: u64) -> Result<Plan, String> {
     // The mix first, so the options for one kind change it in any order.
     for (arg, value) in &pairs {
         if arg.as_str() == "--faults" {
-            plan.options.faults = Faults::mix(value).ok_or_else(|| {
+            plan.options.sim.faults = Faults::mix(value).ok_or_else(|| {
                 format!(
                     "--faults {value:?} is not one of {}",
                     FAULT_MIXES.join(", ")
@@ -279,7 +322,7 @@ fn parse(args: &[String], default_seed: u64) -> Result<Plan, String> {
         match arg.as_str() {
             "--faults" => continue,
             "--plant" => {
-                plan.options.plant = Some(PlantedBug::from_name(text).ok_or_else(|| {
+                plan.options.sim.plant = Some(PlantedBug::from_name(text).ok_or_else(|| {
                     let names: Vec<&str> = PlantedBug::ALL.iter().map(|b| b.name()).collect();
                     format!("--plant {text:?} is not one of {}", names.join(", "))
                 })?);
@@ -290,7 +333,8 @@ fn parse(args: &[String], default_seed: u64) -> Result<Plan, String> {
         let value: u64 = text
             .parse()
             .map_err(|_| format!("{arg} {text:?} is not a valid number"))?;
-        let o = &mut plan.options;
+        let o = &mut plan.options.sim;
+        let c = &mut plan.options.clients;
         let f = &mut o.faults;
         match arg.as_str() {
             "--seeds" => plan.seeds = value,
@@ -298,7 +342,12 @@ fn parse(args: &[String], default_seed: u64) -> Result<Plan, String> {
             "--nodes" => o.nodes = value,
             "--steps" => o.steps = value,
             "--calm-steps" => o.calm_steps = value,
-            "--propose" => o.propose_percent = value,
+            "--clients" => c.clients = value,
+            "--keys" => c.keys = value,
+            "--requests" => c.request_percent = value,
+            "--serializable" => c.serializable_percent = value,
+            "--resend" => c.resend_percent = value,
+            "--ops" => c.max_ops = value,
             "--snapshot-count" => o.snapshot_count = value,
             "--catch-up" => o.catch_up_entries = value,
             "--drop" => f.drop_percent = value,
@@ -315,13 +364,19 @@ fn parse(args: &[String], default_seed: u64) -> Result<Plan, String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
-    if !(1..=7).contains(&plan.options.nodes) {
-        return Err(format!("--nodes {} is not in 1..=7", plan.options.nodes));
+    if !(1..=7).contains(&plan.options.sim.nodes) {
+        return Err(format!(
+            "--nodes {} is not in 1..=7",
+            plan.options.sim.nodes
+        ));
     }
-    if plan.options.steps < 60 {
+    if !(1..=1000).contains(&plan.options.clients.keys) {
+        return Err("--keys must be in 1..=1000".into());
+    }
+    if plan.options.sim.steps < 60 {
         return Err("--steps must be at least 60 (a crash and a restart fit)".into());
     }
-    if plan.options.calm_steps < 100 {
+    if plan.options.sim.calm_steps < 100 {
         return Err("--calm-steps must be at least 100 (time to converge)".into());
     }
     Ok(plan)
@@ -346,10 +401,20 @@ mod tests {
     fn options_parse_and_bad_ones_are_refused() {
         let plan = parse(&args("--seeds 5 --seed 42 --nodes 5 --steps 300"), 9).unwrap();
         assert_eq!((plan.first_seed, plan.seeds), (42, 5));
-        assert_eq!((plan.options.nodes, plan.options.steps), (5, 300));
+        assert_eq!((plan.options.sim.nodes, plan.options.sim.steps), (5, 300));
         let default = parse(&[], 9).unwrap();
         assert_eq!((default.first_seed, default.seeds), (9, 100));
-        assert_eq!(default.options.faults, Faults::mix("all").unwrap());
+        assert_eq!(default.options.sim.faults, Faults::mix("all").unwrap());
+        let clients = parse(&args("--clients 8 --keys 2 --ops 50"), 9).unwrap();
+        assert_eq!(
+            (
+                clients.options.clients.clients,
+                clients.options.clients.keys
+            ),
+            (8, 2)
+        );
+        assert_eq!(clients.options.clients.max_ops, 50);
+        assert!(parse(&args("--keys 0"), 9).is_err());
         assert!(parse(&args("--nodes 0"), 9).is_err());
         assert!(parse(&args("--steps 10"), 9).is_err());
         assert!(parse(&args("--seeds"), 9).is_err());
@@ -364,13 +429,13 @@ mod tests {
         let plan = parse(&args("--crashes 7 --faults network --plant skip-fsync"), 9).unwrap();
         let network = Faults::mix("network").unwrap();
         assert_eq!(
-            plan.options.faults,
+            plan.options.sim.faults,
             Faults {
                 crashes: 7,
                 ..network
             }
         );
-        assert_eq!(plan.options.plant, Some(PlantedBug::SkipFsync));
+        assert_eq!(plan.options.sim.plant, Some(PlantedBug::SkipFsync));
     }
 
     #[test]

@@ -144,6 +144,11 @@ impl DedupWindow {
         if admission == Admission::New {
             origin.last_index = index;
         }
+        if admission == Admission::Duplicate
+            && raftnode::plant::active(raftnode::PlantedBug::ApplyDuplicate)
+        {
+            return Admission::New;
+        }
         admission
     }
 

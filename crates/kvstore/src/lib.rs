@@ -60,6 +60,11 @@
 //! * At most `max_in_flight_writes` writes wait at a time; one more gets
 //!   [`KvError::Busy`] at once, before anything is proposed.
 //!
+//! # Time
+//! Request waits are bounded by a [`RequestTimer`]: tokio's in production,
+//! the simulation's clock in `kvsim` (which polls the store's futures on one
+//! thread without a runtime; see [`Unattached::with_timer`]).
+//!
 //! # Construction
 //! Two steps, because raftnode needs the state machine before the store can
 //! have its consensus handle: [`new`] returns an [`Unattached`] store and the
@@ -96,6 +101,7 @@ pub mod mvcc;
 mod snapshot;
 mod state;
 mod store;
+pub mod timer;
 pub mod watch;
 
 #[cfg(feature = "testing")]
@@ -112,6 +118,7 @@ pub use mvcc::{Keyspace, KeyspaceStatus};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::KvStateMachine;
 pub use store::{KvStore, ReadConsistency, Unattached};
+pub use timer::{RequestTimer, TokioTimer};
 pub use watch::{WatchConfig, WatchStream};
 
 /// Configuration of one node's store.
@@ -183,7 +190,20 @@ impl KvConfig {
 /// # Panics
 /// If `config.node_id` is 0 or `config.max_in_flight_writes` is 0: both are
 /// programming errors of the caller, caught at start-up.
-pub fn new(mut config: KvConfig) -> (Unattached, KvStateMachine) {
+pub fn new(config: KvConfig) -> (Unattached, KvStateMachine) {
+    new_with_boot_nonce(config, None)
+}
+
+/// [`new`], with the boot nonce of request ids given (`Some`) instead of
+/// drawn at random: a deterministic simulation derives it from its seed so
+/// that runs repeat exactly. Two incarnations of a node must not share one.
+///
+/// # Panics
+/// As [`new`].
+pub fn new_with_boot_nonce(
+    mut config: KvConfig,
+    boot_nonce: Option<u64>,
+) -> (Unattached, KvStateMachine) {
     if config.quota_bytes == 0 {
         config.quota_bytes = KvConfig::DEFAULT_QUOTA_BYTES;
     }
@@ -195,7 +215,11 @@ pub fn new(mut config: KvConfig) -> (Unattached, KvStateMachine) {
         config.max_in_flight_writes > 0,
         "KvConfig::max_in_flight_writes must be positive"
     );
-    let shared = Arc::new(state::Shared::new(config.node_id, config.watch.clone()));
+    let mut shared = state::Shared::new(config.node_id, config.watch.clone());
+    if let Some(nonce) = boot_nonce {
+        shared = shared.with_boot_nonce(nonce);
+    }
+    let shared = Arc::new(shared);
     let state_machine = KvStateMachine::new(Arc::clone(&shared));
     (Unattached::new(config, shared), state_machine)
 }

@@ -378,3 +378,12 @@ impl std::fmt::Debug for KvStateMachine {
             .finish_non_exhaustive()
     }
 }
+
+impl Shared {
+    /// Replaces the random boot nonce (a deterministic simulation derives
+    /// it from its seed; see `kvstore::new_with_boot_nonce`).
+    pub(crate) fn with_boot_nonce(mut self, boot_nonce: u64) -> Self {
+        self.boot_nonce = boot_nonce;
+        self
+    }
+}

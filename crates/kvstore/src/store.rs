@@ -17,6 +17,7 @@ use crate::error::KvError;
 use crate::lessor::{self, LeaseClock, Lessor, MonotonicClock, Renewal};
 use crate::mvcc::{self, Keyspace, KeyspaceStatus};
 use crate::state::{LeaseChange, Response, Shared};
+use crate::timer::{self, RequestTimer, TokioTimer};
 use crate::KvConfig;
 
 /// How a `get` reads.
@@ -36,6 +37,7 @@ pub struct Unattached {
     config: KvConfig,
     shared: Arc<Shared>,
     lease_clock: Arc<dyn LeaseClock>,
+    timer: Arc<dyn RequestTimer>,
 }
 
 impl std::fmt::Debug for dyn LeaseClock {
@@ -50,7 +52,15 @@ impl Unattached {
             config,
             shared,
             lease_clock: Arc::new(MonotonicClock::new()),
+            timer: Arc::new(TokioTimer),
         }
+    }
+
+    /// Replaces the timer that bounds request waits (production:
+    /// [`TokioTimer`]; a deterministic simulation: its own clock).
+    pub fn with_timer(mut self, timer: Arc<dyn RequestTimer>) -> Self {
+        self.timer = timer;
+        self
     }
 
     /// Replaces the lease clock (production: [`MonotonicClock`]; tests:
@@ -69,6 +79,7 @@ impl Unattached {
         let inner = Inner {
             lessor: Mutex::new(lessor),
             lease_clock: self.lease_clock,
+            timer: self.timer,
             next_lease_salt: AtomicU64::new(0),
             write_permits: Semaphore::new(
                 self.config.max_in_flight_writes.min(Semaphore::MAX_PERMITS),
@@ -101,6 +112,7 @@ struct Inner {
     /// Lease deadlines: meaningful only while this node is the confirmed leader.
     lessor: Mutex<Lessor>,
     lease_clock: Arc<dyn LeaseClock>,
+    timer: Arc<dyn RequestTimer>,
     next_lease_salt: AtomicU64,
 }
 
@@ -249,17 +261,22 @@ impl KvStore {
             .try_acquire()
             .map_err(|_| KvError::Busy)?;
         let id = self.next_request_id();
+        let planted_ack = matches!(op, Op::Put(_))
+            && raftnode::plant::active(raftnode::PlantedBug::AckPutOnPropose);
         let payload = command::encode(id, op);
         // Register before proposing: the entry may be applied before
         // `propose` even returns.
         let mut waiter = self.inner.shared.register(id.seq)?;
         let proposed_then_applied = async {
             self.inner.consensus.propose(payload).await?;
+            if planted_ack {
+                return Ok(Response::Put(pb::PutResponse::default()));
+            }
             waiter.applied().await
         };
-        match tokio::time::timeout(self.timeout(), proposed_then_applied).await {
-            Ok(applied) => applied,
-            Err(_elapsed) => {
+        match timer::within(&*self.inner.timer, self.timeout(), proposed_then_applied).await {
+            Some(applied) => applied,
+            None => {
                 tracing::debug!(seq = id.seq, "write not applied before its deadline");
                 Err(self.write_timeout())
             }
@@ -267,11 +284,14 @@ impl KvStore {
     }
 
     async fn read_barrier(&self) -> Result<(), KvError> {
+        if raftnode::plant::active(raftnode::PlantedBug::ReadWithoutBarrier) {
+            return Ok(());
+        }
         let barrier = self.inner.consensus.read_barrier();
-        match tokio::time::timeout(self.timeout(), barrier).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(KvError::Raft(error)),
-            Err(_elapsed) => Err(KvError::ReadTimeout {
+        match timer::within(&*self.inner.timer, self.timeout(), barrier).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(error)) => Err(KvError::Raft(error)),
+            None => Err(KvError::ReadTimeout {
                 timeout_ms: self.inner.config.request_timeout_ms,
             }),
         }

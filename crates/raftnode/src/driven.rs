@@ -83,7 +83,7 @@ pub struct DrivenNode {
     /// The transport's reports, which the caller makes instead.
     reports: Arc<Reports>,
     // The loop stops when these disconnect; they live as long as the node.
-    _requests: Sender<Request>,
+    requests: Sender<Request>,
     _peer_frames: Sender<Frame>,
     _shutdown: Sender<()>,
 }
@@ -137,7 +137,7 @@ impl DrivenNode {
             start_kind: opened.kind,
             stopped: None,
             reports,
-            _requests: requests_tx,
+            requests: requests_tx,
             _peer_frames: peer_frames_tx,
             _shutdown: shutdown_tx,
         })
@@ -195,6 +195,20 @@ impl DrivenNode {
         PendingChange(answer)
     }
 
+    /// A [`Consensus`](crate::Consensus) handle on this node, for the layers
+    /// above raftnode (a key-value store) to propose and read through, as
+    /// they do through [`NodeHandle`](crate::NodeHandle). Its requests are
+    /// queued and handled in the next [`turn`](Self::turn); its futures
+    /// resolve when the loop answers, with no timer of their own (the loop
+    /// times out reads and membership changes on its clock), and with
+    /// [`RaftError::Stopped`] once the node is dropped or has stopped.
+    pub fn consensus(&self) -> DrivenHandle {
+        DrivenHandle {
+            requests: self.requests.clone(),
+            status: Arc::clone(&self.status),
+        }
+    }
+
     /// Runs one turn of the Raft loop. `Ok(Some(reason))` once the loop has
     /// stopped (removed from the cluster); an error is fatal, as in
     /// production, and every later call returns it again.
@@ -229,5 +243,51 @@ impl DrivenNode {
     /// compacted into a snapshot).
     pub fn committed_entry(&self, index: u64) -> Option<CommittedEntry> {
         self.raft_loop.committed_entry(index)
+    }
+}
+
+/// A [`DrivenNode`]'s [`Consensus`](crate::Consensus) handle (see
+/// [`DrivenNode::consensus`]). Cheap to clone.
+#[derive(Clone)]
+pub struct DrivenHandle {
+    requests: Sender<Request>,
+    status: Arc<RwLock<Status>>,
+}
+
+impl DrivenHandle {
+    async fn call(
+        &self,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), RaftError>>) -> Request,
+    ) -> Result<(), RaftError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        match self.requests.try_send(make(reply)) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(_)) => return Err(RaftError::Busy),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                return Err(RaftError::Stopped)
+            }
+        }
+        answer.await.unwrap_or(Err(RaftError::Stopped))
+    }
+}
+
+impl crate::Consensus for DrivenHandle {
+    fn propose(&self, data: Vec<u8>) -> crate::BoxFuture<'_, Result<(), RaftError>> {
+        Box::pin(self.call(|reply| Request::Propose { data, reply }))
+    }
+
+    fn read_barrier(&self) -> crate::BoxFuture<'_, Result<(), RaftError>> {
+        Box::pin(self.call(|reply| Request::Read { reply }))
+    }
+
+    fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> crate::BoxFuture<'_, Result<(), RaftError>> {
+        Box::pin(self.call(|reply| Request::ChangeMembership { change, reply }))
+    }
+
+    fn status(&self) -> Status {
+        self.status.read().clone()
     }
 }

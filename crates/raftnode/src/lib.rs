@@ -17,7 +17,7 @@
 //!
 //! # Seams
 //! The loop reaches the world only through these, so the same code runs in
-//! production and in a deterministic simulation (`tests/t90_sim.rs`):
+//! production and in a deterministic simulation (`kvsim`, over [`sim`]):
 //! * time: [`Clock`] ([`SystemClock`]; [`ManualClock`] in simulations);
 //! * sending: [`Outbox`] (the HTTP `transport::Transport`; a collector in
 //!   simulations);
@@ -25,14 +25,18 @@
 //!   over the WAL and snapshot files (no separate in-memory log to keep in
 //!   step);
 //! * files: `wal::FileSystem` ([`wal::StdFs`]; `wal::sim::SimFs` in
-//!   simulations), given to [`DrivenNode`] through [`DrivenParts`].
+//!   simulations), given to [`DrivenNode`] through [`DrivenParts`];
+//! * requests: [`DrivenNode::consensus`] gives the layer above a
+//!   [`Consensus`] ([`DrivenHandle`]) whose requests the next turn handles.
 //!
 //! raft-rs draws its randomized election timeout from a thread RNG;
 //! [`NodeConfig::election_ticks_pinned`] pins it so runs repeat.
 //! [`sim`] is that simulation: a seeded cluster of [`DrivenNode`]s under
 //! network, disk and membership faults, with Raft's invariants checked
-//! after every turn (`cargo xtask sim` runs it for many seeds). With the
-//! `planted-bugs` feature, [`PlantedBug`]s can be switched on for it.
+//! after every turn; a [`sim::Workload`] puts the layer above (a state
+//! machine and its clients) on the nodes (`kvsim` does, with kvstore;
+//! `cargo xtask sim` runs that for many seeds). With the `planted-bugs`
+//! feature, [`PlantedBug`]s can be switched on for it.
 //!
 //! # What it does not own
 //! The state machine (the layer above implements [`StateMachine`]), the
@@ -132,13 +136,16 @@ use transport::{Delivery, Overloaded, Transport, TransportConfig};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
-pub use driven::{CommittedEntry, DrivenNode, DrivenParts, PendingChange};
+pub use driven::{CommittedEntry, DrivenHandle, DrivenNode, DrivenParts, PendingChange};
 pub use interface::{
     BoxFuture, Consensus, Member, MembershipChange, RaftError, RestoreError, Role, SnapshotJob,
     StateMachine, Status,
 };
 pub use outbox::{Outbox, PeerError};
 pub use raft_loop::StopReason;
+/// Selecting and consulting planted bugs, for the layers above (kvstore's
+/// planted bugs use the same switch).
+pub use wal::plant;
 /// The deliberate bugs `sim::SimOptions::plant` selects (see `wal::plant`).
 pub use wal::plant::PlantedBug;
 

@@ -33,9 +33,14 @@
 //! gives the same hash. A planted bug ([`SimOptions::plant`], see
 //! `wal::plant`) is switched on for the run's thread.
 //!
-//! The state machine is a log of applied payloads, and its snapshot is that
-//! log. A driven node writes its snapshots on the caller's thread, so the
-//! whole run is one thread.
+//! Without a [`Workload`] ([`run`]) the harness proposes raw payloads and
+//! the state machine is a log of applied payloads, whose snapshot is that
+//! log. With one ([`run_with`]; `kvsim` is the key-value store's) each node
+//! gets the workload's state machine, wrapped so that the applied payloads
+//! are still recorded for the checks above, and the workload's clients
+//! propose and read through each node's [`DrivenHandle`](crate::DrivenHandle)
+//! every step; its own checks run at the end. A driven node writes its
+//! snapshots on the caller's thread, so the whole run is one thread.
 
 mod faults;
 
@@ -163,7 +168,20 @@ const DISRUPTION_GAP_STEPS: u64 = 10;
 
 /// Runs one seeded simulation (see the module docs).
 pub fn run(seed: u64, options: &SimOptions) -> Result<SimOutcome, SimError> {
-    run_recording(seed, options, false).0
+    run_recording(seed, options, false, None).0
+}
+
+/// [`run`] with `workload`'s state machines and clients instead of raw
+/// proposals; `record` also records every event of the trace (as
+/// [`run_traced`]).
+pub fn run_with(
+    seed: u64,
+    options: &SimOptions,
+    workload: &mut dyn Workload,
+    record: bool,
+) -> (Result<SimOutcome, SimError>, Vec<TraceEvent>) {
+    let (result, events) = run_recording(seed, options, record, Some(workload));
+    (result, events.unwrap_or_default())
 }
 
 /// [`run`], recording every event of the trace as well (slower; for
@@ -172,7 +190,7 @@ pub fn run_traced(
     seed: u64,
     options: &SimOptions,
 ) -> (Result<SimOutcome, SimError>, Vec<TraceEvent>) {
-    let (result, events) = run_recording(seed, options, true);
+    let (result, events) = run_recording(seed, options, true, None);
     (result, events.unwrap_or_default())
 }
 
@@ -180,6 +198,7 @@ fn run_recording(
     seed: u64,
     options: &SimOptions,
     record: bool,
+    workload: Option<&mut dyn Workload>,
 ) -> (Result<SimOutcome, SimError>, Option<Vec<TraceEvent>>) {
     if let Err(e) = wal::plant::set(options.plant) {
         let error = SimError {
@@ -189,7 +208,7 @@ fn run_recording(
         };
         return (Err(error), None);
     }
-    let mut sim = match Sim::new(seed, *options, record) {
+    let mut sim = match Sim::new(seed, *options, record, workload) {
         Ok(sim) => sim,
         Err(e) => {
             let _ = wal::plant::set(None);
@@ -201,7 +220,7 @@ fn run_recording(
     (result, sim.trace.events.take())
 }
 
-fn run_planted(sim: &mut Sim, options: &SimOptions) -> Result<SimOutcome, SimError> {
+fn run_planted(sim: &mut Sim<'_>, options: &SimOptions) -> Result<SimOutcome, SimError> {
     for step in 0..options.steps {
         sim.step = step;
         sim.trace.step = step;
@@ -235,7 +254,7 @@ pub struct TraceEvent {
 
 /// Every kind of trace event, its code in the hash and the names of its
 /// fields.
-pub const TRACE_KINDS: [(u64, &str, &[&str]); 16] = [
+pub const TRACE_KINDS: [(u64, &str, &[&str]); 19] = [
     (1, "open", &["node", "incarnation"]),
     (2, "crash", &["node"]),
     (3, "deliver", &["to"]),
@@ -256,6 +275,9 @@ pub const TRACE_KINDS: [(u64, &str, &[&str]); 16] = [
     (14, "removed", &["node"]),
     (15, "added", &["node"]),
     (16, "sync_failure_armed", &["node", "after"]),
+    (17, "client_invoke", &["client", "node", "op", "key"]),
+    (18, "client_return", &["client", "outcome"]),
+    (19, "resend", &["node"]),
 ];
 
 fn trace_kind(code: u64) -> &'static str {
@@ -373,32 +395,122 @@ fn json_string(text: &str) -> String {
 /// Applied payloads as (index, payload), in order.
 type AppliedLog = Vec<(u64, Vec<u8>)>;
 
-/// The simulation's state machine: the applied payloads, in order.
+/// The applied payloads of a node, in order (what the checks read).
 #[derive(Clone, Default)]
 struct Applied(Arc<Mutex<AppliedLog>>);
 
-impl StateMachine for Applied {
+/// The simulation's state machine: records the applied payloads in
+/// [`Applied`] and forwards them to the workload's state machine, if any.
+/// Its snapshot is the applied log, followed by the inner state machine's
+/// snapshot (`log length u64, log, inner`).
+struct Recorder {
+    applied: Applied,
+    inner: Option<Box<dyn StateMachine>>,
+}
+
+impl StateMachine for Recorder {
     fn apply(&mut self, index: u64, data: &[u8]) {
-        let mut applied = self.0.lock();
-        assert!(
-            applied.last().is_none_or(|(last, _)| index > *last),
-            "raftnode applied {index} out of order"
-        );
-        applied.push((index, data.to_vec()));
+        {
+            let mut applied = self.applied.0.lock();
+            assert!(
+                applied.last().is_none_or(|(last, _)| index > *last),
+                "raftnode applied {index} out of order"
+            );
+            applied.push((index, data.to_vec()));
+        }
+        if let Some(inner) = self.inner.as_mut() {
+            inner.apply(index, data);
+        }
     }
 
     fn snapshot(&mut self) -> SnapshotJob {
-        let applied = self.0.lock().clone();
-        Box::new(move || encode_applied(&applied))
+        let applied = self.applied.0.lock().clone();
+        let Some(inner) = self.inner.as_mut() else {
+            return Box::new(move || encode_applied(&applied));
+        };
+        let inner_job = inner.snapshot();
+        Box::new(move || {
+            let log = encode_applied(&applied);
+            let mut out = Vec::with_capacity(8 + log.len());
+            out.extend_from_slice(&(log.len() as u64).to_be_bytes());
+            out.extend_from_slice(&log);
+            out.extend_from_slice(&inner_job());
+            out
+        })
     }
 
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), RestoreError> {
-        let applied = decode_applied(data).ok_or_else(|| RestoreError {
+        let truncated = || RestoreError {
             index,
             reason: "truncated applied log".into(),
-        })?;
-        *self.0.lock() = applied;
+        };
+        let (log, rest) = match self.inner {
+            None => (data, &[][..]),
+            Some(_) => {
+                let len = u64::from_be_bytes(
+                    data.get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(truncated)?,
+                ) as usize;
+                let log = data.get(8..8 + len).ok_or_else(truncated)?;
+                (log, &data[8 + len..])
+            }
+        };
+        let applied = decode_applied(log).ok_or_else(truncated)?;
+        if let Some(inner) = self.inner.as_mut() {
+            inner.restore(index, rest)?;
+        }
+        *self.applied.0.lock() = applied;
         Ok(())
+    }
+}
+
+/// What runs on the nodes besides Raft, for [`run_with`]: the state machine
+/// each incarnation of a node applies to, and clients that propose and read
+/// through the nodes' [`DrivenHandle`](crate::DrivenHandle)s. Without one
+/// ([`run`]) the harness proposes raw payloads itself.
+///
+/// Everything is called on the run's thread, in an order that depends only
+/// on the seed; a workload draws its choices from a generator of its own
+/// seeded from the run's seed, and records its events in the trace through
+/// [`WorkloadStep::record`].
+pub trait Workload {
+    /// The state machine of node `id`'s next incarnation; `nonce` differs
+    /// between incarnations and derives from the seed.
+    fn state_machine(&mut self, id: u64, nonce: u64) -> Box<dyn StateMachine>;
+    /// Node `id` opened with the last state machine given for it.
+    fn opened(&mut self, id: u64, consensus: crate::DrivenHandle);
+    /// Node `id` is gone (crashed, failed, removed, or refused to open).
+    fn closed(&mut self, id: u64);
+    /// One step, before the nodes' turns: collect answers and (unless
+    /// `calm`) start new requests.
+    fn step(&mut self, step: &mut WorkloadStep<'_>);
+    /// After the calm phase, once the cluster converged: the workload's own
+    /// checks, with `members` the final members (all up).
+    fn finish(&mut self, members: &[u64]) -> Result<(), String>;
+}
+
+/// The context of [`Workload::step`].
+pub struct WorkloadStep<'a> {
+    /// The step of the run.
+    pub step: u64,
+    /// The calm phase: no new requests.
+    pub calm: bool,
+    trace: &'a mut Trace,
+}
+
+impl WorkloadStep<'_> {
+    /// Records an event in the trace (and its hash): `code` is one of the
+    /// client kinds of [`TRACE_KINDS`] (17 and up), `fields` its numbers,
+    /// `payload` bytes hashed with it.
+    pub fn record(&mut self, code: u64, fields: &[u64], payload: &[u8]) {
+        let mut words = Vec::with_capacity(fields.len() + 1);
+        words.push(code);
+        words.extend_from_slice(fields);
+        self.trace.words(&words);
+        if !payload.is_empty() {
+            self.trace.bytes(payload);
+        }
     }
 }
 
@@ -529,7 +641,7 @@ enum MemberPhase {
     CatchingUp,
 }
 
-struct Sim {
+struct Sim<'w> {
     seed: u64,
     options: SimOptions,
     step: u64,
@@ -550,6 +662,7 @@ struct Sim {
     /// Every committed entry any node reported: index → (term, data).
     committed: HashMap<u64, (u64, Vec<u8>)>,
     outcome: SimOutcome,
+    workload: Option<&'w mut dyn Workload>,
 }
 
 fn url(id: u64) -> String {
@@ -605,8 +718,13 @@ fn disk_seed(seed: u64, id: u64, disks: u64) -> u64 {
     seed ^ id.rotate_left(32) ^ disks.rotate_left(48)
 }
 
-impl Sim {
-    fn new(seed: u64, mut options: SimOptions, record: bool) -> Result<Sim, SimError> {
+impl<'w> Sim<'w> {
+    fn new(
+        seed: u64,
+        mut options: SimOptions,
+        record: bool,
+        workload: Option<&'w mut dyn Workload>,
+    ) -> Result<Sim<'w>, SimError> {
         let nodes = (1..=options.nodes.max(1))
             .map(|id| SimNode::new(id, seed))
             .collect();
@@ -635,6 +753,7 @@ impl Sim {
             trace: Trace::new(record),
             committed: HashMap::new(),
             outcome: SimOutcome::default(),
+            workload,
         };
         for i in 0..sim.nodes.len() {
             sim.start(i)?;
@@ -675,23 +794,36 @@ impl Sim {
         n.applied = Applied::default();
         n.stalled_until = 0;
         n.failed_syncs_at_start = n.fs.stats().failed_syncs;
+        let nonce = (self.seed ^ n.id).wrapping_mul(0x1000_0000_01B3)
+            ^ (n.incarnation << 40)
+            ^ (n.disks << 56);
+        let inner = self.workload.as_mut().map(|w| w.state_machine(n.id, nonce));
         let opened = DrivenNode::open(DrivenParts {
             config: node_config(n.id, &members, n.joins, &options),
             fs: Arc::new(n.fs.clone()),
-            state_machine: Box::new(n.applied.clone()),
+            state_machine: Box::new(Recorder {
+                applied: n.applied.clone(),
+                inner,
+            }),
             clock: Arc::new(n.clock.clone()),
             outbox: Box::new(n.outbox.clone()),
-            nonce: (self.seed ^ n.id).wrapping_mul(0x1000_0000_01B3)
-                ^ (n.incarnation << 40)
-                ^ (n.disks << 56),
+            nonce,
         });
         self.trace.words(&[1, n.id, n.incarnation]);
         match opened {
             Ok(node) => {
+                if let Some(w) = self.workload.as_mut() {
+                    w.opened(n.id, node.consensus());
+                }
                 n.node = Some(node);
                 Ok(true)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                if let Some(w) = self.workload.as_mut() {
+                    w.closed(n.id);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -721,6 +853,9 @@ impl Sim {
         let after = n.fs.stats();
         let id = n.id;
         self.trace.words(&[2, id]);
+        if let Some(w) = self.workload.as_mut() {
+            w.closed(id);
+        }
         self.count("crashes");
         if after.writes_torn > before.writes_torn {
             self.count("torn writes");
@@ -737,7 +872,13 @@ impl Sim {
             self.maybe_slow_disk();
         }
         self.deliver_due();
-        if !calm {
+        if let Some(w) = self.workload.as_mut() {
+            w.step(&mut WorkloadStep {
+                step: self.step,
+                calm,
+                trace: &mut self.trace,
+            });
+        } else if !calm {
             self.maybe_propose();
         }
         self.turn_all()?;
@@ -1119,6 +1260,9 @@ impl Sim {
         n.applied = Applied::default();
         n.term_max = 0;
         self.trace.words(&[14, id]);
+        if let Some(w) = self.workload.as_mut() {
+            w.closed(id);
+        }
     }
 
     /// Node `id` was added: it starts on a fresh disk, joining.
@@ -1380,6 +1524,9 @@ impl Sim {
             )));
         }
         self.nodes[i].node = None;
+        if let Some(w) = self.workload.as_mut() {
+            w.closed(id);
+        }
         Ok(())
     }
 
@@ -1515,7 +1662,7 @@ impl Sim {
     /// commit index, everything applied, the same applied sequence on every
     /// node (a restarted node restored its newest snapshot, or the
     /// leader's, and applied the rest of the log).
-    fn check_converged(&self) -> Result<(), SimError> {
+    fn check_converged(&mut self) -> Result<(), SimError> {
         if let Some(Disruption::Member(op)) = &self.disruption {
             return Err(self.fail(format!(
                 "the membership change (remove {}, add {}) did not finish",
@@ -1558,6 +1705,11 @@ impl Sim {
                     )));
                 }
                 Some(_) => {}
+            }
+        }
+        if let Some(w) = self.workload.as_mut() {
+            if let Err(reason) = w.finish(&members) {
+                return Err(self.fail(reason));
             }
         }
         Ok(())

@@ -7,8 +7,11 @@
 //! other's bugs. Without the feature [`active`] is a constant `false` and
 //! [`set`] refuses. The code paths that consult [`active`] are in `wal`
 //! (skip the fsync; a corrupt last record taken as torn; a received
-//! snapshot's marker not synced) and in `raftnode` (persisted messages sent
-//! before the fsync; a snapshot report dropped).
+//! snapshot's marker not synced), in `raftnode` (persisted messages sent
+//! before the fsync; a snapshot report dropped) and in `kvstore` (a PUT
+//! acknowledged on propose; a linearizable read without its barrier; a
+//! duplicated command applied twice), which reaches [`active`] through
+//! `raftnode::plant`.
 
 /// A deliberate mistake in the durability or replication path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,11 +31,33 @@ pub enum PlantedBug {
     /// its fsync: the node restores the snapshot, acknowledges it and purges
     /// older snapshot files before the marker is durable.
     SnapshotBeforeMarker,
+    /// kvstore acknowledges a PUT as soon as its proposal is accepted,
+    /// without waiting for its entry to be applied.
+    AckPutOnPropose,
+    /// kvstore answers a linearizable read without the read barrier (as a
+    /// serializable one).
+    ReadWithoutBarrier,
+    /// kvstore applies a command whose request id it already applied (the
+    /// dedup window lets a resent proposal through).
+    ApplyDuplicate,
 }
 
 impl PlantedBug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 8] = [
+        PlantedBug::SendBeforeFsync,
+        PlantedBug::SkipFsync,
+        PlantedBug::CorruptTailAsTorn,
+        PlantedBug::DropSnapshotReport,
+        PlantedBug::SnapshotBeforeMarker,
+        PlantedBug::AckPutOnPropose,
+        PlantedBug::ReadWithoutBarrier,
+        PlantedBug::ApplyDuplicate,
+    ];
+
+    /// The bugs of the durability and replication path (wal and raftnode),
+    /// which a simulation without a key-value store can catch.
+    pub const RAFT: [PlantedBug; 5] = [
         PlantedBug::SendBeforeFsync,
         PlantedBug::SkipFsync,
         PlantedBug::CorruptTailAsTorn,
@@ -48,6 +73,9 @@ impl PlantedBug {
             PlantedBug::CorruptTailAsTorn => "corrupt-tail-as-torn",
             PlantedBug::DropSnapshotReport => "drop-snapshot-report",
             PlantedBug::SnapshotBeforeMarker => "snapshot-before-marker",
+            PlantedBug::AckPutOnPropose => "ack-put-on-propose",
+            PlantedBug::ReadWithoutBarrier => "read-without-barrier",
+            PlantedBug::ApplyDuplicate => "apply-duplicate",
         }
     }
 

@@ -57,9 +57,9 @@
 //! assert!(report.passed(), "{}", report.summary());
 //! ```
 
-pub mod checker;
+pub use lincheck::checker;
 mod cluster;
-pub mod history;
+pub use lincheck::history;
 mod leases;
 mod nemesis;
 mod report;

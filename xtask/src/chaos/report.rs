@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use lincheck::timeline;
+
 use super::history::{CasResult, Op, OpCounts, OpKind, Outcome};
 use super::leases::LeaseCounts;
 use super::nemesis::{FaultKind, FaultRecord};
@@ -277,174 +279,31 @@ pub(crate) fn window(
 }
 
 /// An HTML timeline of `window`: one lane per client, operations as bars,
-/// faults as shaded bands. Self-contained (no script, no external file).
+/// faults as shaded bands (`lincheck::timeline`).
 pub fn timeline_html(window: &Window) -> String {
-    let first_us = window.ops.iter().map(|op| op.invoke_us).min().unwrap_or(0);
-    let last_us = window
-        .ops
+    let bands: Vec<timeline::Band> = window
+        .faults
         .iter()
-        .map(|op| op.complete_us)
-        .max()
-        .unwrap_or(first_us)
-        .max(first_us + 1);
-    // At least 4 px per millisecond, so short operations stay visible.
-    let width_px = ((last_us - first_us) as f64 / 250.0).clamp(1400.0, 30_000.0);
-    let x = |t: u64| (t.saturating_sub(first_us)) as f64 / (last_us - first_us) as f64 * width_px;
-    let lanes: Vec<&str> = window
-        .ops
-        .iter()
-        .map(|op| op.client.as_str())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
+        .map(|fault| timeline::Band {
+            start_us: fault.start_us,
+            end_us: fault.heal_us,
+            name: fault.kind.name().to_string(),
+            detail: fault.detail.clone(),
+        })
         .collect();
-    let lane_px = 34.0;
-    let mut body = String::new();
-    for fault in &window.faults {
-        let (left, right) = (
-            x(fault.start_us.max(first_us)),
-            x(fault.heal_us.min(last_us)),
-        );
-        let _ = write!(
-            body,
-            "<div class=fault style='left:{left:.0}px;width:{:.0}px;height:{:.0}px' title='{}'>{} {}</div>",
-            (right - left).max(2.0),
-            lanes.len() as f64 * lane_px + 24.0,
-            escape(&fault.detail),
-            fault.kind.name(),
-            escape(&fault.detail)
-        );
-    }
-    for (lane, client) in lanes.iter().enumerate() {
-        let top = 24.0 + lane as f64 * lane_px;
-        let _ = write!(
-            body,
-            "<div class=lane style='top:{top:.0}px'>{}</div>",
-            escape(client)
-        );
-        for op in window.ops.iter().filter(|op| op.client == *client) {
-            body.push_str(&bar(
-                op,
-                op == &window.culprit,
-                top,
-                x(op.invoke_us),
-                x(op.complete_us),
-            ));
-        }
-    }
-    format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>raftkv chaos: {key}</title><style>\
-         body{{font:12px sans-serif}} #t{{position:relative;margin-left:80px;width:{width_px}px;height:{height:.0}px}}\
-         .lane{{position:absolute;left:-80px;width:75px;text-align:right}}\
-         .op{{position:absolute;height:22px;overflow:hidden;white-space:nowrap;border-radius:3px;padding:0 2px;box-sizing:border-box}}\
-         .put{{background:#8fd18f}} .get{{background:#8fb8e8}} .unknown{{background:#ddd;border:1px dashed #666}}\
-         .culprit{{outline:3px solid #d00}} .fault{{position:absolute;top:0;background:rgba(255,160,0,.18);border-left:2px solid #f80;font-size:11px}}\
-         </style></head><body><h2>{checker}: key {key} does not linearize</h2>\
-         <p>Culprit (red): {culprit}. Green: PUT ok, blue: GET, grey dashed: outcome unknown. Orange bands: faults. \
-         Hover a bar for its details. Times are ms since the run started ({start:.1} .. {end:.1} ms).</p>\
-         <div id=t>{body}</div></body></html>\n",
-        key = escape(&window.key),
-        checker = escape(&window.checker),
-        height = 40.0 + lanes.len() as f64 * lane_px,
-        culprit = escape(&describe(&window.culprit)),
-        start = first_us as f64 / 1000.0,
-        end = last_us as f64 / 1000.0,
-    )
-}
-
-fn bar(op: &Op, culprit: bool, top: f64, left: f64, right: f64) -> String {
-    let class = match (&op.kind, op.outcome) {
-        (_, Outcome::Unknown | Outcome::Fail) => "unknown",
-        (OpKind::Put { .. } | OpKind::Cas { .. }, _) => "put",
-        (OpKind::Get { .. } | OpKind::Read { .. }, _) => "get",
-    };
-    let label = match &op.kind {
-        OpKind::Put { value } => format!("W {value}"),
-        OpKind::Get { value } => format!("R {}", value.as_deref().unwrap_or("nil")),
-        OpKind::Read {
-            value,
-            mod_revision,
-        } => format!("R {}@{mod_revision}", value.as_deref().unwrap_or("nil")),
-        OpKind::Cas {
-            expect_mod_revision,
-            value,
-            result,
-        } => match result {
-            Some(CasResult::Swapped { revision }) => {
-                format!("CAS @{expect_mod_revision} {value}@{revision}")
-            }
-            Some(CasResult::Refused {
-                value: seen,
-                mod_revision,
-            }) => format!(
-                "CAS @{expect_mod_revision} refused, saw {}@{mod_revision}",
-                seen.as_deref().unwrap_or("nil")
-            ),
-            None => format!("CAS @{expect_mod_revision} {value}?"),
-        },
-    };
-    format!(
-        "<div class='op {class}{}' style='top:{top:.0}px;left:{left:.0}px;width:{:.0}px' title='{}'>{}</div>",
-        if culprit { " culprit" } else { "" },
-        (right - left).max(3.0),
-        escape(&describe(op)),
-        escape(&label)
-    )
+    timeline::timeline_html(&timeline::Timeline {
+        title: "raftkv chaos",
+        checker: &window.checker,
+        key: &window.key,
+        culprit: &window.culprit,
+        ops: &window.ops,
+        bands: &bands,
+    })
 }
 
 /// One line about an operation.
 pub(crate) fn describe(op: &Op) -> String {
-    let what = match &op.kind {
-        OpKind::Put { value } => format!("PUT {} = {value}", op.key),
-        OpKind::Get { value } => format!(
-            "GET {} -> {}",
-            op.key,
-            value.as_deref().unwrap_or("(absent)")
-        ),
-        OpKind::Read {
-            value,
-            mod_revision,
-        } => format!(
-            "Range {} -> {} (mod_revision {mod_revision})",
-            op.key,
-            value.as_deref().unwrap_or("(absent)")
-        ),
-        OpKind::Cas {
-            expect_mod_revision,
-            value,
-            result,
-        } => {
-            let answer = match result {
-                Some(CasResult::Swapped { revision }) => format!("swapped at revision {revision}"),
-                Some(CasResult::Refused {
-                    value: seen,
-                    mod_revision,
-                }) => format!(
-                    "refused, saw {} (mod_revision {mod_revision})",
-                    seen.as_deref().unwrap_or("(absent)")
-                ),
-                None => "no answer".into(),
-            };
-            format!(
-                "Txn {key} if mod_revision = {expect_mod_revision} then put {value}: {answer}",
-                key = op.key
-            )
-        }
-    };
-    format!(
-        "{} on node {}: {what}, {:?}, {:.3} .. {:.3} s",
-        op.client,
-        op.node,
-        op.outcome,
-        op.invoke_us as f64 / 1e6,
-        op.complete_us as f64 / 1e6
-    )
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&#39;")
+    timeline::describe(op)
 }
 
 /// Counts the WAL's "repairing a torn write" warnings in the node logs.

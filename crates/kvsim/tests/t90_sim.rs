@@ -1,13 +1,38 @@
-//! Deterministic simulation (`raftnode::sim`): real nodes (raftnode's loop,
-//! the WAL on a simulated disk) on one thread, with simulated clocks and an
-//! in-memory network, driven turn by turn from a seed, under every kind of
-//! fault the simulation injects (network, disks, membership), with frequent
-//! snapshots and compaction. Checked after every turn: at most one leader
-//! per term, committed entries never change (across crashes too), applied ≤
-//! committed ≤ last index, terms never go backwards; at the end every
-//! member applied the same. Same seed, same trace.
+//! Deterministic simulation (`kvsim` over `raftnode::sim`): real nodes
+//! (the WAL on a simulated disk, raftnode's loop, kvstore) on one thread,
+//! with simulated clocks and an in-memory network, driven turn by turn from
+//! a seed, under every kind of fault the simulation injects (network,
+//! disks, membership), with frequent snapshots and compaction, and clients
+//! doing PUTs and linearizable and serializable GETs through each node's
+//! store. Checked after every turn: at most one leader per term, committed
+//! entries never change (across crashes too), applied ≤ committed ≤ last
+//! index, terms never go backwards; at the end every member applied the
+//! same, has the same keyspace, and the clients' history (with a final read
+//! of every key) is linearizable. Same seed, same trace.
 
-use raftnode::sim::{run, run_traced, trace_json, Faults, SimOptions, FAULT_MIXES, TRACE_KINDS};
+use kvsim::{
+    trace_json, Faults, KvSimOptions, KvSimOutcome, SimError, SimOptions, TraceEvent, FAULT_MIXES,
+    TRACE_KINDS,
+};
+
+fn run(seed: u64, sim: &SimOptions) -> Result<KvSimOutcome, SimError> {
+    kvsim::run(
+        seed,
+        &KvSimOptions {
+            sim: *sim,
+            ..KvSimOptions::default()
+        },
+    )
+}
+
+fn run_traced(seed: u64, sim: &SimOptions) -> (Result<KvSimOutcome, SimError>, Vec<TraceEvent>) {
+    let options = KvSimOptions {
+        sim: *sim,
+        ..KvSimOptions::default()
+    };
+    let run = kvsim::run_recording(seed, &options, true);
+    (run.result, run.events)
+}
 
 #[test]
 fn seeded_clusters_elect_commit_survive_crashes_and_keep_every_invariant() {
@@ -18,11 +43,16 @@ fn seeded_clusters_elect_commit_survive_crashes_and_keep_every_invariant() {
             ..SimOptions::default()
         };
         let outcome = run(seed, &options).unwrap_or_else(|e| panic!("{e}"));
+        let clients = outcome.clients;
+        assert!(clients.puts_ok > 10, "seed {seed}: {clients:?}");
+        assert!(clients.reads_linearizable > 10, "seed {seed}: {clients:?}");
+        assert!(clients.reads_serializable > 5, "seed {seed}: {clients:?}");
+        assert!(clients.ops_checked > 50, "seed {seed}: {clients:?}");
+        let outcome = outcome.sim;
         assert!(
             !outcome.leaders.is_empty(),
             "seed {seed}: a leader was elected"
         );
-        assert!(outcome.proposals_ok > 20, "seed {seed}: {outcome:?}");
         assert!(
             outcome.committed_max > 20,
             "seed {seed}: writes committed: {outcome:?}"
@@ -49,7 +79,9 @@ fn every_fault_mix_injects_its_faults_and_keeps_the_invariants() {
         };
         let mut faults = std::collections::BTreeMap::new();
         for seed in 0..6 {
-            let outcome = run(seed, &options).unwrap_or_else(|e| panic!("mix {mix}: {e}"));
+            let outcome = run(seed, &options)
+                .unwrap_or_else(|e| panic!("mix {mix}: {e}"))
+                .sim;
             for (kind, count) in outcome.faults {
                 *faults.entry(kind).or_insert(0) += count;
             }
@@ -82,7 +114,6 @@ fn a_node_that_fell_behind_catches_up_from_the_leaders_snapshot() {
     let options = SimOptions {
         snapshot_count: 5,
         catch_up_entries: 0,
-        propose_percent: 60,
         faults: Faults {
             drop_percent: 10,
             snapshot_fail_percent: 50,
@@ -93,7 +124,7 @@ fn a_node_that_fell_behind_catches_up_from_the_leaders_snapshot() {
     let mut transfers = 0;
     for seed in 10..14 {
         let outcome = run(seed, &options).unwrap_or_else(|e| panic!("{e}"));
-        transfers += outcome.snapshots_sent;
+        transfers += outcome.sim.snapshots_sent;
     }
     assert!(transfers > 0, "no snapshot was sent");
 }
@@ -108,8 +139,9 @@ fn the_same_seed_gives_the_same_trace() {
     let second = run(7, &options).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(first, second, "same seed, same run");
     let other = run(8, &options).unwrap_or_else(|e| panic!("{e}"));
+    assert!(first.clients.ops_checked > 0, "clients ran: {first:?}");
     assert_ne!(
-        first.trace_hash, other.trace_hash,
+        first.sim.trace_hash, other.sim.trace_hash,
         "different seeds, different runs"
     );
 }
@@ -129,7 +161,13 @@ fn a_recorded_trace_is_the_same_run_and_its_json_names_every_event() {
         Some(&plain),
         "recording changed the run"
     );
-    for kind in ["open", "deliver", "status", "propose"] {
+    for kind in [
+        "open",
+        "deliver",
+        "status",
+        "client_invoke",
+        "client_return",
+    ] {
         assert!(
             events.iter().any(|e| e.kind == kind),
             "no {kind} event among {} events",
@@ -155,7 +193,7 @@ fn a_recorded_trace_is_the_same_run_and_its_json_names_every_event() {
 
     // A failing run: the error is in the JSON, with its step.
     let broken = SimOptions {
-        plant: Some(raftnode::PlantedBug::SkipFsync),
+        plant: Some(kvsim::PlantedBug::SkipFsync),
         ..SimOptions::default()
     };
     let failing = ci_seeds()
@@ -178,8 +216,9 @@ fn a_recorded_trace_is_the_same_run_and_its_json_names_every_event() {
     assert!(events.last().is_some_and(|e| e.step <= error.step));
 }
 
-/// The seeds CI runs: the default (all faults) mix. About 20 s in release on
-/// a 2-core machine; a debug build runs the first tenth.
+/// The seeds CI runs: the default (all faults) mix, default clients. About
+/// 20 s in release on a 2-core machine under load (the whole file); a debug
+/// build runs the first tenth.
 fn ci_seeds() -> std::ops::Range<u64> {
     if cfg!(debug_assertions) {
         0..100
@@ -224,11 +263,12 @@ fn a_random_seed_keeps_every_invariant() {
     }
 }
 
-/// Each planted bug (`wal::plant`) breaks a check within the CI seed range:
-/// the simulation would catch that mistake in the real code.
+/// Each planted bug (`wal::plant`: in wal, raftnode and kvstore) breaks a
+/// check within the CI seed range: the simulation would catch that mistake
+/// in the real code.
 #[test]
 fn every_planted_bug_is_caught_within_the_ci_seed_range() {
-    for bug in raftnode::PlantedBug::ALL {
+    for bug in kvsim::PlantedBug::ALL {
         let options = SimOptions {
             plant: Some(bug),
             ..SimOptions::default()
@@ -243,4 +283,47 @@ fn every_planted_bug_is_caught_within_the_ci_seed_range() {
             ci_seeds()
         );
     }
+}
+
+/// A seed whose history does not linearize names the key and its culprit,
+/// and its timeline (the chaos suite's HTML) shows that key's operations
+/// with the culprit outlined.
+#[test]
+fn a_history_that_does_not_linearize_is_drawn_as_the_chaos_timeline() {
+    let options = KvSimOptions {
+        sim: SimOptions {
+            plant: Some(kvsim::PlantedBug::ReadWithoutBarrier),
+            ..SimOptions::default()
+        },
+        ..KvSimOptions::default()
+    };
+    let (seed, run) = ci_seeds()
+        .find_map(|seed| {
+            let run = kvsim::run_recording(seed, &options, true);
+            run.violation.is_some().then_some((seed, run))
+        })
+        .expect("a read without its barrier breaks linearizability");
+    let error = run.result.as_ref().expect_err("the run failed");
+    let violation = run.violation.as_ref().expect("found above");
+    assert!(
+        error
+            .reason
+            .contains(&format!("key {} does not linearize", violation.key)),
+        "{error}"
+    );
+    assert!(violation.ops.contains(&violation.culprit));
+    assert!(violation.ops.iter().all(|op| op.key == violation.key));
+    let html = kvsim::timeline_html(seed, violation, &run.events);
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.contains(&format!("raftkv sim seed {seed}")));
+    assert_eq!(html.matches("culprit'").count(), 1, "one culprit outlined");
+    assert_eq!(
+        html.matches("class='op ").count(),
+        violation.ops.len(),
+        "one bar per operation"
+    );
+    assert!(
+        html.contains("<div class=fault"),
+        "the faults of the run are drawn as bands"
+    );
 }

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::history::{CasResult, Op, OpKind, Outcome};
+use crate::history::{CasResult, Op, OpKind, Outcome};
 
 /// The verdict for one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
