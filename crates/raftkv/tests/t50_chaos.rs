@@ -1,10 +1,12 @@
 //! The chaos suite (`cargo xtask chaos`) in its bounded CI form: every
 //! fault kind at least once under concurrent clients (raftexample's routes
 //! and compare-and-swap txns over gRPC, leases kept alive and left to
-//! expire), then the crash loop, each checked for linearizability,
-//! durability (unique keys read back on every member), liveness, HashKV
-//! equality across members after every heal, and leases (none kept alive
-//! expires; every one left alone expires with its keys).
+//! expire, watch streams over the whole keyspace), then the crash loop,
+//! each checked for linearizability, durability (unique keys read back on
+//! every member), liveness, HashKV equality across members after every
+//! heal, leases (none kept alive expires; every one left alone expires
+//! with its keys) and watches (every stream, across reconnects, is the
+//! history from its first revision to its last).
 //!
 //! The seed is fixed so a failure reproduces with
 //! `cargo xtask chaos --seed <seed>`; set `RAFTKV_CHAOS_SEED` to try
@@ -71,6 +73,13 @@ fn assert_new_checks_ran(report: &Report) {
     assert!(
         leases.kept_granted > 0 && leases.renewals > 10 && leases.expired_checked > 5,
         "too little lease traffic:\n{}",
+        report.summary()
+    );
+    // Watch streams broke and resumed, and delivered the history.
+    let watches = &report.watch_counts;
+    assert!(
+        watches.watchers == 2 && watches.events_delivered > 100 && watches.reference_events > 100,
+        "too little watch traffic:\n{}",
         report.summary()
     );
     // After every fault's heal, and after the final one.

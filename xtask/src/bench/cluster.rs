@@ -67,6 +67,16 @@ impl BenchCluster {
             .collect()
     }
 
+    /// Process ids of the running nodes.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        let procs = &self.procs;
+        procs
+            .ids()
+            .into_iter()
+            .filter_map(|id| procs.pid(id))
+            .collect()
+    }
+
     /// The current leader's client address (asks every node's status).
     pub(crate) async fn leader_addr(&mut self) -> Result<SocketAddr, BenchError> {
         let deadline = Instant::now() + READY_TIMEOUT;

@@ -12,7 +12,11 @@
 //! shortest TTL, each with a key, granted in a burst or paced at 600/s:
 //! expiries per second, and each lease's lateness past its deadline as the
 //! latency columns; `lost` there counts attached keys that outlived their
-//! lease). Every acknowledged Put is
+//! lease); watch fan-out (1,000 watchers on one prefix over 10 streams
+//! spread over the members, while 64 connections put under it at 200/s:
+//! events delivered per second, latency from a put's send to each
+//! delivery, missing deliveries as errors, and the members' CPU per
+//! delivered event). Every acknowledged Put is
 //! read back afterwards (a sample): the `lost` column. `--scenarios` selects by name
 //! prefix.
 
@@ -54,6 +58,9 @@ enum Kind {
     LeaseExpire {
         grants_per_s: Option<u32>,
     },
+    /// `FANOUT_WATCHERS` watchers on one prefix while the connections
+    /// write under it at `FANOUT_PUTS_PER_S`.
+    WatchFanout,
 }
 
 /// TTL of the leases the lease scenarios grant: far longer than a run.
@@ -78,7 +85,7 @@ struct Scenario {
     connections: usize,
 }
 
-const SCENARIOS: [Scenario; 10] = [
+const SCENARIOS: [Scenario; 11] = [
     Scenario {
         name: "put-c1",
         kind: Kind::Put,
@@ -133,7 +140,24 @@ const SCENARIOS: [Scenario; 10] = [
         },
         connections: 64,
     },
+    Scenario {
+        name: "watch-fanout-1000",
+        kind: Kind::WatchFanout,
+        connections: 64,
+    },
 ];
+
+/// Watchers of the fan-out scenario, all on one prefix.
+const FANOUT_WATCHERS: usize = 1_000;
+/// Watch streams they share (each stream one gRPC connection, spread over
+/// the members), as clients multiplex watchers on a stream.
+const FANOUT_STREAMS: usize = 10;
+/// Puts per second under the prefix, over all connections: every one is
+/// delivered `FANOUT_WATCHERS` times.
+const FANOUT_PUTS_PER_S: u32 = 200;
+/// How long the fan-out scenario waits for the last events after the
+/// writers stop.
+const FANOUT_DRAIN: Duration = Duration::from_secs(3);
 
 /// One scenario's result on one system.
 #[derive(Debug, Clone)]
@@ -143,6 +167,28 @@ struct Measured {
     p99_ms: f64,
     errors: u64,
     lost: u64,
+    /// Server CPU (user + system, every member) per operation, where the
+    /// scenario measures it.
+    cpu_us_per_op: Option<f64>,
+}
+
+/// User plus system CPU time of the processes `pids`, from `/proc`.
+fn cpu_time(pids: &[u32]) -> Duration {
+    // Clock ticks per second of /proc/<pid>/stat (USER_HZ, 100 on Linux).
+    const TICKS_PER_S: u64 = 100;
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name (which may hold spaces).
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split(' ').collect();
+            let user: u64 = fields.get(11)?.parse().ok()?;
+            let system: u64 = fields.get(12)?.parse().ok()?;
+            Some(user + system)
+        })
+        .sum();
+    Duration::from_millis(ticks * 1000 / TICKS_PER_S)
 }
 
 /// A 3-member etcd on loopback, killed on drop.
@@ -261,10 +307,14 @@ fn put(key: String, value: &[u8]) -> pb::PutRequest {
 /// Runs one scenario against the leader at `addr`.
 async fn measure(
     scenario: &Scenario,
-    addr: SocketAddr,
+    system: &System<'_>,
     duration: Duration,
     sample: usize,
 ) -> Result<Measured, BenchError> {
+    let addr = system.leader;
+    if scenario.kind == Kind::WatchFanout {
+        return measure_fanout(scenario, system, duration).await;
+    }
     if let Kind::LeaseExpire { grants_per_s } = scenario.kind {
         return measure_expiry(scenario, addr, grants_per_s).await;
     }
@@ -400,7 +450,7 @@ async fn measure(
                         })
                         .await
                         .is_ok(),
-                    Kind::LeaseExpire { .. } => false,
+                    Kind::LeaseExpire { .. } | Kind::WatchFanout => false,
                     Kind::LeaseKeepAlive => match keep_alive.as_mut() {
                         Some((id, sender, answers)) => {
                             sender
@@ -451,6 +501,7 @@ async fn measure(
         }
     }
     Ok(Measured {
+        cpu_us_per_op: None,
         ops_per_sec: latency_us.len() as f64 / elapsed,
         p50_ms: latency_us.value_at_quantile(0.5) as f64 / 1_000.0,
         p99_ms: latency_us.value_at_quantile(0.99) as f64 / 1_000.0,
@@ -602,11 +653,184 @@ async fn measure_expiry(
         }
     }
     Ok(Measured {
+        cpu_us_per_op: None,
         ops_per_sec: lateness_us.len() as f64 / window.max(f64::MIN_POSITIVE),
         p50_ms: lateness_us.value_at_quantile(0.5) as f64 / 1_000.0,
         p99_ms: lateness_us.value_at_quantile(0.99) as f64 / 1_000.0,
         errors,
         lost,
+    })
+}
+
+/// The system under test: its leader, every member, the server processes.
+struct System<'a> {
+    leader: SocketAddr,
+    members: &'a [SocketAddr],
+    pids: Vec<u32>,
+}
+
+/// Watch fan-out: `FANOUT_WATCHERS` watchers on one prefix, over
+/// `FANOUT_STREAMS` streams spread over the members, while `connections`
+/// writers put under the prefix at `FANOUT_PUTS_PER_S` in all. Each value
+/// carries its put's send time, so the latencies are from a put's send to
+/// each delivery of its event; throughput is events delivered per second;
+/// `errors` counts deliveries missing at the end (acknowledged puts times
+/// watchers, less events received); the CPU of every member over the run is
+/// divided by the events delivered.
+async fn measure_fanout(
+    scenario: &Scenario,
+    system: &System<'_>,
+    duration: Duration,
+) -> Result<Measured, BenchError> {
+    use pb::watch_client::WatchClient;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let prefix = format!("bench/fan/{}/", system.leader.port()).into_bytes();
+    let mut prefix_end = prefix.clone();
+    if let Some(last) = prefix_end.last_mut() {
+        // The prefix ends in '/': never 0xff.
+        *last += 1;
+    }
+    let origin = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let latency_us = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
+    let per_stream = FANOUT_WATCHERS.div_ceil(FANOUT_STREAMS);
+    let mut readers = Vec::new();
+    for stream_no in 0..FANOUT_STREAMS {
+        let member = system.members[stream_no % system.members.len()];
+        let mut client = WatchClient::new(channel(member).await?);
+        let (sender, receiver) = tokio::sync::mpsc::channel(per_stream);
+        for _ in 0..per_stream {
+            let create = pb::WatchRequest {
+                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                    pb::WatchCreateRequest {
+                        key: prefix.clone(),
+                        range_end: prefix_end.clone(),
+                        ..Default::default()
+                    },
+                )),
+            };
+            sender
+                .send(create)
+                .await
+                .map_err(|e| BenchError::Cluster(e.to_string()))?;
+        }
+        let mut responses = client
+            .watch(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(
+                receiver,
+            ))
+            .await
+            .map_err(|e| BenchError::Cluster(format!("watch on {member}: {e}")))?
+            .into_inner();
+        let mut created = 0;
+        while created < per_stream {
+            match responses.message().await {
+                Ok(Some(response)) if response.created => created += 1,
+                Ok(Some(_)) => {}
+                other => {
+                    return Err(BenchError::Cluster(format!(
+                        "watch on {member} ended while creating: {other:?}"
+                    )))
+                }
+            }
+        }
+        let (delivered, latency_us) = (Arc::clone(&delivered), Arc::clone(&latency_us));
+        readers.push(tokio::spawn(async move {
+            // Keep the request side open for the stream's life.
+            let _sender = sender;
+            let mut local = Histogram::<u64>::new(3).expect("histogram");
+            while let Ok(Some(response)) = responses.message().await {
+                let now_us = origin.elapsed().as_micros() as u64;
+                for event in &response.events {
+                    let sent_us = event
+                        .kv
+                        .as_ref()
+                        .and_then(|kv| std::str::from_utf8(&kv.value).ok())
+                        .and_then(|v| v.trim_end().parse::<u64>().ok());
+                    if let Some(sent_us) = sent_us {
+                        let _ = local.record(now_us.saturating_sub(sent_us));
+                    }
+                }
+                delivered.fetch_add(response.events.len() as u64, Ordering::Relaxed);
+                if local.len() >= 10_000 {
+                    let _ = latency_us
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .add(&local);
+                    local.reset();
+                }
+            }
+            let _ = latency_us
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&local);
+        }));
+    }
+    eprintln!(
+        "bench: {FANOUT_WATCHERS} watchers on {FANOUT_STREAMS} streams; writing {FANOUT_PUTS_PER_S} puts/s"
+    );
+    let cpu_before = cpu_time(&system.pids);
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers_n = scenario.connections;
+    let gap = Duration::from_secs_f64(writers_n as f64 / f64::from(FANOUT_PUTS_PER_S));
+    let mut writers = Vec::new();
+    for worker in 0..writers_n {
+        let mut kv = KvClient::new(channel(system.leader).await?);
+        let (prefix, stop) = (prefix.clone(), Arc::clone(&stop));
+        writers.push(tokio::spawn(async move {
+            let mut acked = 0u64;
+            let offset = gap.mul_f64(worker as f64 / writers_n as f64);
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep_until((started + offset + gap * n).into()).await;
+                n += 1;
+                let mut key = prefix.clone();
+                key.extend_from_slice(worker.to_string().as_bytes());
+                let sent_us = origin.elapsed().as_micros() as u64;
+                let value = format!("{sent_us:<20}").into_bytes();
+                let put = pb::PutRequest {
+                    key,
+                    value,
+                    ..Default::default()
+                };
+                if kv.put(put).await.is_ok() {
+                    acked += 1;
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = 0;
+    for writer in writers {
+        acked += writer
+            .await
+            .map_err(|e| BenchError::Cluster(format!("a writer failed: {e}")))?;
+    }
+    let expected = acked * FANOUT_WATCHERS as u64;
+    let drain_until = Instant::now() + FANOUT_DRAIN;
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_time(&system.pids).saturating_sub(cpu_before);
+    for reader in &readers {
+        reader.abort();
+    }
+    for reader in readers {
+        let _ = reader.await;
+    }
+    let events = delivered.load(Ordering::Relaxed);
+    let latency_us = latency_us.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(Measured {
+        ops_per_sec: events as f64 / elapsed,
+        p50_ms: latency_us.value_at_quantile(0.5) as f64 / 1_000.0,
+        p99_ms: latency_us.value_at_quantile(0.99) as f64 / 1_000.0,
+        errors: expected.saturating_sub(events),
+        lost: 0,
+        cpu_us_per_op: Some(cpu.as_secs_f64() * 1e6 / events.max(1) as f64),
     })
 }
 
@@ -633,20 +857,31 @@ pub(crate) async fn run(binary: &Path, options: &Options) -> Result<String, Benc
         let addrs = cluster.client_addrs();
         let _ = cluster.leader_addr().await?;
         let leader = leader_of(&addrs).await?;
+        let system = System {
+            leader,
+            members: &addrs,
+            pids: cluster.pids(),
+        };
         for scenario in selected(options) {
             eprintln!("bench: grpc {} on raftkv", scenario.name);
-            results.push(measure(scenario, leader, options.duration, options.sample_keys).await?);
+            results.push(measure(scenario, &system, options.duration, options.sample_keys).await?);
         }
         cluster.stop();
     }
     let etcd_cluster = EtcdCluster::start(&etcd)?;
     let leader = leader_of(&etcd_cluster.client_addrs).await?;
+    let system = System {
+        leader,
+        members: &etcd_cluster.client_addrs,
+        pids: etcd_cluster.children.iter().map(Child::id).collect(),
+    };
     let mut table = String::from(
         "| scenario | raftkv ops/s | etcd ops/s | throughput ratio | raftkv p50 ms | etcd p50 ms | p50 ratio (etcd/raftkv) | raftkv p99 ms | etcd p99 ms | errors raftkv/etcd | lost raftkv/etcd |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
+    let mut cpu_notes = Vec::new();
     for (scenario, ours) in selected(options).zip(&results) {
         eprintln!("bench: grpc {} on etcd", scenario.name);
-        let theirs = measure(scenario, leader, options.duration, options.sample_keys).await?;
+        let theirs = measure(scenario, &system, options.duration, options.sample_keys).await?;
         let row = format!(
             "| {} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {}/{} | {}/{} |\n",
             scenario.name,
@@ -665,6 +900,18 @@ pub(crate) async fn run(binary: &Path, options: &Options) -> Result<String, Benc
         );
         eprint!("{row}");
         table.push_str(&row);
+        if let (Some(ours_us), Some(theirs_us)) = (ours.cpu_us_per_op, theirs.cpu_us_per_op) {
+            cpu_notes.push(format!(
+                "{}: server CPU per operation (all members, user + system) raftkv {ours_us:.2} µs, etcd {theirs_us:.2} µs ({:.2}x less)\n",
+                scenario.name,
+                theirs_us / ours_us.max(f64::MIN_POSITIVE)
+            ));
+        }
+    }
+    for note in &cpu_notes {
+        eprint!("{note}");
+        table.push('\n');
+        table.push_str(note);
     }
     drop(etcd_cluster);
     Ok(table)

@@ -24,7 +24,7 @@ Usage: cargo xtask chaos [options]
                       expire, each lease with a key, over gRPC (default 1)
   --watch-clients N   clients watching the whole keyspace over gRPC,
                       resuming on another member when a stream breaks
-                      (default 0)
+                      (default 2)
   --keys N            keys the clients share (default 3)
   --hold-ms MS        how long each fault is held (default 2000)
   --crash-loop        instead: kill -9 a random node under write load, restart

@@ -187,7 +187,7 @@ impl ChaosConfig {
             clients: 4,
             cas_clients: 2,
             lease_clients: 1,
-            watch_clients: 0,
+            watch_clients: 2,
             keys: 3,
             fault_hold_ms: 2_000,
             recover_ms: 1_000,
