@@ -2,11 +2,15 @@
 //! made them ([`ChangeRecorder`]), and the same changes read back from the
 //! retained history ([`Keyspace::changes_in`]).
 //!
-//! Both give a change its previous version when it is known: apply knows it
-//! for free (the put or delete just looked it up); the history has it as the
-//! key's previous retained entry, which is exactly the version at
-//! `revision - 1` (compaction keeps, per key, the newest version at or below
-//! the compaction revision).
+//! Both give a change etcd's previous version: none for a create (a put of
+//! version 1), otherwise the key's version at `revision - 1`, the state
+//! before the change's txn (a txn may change a key twice: both changes get
+//! the version from before the txn). Apply knows it for free unless the txn
+//! itself wrote the key (then it looks it up); the history has it as the
+//! key's newest retained entry of an earlier txn (compaction keeps, per
+//! key, the newest version at or below the compaction revision). Like
+//! etcd, a replay omits it when `revision - 1` is below the compacted
+//! revision.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -166,18 +170,32 @@ impl Keyspace {
         };
         let lower = (Bytes::copy_from_slice(start), Revision::MIN);
         let mut bytes = 0usize;
-        let mut previous: Option<(&Bytes, Revision, &Record)> = None;
+        // The key's newest entry of an earlier txn than the current one, and
+        // the newest entry seen: the first becomes the second when the
+        // revision's `main` moves on.
+        let mut before_txn: Option<(&Bytes, Revision, &Record)> = None;
+        let mut newest: Option<(&Bytes, Revision, &Record)> = None;
         for ((key, revision), record) in self.history.range(lower..) {
             if !span.contains(key) {
                 break;
             }
-            let prev = previous
-                .filter(|(previous_key, _, _)| *previous_key == key)
-                .map(|(_, modified, record)| (modified, record.clone()));
-            previous = Some((key, *revision, record));
+            match newest {
+                Some((newest_key, newest_revision, _))
+                    if newest_key == key && newest_revision.main == revision.main => {}
+                Some((newest_key, ..)) if newest_key == key => before_txn = newest,
+                _ => before_txn = None,
+            }
+            newest = Some((key, *revision, record));
             if revision.main <= after || revision.main > covered {
                 continue;
             }
+            // etcd's rule: none for a create; otherwise the key's version at
+            // `revision - 1`, omitted if that is compacted away.
+            let prev = before_txn
+                .filter(|_| record.is_tombstone() || record.version != 1)
+                .filter(|_| revision.main > self.compact_revision)
+                .filter(|(_, _, record)| !record.is_tombstone())
+                .map(|(_, modified, record)| (modified, record.clone()));
             let change = Change {
                 key: key.clone(),
                 revision: *revision,

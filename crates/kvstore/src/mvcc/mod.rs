@@ -196,6 +196,24 @@ impl Keyspace {
         self.revision
     }
 
+    /// The live version of `key` at revision `main - 1` (none if it was
+    /// deleted or absent then).
+    pub(crate) fn version_before(&self, key: &Bytes, main: i64) -> Option<(Revision, Record)> {
+        let below = (
+            key.clone(),
+            Revision {
+                main,
+                sub: i64::MIN,
+            },
+        );
+        let (_, (modified, record)) = self
+            .history
+            .range((key.clone(), Revision::MIN)..below)
+            .next_back()
+            .map(|((k, modified), record)| (k, (*modified, record)))?;
+        (!record.is_tombstone()).then(|| (modified, record.clone()))
+    }
+
     /// The compacted revision (`-1` if never compacted).
     pub fn compact_revision(&self) -> i64 {
         self.compact_revision
@@ -593,6 +611,29 @@ impl<'a> Writer<'a> {
         self.keyspace.revision
     }
 
+    /// The previous version a watch event of this change carries (etcd's
+    /// rule): none for a create (a put of version 1), otherwise the key's
+    /// version at `revision - 1`, the state before this txn. `previous` is
+    /// the version this change replaced; it is that state unless an earlier
+    /// change of this same txn wrote it, and then the history has it.
+    fn event_prev(
+        &self,
+        key: &Bytes,
+        rev: Revision,
+        version: i64,
+        previous: Option<&(Revision, Record)>,
+    ) -> Option<(Revision, Record)> {
+        if version == 1 {
+            return None;
+        }
+        match previous {
+            Some((modified, record)) if modified.main < rev.main => {
+                Some((*modified, record.clone()))
+            }
+            _ => self.keyspace.version_before(key, rev.main),
+        }
+    }
+
     fn next_revision(&mut self) -> Revision {
         let rev = Revision {
             main: self.begin + 1,
@@ -647,11 +688,12 @@ impl<'a> Writer<'a> {
         };
         self.keyspace.retained_bytes += (key.len() + record.value.len()) as u64;
         if self.keyspace.recorder.is_recording() {
+            let prev = self.event_prev(&key, rev, version, previous.as_ref());
             self.keyspace.recorder.record(Change {
                 key: key.clone(),
                 revision: rev,
                 record: record.clone(),
-                prev: previous.clone(),
+                prev,
             });
         }
         self.keyspace.history.insert((key.clone(), rev), record);
@@ -678,11 +720,12 @@ impl<'a> Writer<'a> {
             let rev = self.next_revision();
             self.keyspace.retained_bytes += key.len() as u64;
             if self.keyspace.recorder.is_recording() {
+                let prev = self.event_prev(key, rev, 0, Some(&(*modified, record.clone())));
                 self.keyspace.recorder.record(Change {
                     key: key.clone(),
                     revision: rev,
                     record: Record::tombstone(),
-                    prev: Some((*modified, record.clone())),
+                    prev,
                 });
             }
             self.keyspace
