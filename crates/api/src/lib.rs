@@ -24,8 +24,9 @@
 //! | `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/kv/txn`, `/v3/kv/compaction` (JSON gateway; also `/v3beta/…`) | 200, the response's proto3 JSON | etcd's gateway body `{"error","message","code"}`: 400 InvalidArgument / OutOfRange, 404 NotFound, 429 ResourceExhausted, 503 Unavailable |
 //! | `POST /v3/maintenance/status`, `/v3/maintenance/hash` (HashKV), `/v3/maintenance/alarm` | as above | as above |
 //! | `POST /v3/lease/grant`, `/v3/lease/revoke`, `/v3/lease/keepalive` (one `{"result": …}` line per request), `/v3/lease/timetolive`, `/v3/lease/leases`; `/v3/kv/lease/revoke`, `/v3/kv/lease/timetolive`, `/v3/kv/lease/leases` (etcd 3.4's aliases) | as above | as above |
+//! | `POST /v3/watch` (also `/v3beta/watch`): JSON watch requests in the body; the answer streams one `{"result": …}` line per watch response while the connection stays open | `200` | as above |
 //! | other methods on a gateway route; `POST` of another `/v3/…` path | | 405 `Method Not Allowed`; 404 `Not Found` (etcd's texts) |
-//! | gRPC (`content-type: application/grpc`): `etcdserverpb.KV/*`, `etcdserverpb.Lease/*`, `etcdserverpb.Maintenance/*` | see [`v3`] | etcd's codes and messages ([`v3::error`]) |
+//! | gRPC (`content-type: application/grpc`): `etcdserverpb.KV/*`, `etcdserverpb.Watch/Watch` (`hasleader: true` metadata honoured), `etcdserverpb.Lease/*`, `etcdserverpb.Maintenance/*` | see [`v3`] | etcd's codes and messages ([`v3::error`]) |
 //!
 //! On the *peer* port ([`peer_router`], merged by the binary): `POST
 //! /raftkv/v3/lease/keepalive` and `/raftkv/v3/lease/timetolive`, a

@@ -21,6 +21,11 @@
 //!   of the keyspace (grant and revoke are commands; a put attaches); their
 //!   expiry is the leader's alone ([`lessor`]), which confirms it still
 //!   leads (read barrier) before proposing the revoke of an expired lease.
+//! * Watch ([`watch`]): apply publishes each write revision's changes, in
+//!   apply order, to a bounded hub; a [`WatchStream`] (opened with
+//!   [`KvStore::watch`]) turns etcd's watch requests into responses, from
+//!   the hub or, for a watcher behind it, from the keyspace's retained
+//!   history, and cancels a watcher that needs a compacted revision.
 //! * The snapshot format ([`SNAPSHOT_MAGIC`], [`SNAPSHOT_VERSION`]):
 //!   canonical, checksummed, versioned, in tagged sections.
 //!
@@ -48,6 +53,9 @@
 //!   proposal in the log twice). The window of applied ids is bounded and
 //!   depends only on the log, and is part of the snapshot (the `dedup`
 //!   module, [`DedupWindow`]).
+//! * Watchers see every applied write revision once, in order: the hub is
+//!   fed by apply under the keyspace's write lock and re-synced by
+//!   restore (a watcher behind it re-reads the restored history).
 //! * Applied indexes strictly increase (asserted).
 //! * At most `max_in_flight_writes` writes wait at a time; one more gets
 //!   [`KvError::Busy`] at once, before anything is proposed.
@@ -95,6 +103,7 @@ mod snapshot;
 mod state;
 mod store;
 pub mod timer;
+pub mod watch;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -111,6 +120,7 @@ pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use state::KvStateMachine;
 pub use store::{KvStore, ReadConsistency, Unattached};
 pub use timer::{RequestTimer, TokioTimer};
+pub use watch::{WatchConfig, WatchStream};
 
 /// Configuration of one node's store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +142,8 @@ pub struct KvConfig {
     /// TTL derives from it (etcd's `minTTL`: 1.5 election timeouts, rounded
     /// up to a second), and a new leader adds it to every lease's TTL.
     pub election_timeout_ms: u64,
+    /// The watch hub's bounds and the progress-notification interval.
+    pub watch: WatchConfig,
 }
 
 impl KvConfig {
@@ -159,6 +171,7 @@ impl KvConfig {
             max_txn_ops: Self::DEFAULT_MAX_TXN_OPS,
             quota_bytes: Self::DEFAULT_QUOTA_BYTES,
             election_timeout_ms: Self::DEFAULT_ELECTION_TIMEOUT_MS,
+            watch: WatchConfig::default(),
         }
     }
 
@@ -203,7 +216,7 @@ pub fn new_with_boot_nonce(
         config.max_in_flight_writes > 0,
         "KvConfig::max_in_flight_writes must be positive"
     );
-    let mut shared = state::Shared::new(config.node_id);
+    let mut shared = state::Shared::new(config.node_id, config.watch.clone());
     if let Some(nonce) = boot_nonce {
         shared = shared.with_boot_nonce(nonce);
     }

@@ -18,6 +18,7 @@ use crate::dedup::{Admission, DedupWindow};
 use crate::error::KvError;
 use crate::mvcc::Keyspace;
 use crate::snapshot;
+use crate::watch::{WatchConfig, WatchHub};
 
 /// What apply computed for one command.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +42,9 @@ pub(crate) struct Shared {
     /// Persistent maps inside: cloning it for a snapshot or a read is O(1),
     /// so the Raft loop never waits for a snapshot to be encoded.
     pub(crate) keyspace: RwLock<Keyspace>,
+    /// Every applied write revision, for watchers (fed under the keyspace's
+    /// write lock, so its head is the keyspace's revision).
+    pub(crate) watch: WatchHub,
     applied_index: AtomicU64,
     waiters: Mutex<WaiterTable>,
     /// Lease grants and revokes applied since the request side's lessor
@@ -75,11 +79,15 @@ struct WaiterTable {
 }
 
 impl Shared {
-    pub(crate) fn new(node_id: u64) -> Self {
+    pub(crate) fn new(node_id: u64, watch: WatchConfig) -> Self {
+        let mut keyspace = Keyspace::new();
+        keyspace.record_changes(true);
+        let hub = WatchHub::new(keyspace.revision(), keyspace.compact_revision(), watch);
         Shared {
             node_id,
             boot_nonce: command::boot_nonce(),
-            keyspace: RwLock::new(Keyspace::new()),
+            keyspace: RwLock::new(keyspace),
+            watch: hub,
             applied_index: AtomicU64::new(0),
             waiters: Mutex::new(WaiterTable {
                 stopped: false,
@@ -254,7 +262,21 @@ impl KvStateMachine {
         };
         let applied = {
             let mut keyspace = self.shared.keyspace.write();
-            apply_op(&mut keyspace, op)
+            let applied = apply_op(&mut keyspace, op);
+            // Watchers get the write's changes in apply order, published
+            // while the keyspace is still locked (the hub's head is always
+            // the keyspace's revision).
+            if applied.is_ok() {
+                if let Some(changes) = keyspace.take_changes() {
+                    self.shared.watch.publish(keyspace.revision(), changes);
+                }
+            } else {
+                keyspace.discard_changes();
+            }
+            self.shared
+                .watch
+                .set_compact_revision(keyspace.compact_revision());
+            applied
         };
         if let (Some(change), Ok(_)) = (lease_change, &applied) {
             self.shared.lease_changed(change);
@@ -317,13 +339,20 @@ impl StateMachine for KvStateMachine {
 
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), RestoreError> {
         let restored = snapshot::decode(data).map_err(|reason| RestoreError { index, reason })?;
-        let keyspace = restored.keyspace;
+        let mut keyspace = restored.keyspace;
+        keyspace.record_changes(true);
         let (keys, revision, compact_revision) = (
             keyspace.len(),
             keyspace.revision(),
             keyspace.compact_revision(),
         );
-        *self.shared.keyspace.write() = keyspace;
+        {
+            let mut current = self.shared.keyspace.write();
+            *current = keyspace;
+            // Watchers behind the restored revision re-read the new
+            // keyspace's history: no gap, no duplicate (etcd #15271).
+            self.shared.watch.reset(revision, compact_revision);
+        }
         self.dedup = restored.dedup;
         self.shared.lease_changed(LeaseChange::Restored);
         self.shared.applied_index.store(index, Ordering::Release);

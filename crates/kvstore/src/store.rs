@@ -506,13 +506,24 @@ impl KvStore {
                 return Err(error);
             }
         };
-        let mut revoked = Vec::new();
-        for id in due {
-            if self.lessor().primary_term() != Some(term) {
-                break;
+        if self.lessor().primary_term() != Some(term) {
+            let mut lessor = self.lessor();
+            for id in &due {
+                lessor.revoke_failed(*id);
             }
+            return Err(KvError::NotLeader);
+        }
+        // The revokes go out together (at most the per-check limit), so Raft
+        // batches them: one at a time, each waiting for its own apply, held
+        // expiry below the rate limit (etcd also revokes concurrently).
+        let outcomes = futures::future::join_all(due.iter().map(|&id| async move {
             tracing::info!(lease = id, "lease expired; revoking");
-            match self.lease_revoke(pb::LeaseRevokeRequest { id }).await {
+            (id, self.lease_revoke(pb::LeaseRevokeRequest { id }).await)
+        }))
+        .await;
+        let mut revoked = Vec::new();
+        for (id, outcome) in outcomes {
+            match outcome {
                 Ok(_) | Err(KvError::LeaseNotFound) => revoked.push(id),
                 Err(error) => {
                     tracing::warn!(lease = id, %error, "expiry revoke failed; retrying later");
@@ -592,6 +603,21 @@ impl KvStore {
     /// The consensus handle (membership changes and status go through it).
     pub fn consensus(&self) -> &Arc<dyn Consensus> {
         &self.inner.consensus
+    }
+
+    /// Opens a watch stream (etcd's `Watch` RPC): feed it the client's
+    /// requests and send what it answers (see [`crate::WatchStream`]).
+    /// Events come from this member's applied log; a response holds at most
+    /// about `max_response_bytes` of events unless one revision is larger
+    /// (split into fragments when the watcher asked for them).
+    pub fn watch(&self, max_response_bytes: usize) -> crate::WatchStream {
+        crate::WatchStream::new(Arc::clone(&self.inner.shared), max_response_bytes)
+    }
+
+    /// Write revisions and bytes the watch hub's ring holds now (bounded by
+    /// [`crate::WatchConfig`]).
+    pub fn watch_ring_usage(&self) -> (usize, usize) {
+        self.inner.shared.watch.ring_usage()
     }
 
     /// This node's id.

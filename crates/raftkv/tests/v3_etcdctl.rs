@@ -486,3 +486,171 @@ fn etcdctl_lease_commands_match_etcd() {
     assert_eq!(expired.stdout, "lease <ID> already expired\n");
     assert_eq!(lines(&pair.same(&["lease", "list"])), ["found 0 leases"]);
 }
+
+/// Runs a streaming etcdctl command (`watch`), feeding `stdin` and keeping
+/// it open, until it printed `want` lines or exited; then stops it.
+/// Returns the lines of stdout and stderr it printed.
+fn etcdctl_stream(
+    binary: &Path,
+    endpoint: &str,
+    args: &[&str],
+    stdin: &str,
+    want: usize,
+) -> (Vec<String>, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(binary)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--dial-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start etcdctl");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("etcdctl stdin");
+    input.flush().expect("etcdctl stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < want {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(line) => out.push(line),
+            Err(_) => break,
+        }
+    }
+    let _killed = child.kill();
+    drop(input);
+    let output = child.wait_with_output().expect("etcdctl output");
+    let stderr = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|line| !line.starts_with('{'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (out, stderr)
+}
+
+impl Pair {
+    /// Runs a streaming command on both until `want` lines; they must print
+    /// the same lines. Returns raftkv's.
+    fn same_stream(&self, args: &[&str], stdin: &str, want: usize) -> Vec<String> {
+        let (expected, etcd_stderr) =
+            etcdctl_stream(&self.etcdctl, &self.etcd.client_url, args, stdin, want);
+        let (actual, raftkv_stderr) =
+            etcdctl_stream(&self.etcdctl, &self.raftkv_url, args, stdin, want);
+        assert_eq!(
+            expected,
+            actual,
+            "`etcdctl {}` printed differently (left: etcd, right: raftkv); stderr: {etcd_stderr:?} / {raftkv_stderr:?}",
+            args.join(" ")
+        );
+        assert_eq!(actual.len(), want, "stderr: {raftkv_stderr:?}");
+        actual
+    }
+}
+
+#[test]
+fn etcdctl_watch_prefix_rev_prev_kv_and_interactive_match_etcd() {
+    let Some(pair) = Pair::start_on(
+        "etcdctl_watch_prefix_rev_prev_kv_and_interactive_match_etcd",
+        Member::Follower,
+    ) else {
+        return;
+    };
+    pair.same(&["put", "watch/a", "1"]); // 2
+    pair.same(&["put", "watch/b", "2"]); // 3
+    pair.same(&["put", "watch/a", "3"]); // 4
+    pair.same(&["del", "watch/b"]); // 5
+    pair.same(&["put", "other", "x"]); // 6
+    let replay = pair.same_stream(&["watch", "watch/", "--prefix", "--rev=2"], "", 12);
+    assert_eq!(
+        replay,
+        [
+            "PUT", "watch/a", "1", "PUT", "watch/b", "2", "PUT", "watch/a", "3", "DELETE",
+            "watch/b", ""
+        ]
+    );
+    let with_prev = pair.same_stream(&["watch", "watch/a", "--rev=2", "--prev-kv"], "", 8);
+    assert_eq!(
+        with_prev,
+        ["PUT", "watch/a", "1", "PUT", "watch/a", "1", "watch/a", "3"]
+    );
+    // Live events: the watch starts at the next revision, so it cannot miss
+    // the put made while it connects.
+    let etcd_live = {
+        let binary = pair.etcdctl.clone();
+        let url = pair.etcd.client_url.clone();
+        std::thread::spawn(move || {
+            etcdctl_stream(
+                &binary,
+                &url,
+                &["watch", "live", "--prefix", "--rev=7"],
+                "",
+                3,
+            )
+        })
+    };
+    let raftkv_live = {
+        let binary = pair.etcdctl.clone();
+        let url = pair.raftkv_url.clone();
+        std::thread::spawn(move || {
+            etcdctl_stream(
+                &binary,
+                &url,
+                &["watch", "live", "--prefix", "--rev=7"],
+                "",
+                3,
+            )
+        })
+    };
+    pair.same(&["put", "live/x", "now"]); // 7
+    let etcd_live = etcd_live.join().expect("etcd watch");
+    let raftkv_live = raftkv_live.join().expect("raftkv watch");
+    assert_eq!(
+        etcd_live.0, raftkv_live.0,
+        "{etcd_live:?} / {raftkv_live:?}"
+    );
+    assert_eq!(raftkv_live.0, ["PUT", "live/x", "now"]);
+    // Interactive mode: the watch command comes on stdin.
+    let interactive = pair.same_stream(&["watch", "-i"], "watch watch/ --prefix --rev=4\n", 6);
+    assert_eq!(
+        interactive,
+        ["PUT", "watch/a", "3", "DELETE", "watch/b", ""]
+    );
+}
+
+#[test]
+fn etcdctl_watch_of_a_compacted_revision_is_refused_as_etcd_refuses_it() {
+    let Some(pair) =
+        Pair::start("etcdctl_watch_of_a_compacted_revision_is_refused_as_etcd_refuses_it")
+    else {
+        return;
+    };
+    for value in ["1", "2", "3", "4"] {
+        pair.same(&["put", "c", value]); // 2..=5
+    }
+    pair.same(&["compaction", "4"]);
+    let args = ["watch", "c", "--rev=2"];
+    let (etcd_lines, etcd_stderr) =
+        etcdctl_stream(&pair.etcdctl, &pair.etcd.client_url, &args, "", 1);
+    let (raftkv_lines, raftkv_stderr) =
+        etcdctl_stream(&pair.etcdctl, &pair.raftkv_url, &args, "", 1);
+    assert_eq!(
+        etcd_lines, raftkv_lines,
+        "{etcd_stderr:?} / {raftkv_stderr:?}"
+    );
+    assert_eq!(etcd_stderr, raftkv_stderr);
+    let said = format!("{raftkv_lines:?} {raftkv_stderr}");
+    assert!(said.contains("compacted"), "{said}");
+}

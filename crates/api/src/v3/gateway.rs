@@ -1,7 +1,8 @@
 //! The JSON gateway: etcd 3.4's grpc-gateway routes (`POST /v3/kv/range`,
 //! …, also under `/v3beta/`), with the proto3 JSON mapping etcd uses
 //! (proto field names, 64-bit integers as strings, base64 bytes, zero values
-//! omitted) and its error body.
+//! omitted) and its error body. `POST /v3/watch` and
+//! `POST /v3/lease/keepalive` stream one `{"result": …}` line per response.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,6 +13,9 @@ use axum::routing::{post, MethodRouter};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tonic::codegen::tokio_stream::{self, StreamExt};
+
+use etcdproto::etcdserverpb as pb;
 
 use super::error::V3Error;
 use super::keyspace::Keyspace;
@@ -76,6 +80,10 @@ pub fn router<K: Keyspace>(v3: V3<K>, max_request_bytes: usize) -> Router {
             .route(
                 &format!("{prefix}/lease/keepalive"),
                 post(keep_alive::<K>).fallback(method_not_allowed),
+            )
+            .route(
+                &format!("{prefix}/watch"),
+                post(watch::<K>).fallback(method_not_allowed),
             );
         // etcd 3.4 binds revoke, timetolive and leases under /kv/lease too.
         for lease_prefix in [format!("{prefix}/lease"), format!("{prefix}/kv/lease")] {
@@ -124,16 +132,7 @@ async fn keep_alive<K: Keyspace>(
                 lines.push(line);
             }
             Err(error) => {
-                let status = error.to_status();
-                let code = status.code();
-                lines.push(serde_json::json!({ "error": {
-                    "grpc_code": code as i32,
-                    "http_code": super::error::http_status_of(code).as_u16(),
-                    "message": status.message(),
-                    "http_status": super::error::http_status_of(code)
-                        .canonical_reason()
-                        .unwrap_or(""),
-                }}));
+                lines.push(stream_error(&error.to_status()));
                 break;
             }
         }
@@ -155,6 +154,66 @@ async fn keep_alive<K: Keyspace>(
             HeaderValue::from_static("application/json"),
         )],
         out,
+    )
+        .into_response()
+}
+
+/// grpc-gateway's line for the status that ends a stream.
+fn stream_error(status: &tonic::Status) -> serde_json::Value {
+    let code = status.code();
+    serde_json::json!({ "error": {
+        "grpc_code": code as i32,
+        "http_code": super::error::http_status_of(code).as_u16(),
+        "message": status.message(),
+        "http_status": super::error::http_status_of(code)
+            .canonical_reason()
+            .unwrap_or(""),
+    }})
+}
+
+/// `POST /v3/watch`, grpc-gateway's streaming form: the body holds one or
+/// more JSON watch requests; the answer streams one line per response,
+/// `{"result": …}`, for as long as the client keeps the connection open.
+async fn watch<K: Keyspace>(
+    State(v3): State<V3<K>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return V3Error::BadBody(rejection.body_text()).into_response(),
+    };
+    let mut requests = Vec::new();
+    for request in serde_json::Deserializer::from_slice(&body).into_iter::<pb::WatchRequest>() {
+        match request {
+            Ok(request) => requests.push(Ok(request)),
+            Err(error) => return V3Error::BadJson(error.to_string()).into_response(),
+        }
+    }
+    let (sender, receiver) = tokio::sync::mpsc::channel(super::watch::WATCH_STREAM_BUFFER);
+    tokio::spawn(super::watch::serve(
+        v3,
+        tokio_stream::iter(requests),
+        sender,
+        false,
+    ));
+    let lines = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|sent| {
+        let line = match sent {
+            Ok(response) => serde_json::json!({ "result": response }),
+            Err(status) => stream_error(&status),
+        };
+        let mut out = serde_json::to_vec(&line).unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot encode a watch response");
+            b"{}".to_vec()
+        });
+        out.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(out))
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        axum::body::Body::from_stream(lines),
     )
         .into_response()
 }

@@ -83,6 +83,9 @@ pub trait Keyspace: Clone + Send + Sync + 'static {
         &self,
         req: pb::LeaseLeasesRequest,
     ) -> impl Future<Output = Result<pb::LeaseLeasesResponse, KvError>> + Send;
+    /// Opens a watch stream whose responses hold about
+    /// `max_response_bytes` of events at most (see [`kvstore::WatchStream`]).
+    fn watch(&self, max_response_bytes: usize) -> kvstore::WatchStream;
     /// Revision, size and alarms (no barrier: a local, possibly stale view).
     fn info(&self) -> KeyspaceInfo;
     /// The node's consensus status (term, leader, indexes).
@@ -154,6 +157,10 @@ impl Keyspace for kvstore::KvStore {
         req: pb::LeaseLeasesRequest,
     ) -> Result<pb::LeaseLeasesResponse, KvError> {
         kvstore::KvStore::lease_leases(self, req).await
+    }
+
+    fn watch(&self, max_response_bytes: usize) -> kvstore::WatchStream {
+        kvstore::KvStore::watch(self, max_response_bytes)
     }
 
     fn info(&self) -> KeyspaceInfo {

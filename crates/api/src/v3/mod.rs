@@ -1,5 +1,5 @@
-//! etcd's v3 API: the gRPC services `KV`, `Lease` and `Maintenance` (tonic) and the
-//! JSON gateway, over the multi-version keyspace.
+//! etcd's v3 API: the gRPC services `KV`, `Watch`, `Lease` and `Maintenance`
+//! (tonic) and the JSON gateway, over the multi-version keyspace.
 //!
 //! Everything shares the client port with raftexample's routes, as etcd
 //! serves gRPC and its gateway on one port: [`one_port`] sends requests whose
@@ -21,6 +21,7 @@ pub mod forward;
 pub mod gateway;
 mod keyspace;
 mod service;
+pub mod watch;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
@@ -44,9 +45,12 @@ pub fn grpc_router<K: Keyspace>(v3: V3<K>, max_request_bytes: usize) -> Router {
     let kv = pb::kv_server::KvServer::new(v3.clone()).max_decoding_message_size(limit_bytes);
     let lease =
         pb::lease_server::LeaseServer::new(v3.clone()).max_decoding_message_size(limit_bytes);
+    let watch =
+        pb::watch_server::WatchServer::new(v3.clone()).max_decoding_message_size(limit_bytes);
     let maintenance =
         pb::maintenance_server::MaintenanceServer::new(v3).max_decoding_message_size(limit_bytes);
     tonic::service::Routes::new(kv)
+        .add_service(watch)
         .add_service(lease)
         .add_service(maintenance)
         .into_axum_router()

@@ -1,5 +1,5 @@
-//! The gRPC services `etcdserverpb.KV`, `etcdserverpb.Lease` and
-//! `etcdserverpb.Maintenance`.
+//! The gRPC services `etcdserverpb.KV`, `etcdserverpb.Watch`,
+//! `etcdserverpb.Lease` and `etcdserverpb.Maintenance`.
 
 use std::sync::Arc;
 
@@ -48,9 +48,14 @@ impl<K: Keyspace> V3<K> {
         &self.keyspace
     }
 
+    /// The services' settings.
+    pub fn settings(&self) -> &V3Settings {
+        &self.settings
+    }
+
     /// Fills `cluster_id`, `member_id`, `raft_term` (and the revision when
     /// the keyspace left it 0).
-    fn fill_header(&self, header: &mut Option<pb::ResponseHeader>) {
+    pub(crate) fn fill_header(&self, header: &mut Option<pb::ResponseHeader>) {
         let status = self.keyspace.consensus_status();
         let header = header.get_or_insert_with(Default::default);
         header.cluster_id = self.settings.cluster_id;
@@ -403,7 +408,35 @@ impl<K: Keyspace> pb::lease_server::Lease for V3<K> {
     }
 }
 
-/// The stream type of the streaming RPCs raftkv does not serve.
+#[tonic::async_trait]
+impl<K: Keyspace> pb::watch_server::Watch for V3<K> {
+    type WatchStream = Unserved<pb::WatchResponse>;
+
+    /// etcd's watch stream (see `v3::watch`); a client that sent
+    /// `hasleader: true` is refused, or its stream ended, with "etcdserver:
+    /// no leader" while this member knows no leader.
+    async fn watch(
+        &self,
+        request: Request<tonic::Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let require_leader = super::watch::requires_leader(request.metadata());
+        if require_leader && self.keyspace.consensus_status().leader_id.is_none() {
+            return Err(super::watch::no_leader());
+        }
+        let incoming = request.into_inner();
+        let (sender, receiver) = tokio::sync::mpsc::channel(super::watch::WATCH_STREAM_BUFFER);
+        tokio::spawn(super::watch::serve(
+            self.clone(),
+            incoming,
+            sender,
+            require_leader,
+        ));
+        let stream = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The stream type of the streaming RPCs raftkv serves (or does not).
 type Unserved<T> =
     std::pin::Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 

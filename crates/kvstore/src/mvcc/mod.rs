@@ -17,6 +17,7 @@
 //!   head never walk a key's older versions (the record itself lives once,
 //!   in `history`).
 
+mod changes;
 mod codec;
 mod lease;
 mod range;
@@ -30,6 +31,8 @@ use etcdproto::mvccpb::KeyValue;
 
 use crate::error::KvError;
 
+pub(crate) use changes::Change;
+use changes::ChangeRecorder;
 pub(crate) use codec::{decode_leases, decode_section, encode_leases, encode_section};
 pub use lease::{LeaseInfo, MAX_LEASE_TTL_S};
 pub(crate) use range::check_range;
@@ -69,7 +72,7 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    fn is_tombstone(&self) -> bool {
+    pub(crate) fn is_tombstone(&self) -> bool {
         self.version == 0
     }
 
@@ -82,7 +85,7 @@ impl Record {
         }
     }
 
-    fn key_value(&self, key: &[u8], modified: Revision) -> KeyValue {
+    pub(crate) fn key_value(&self, key: &[u8], modified: Revision) -> KeyValue {
         KeyValue {
             key: key.to_vec(),
             create_revision: self.create_revision,
@@ -130,6 +133,9 @@ pub struct Keyspace {
     retained_bytes: u64,
     /// Granted leases and their attached keys (see `lease.rs`).
     leases: lease::Leases,
+    /// The changes of the current write txn, for the watch hub (not part of
+    /// the keyspace's value: see `changes.rs`).
+    recorder: ChangeRecorder,
 }
 
 impl Default for Keyspace {
@@ -156,7 +162,7 @@ impl<'a> Span<'a> {
         }
     }
 
-    fn contains(&self, candidate: &[u8]) -> bool {
+    pub(crate) fn contains(&self, candidate: &[u8]) -> bool {
         match *self {
             Span::One(key) => candidate == key,
             Span::Range(key, None) => candidate >= key,
@@ -165,7 +171,7 @@ impl<'a> Span<'a> {
     }
 
     /// Whether the span cannot hold any key (`end <= key`).
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         matches!(*self, Span::Range(key, Some(end)) if end <= key)
     }
 }
@@ -181,6 +187,7 @@ impl Keyspace {
             alarms: imbl::OrdSet::new(),
             retained_bytes: 0,
             leases: lease::Leases::new(),
+            recorder: ChangeRecorder::default(),
         }
     }
 
@@ -553,6 +560,7 @@ impl Keyspace {
             alarms,
             retained_bytes,
             leases: lease::Leases::new(),
+            recorder: ChangeRecorder::default(),
         }
     }
 }
@@ -638,6 +646,14 @@ impl<'a> Writer<'a> {
             lease,
         };
         self.keyspace.retained_bytes += (key.len() + record.value.len()) as u64;
+        if self.keyspace.recorder.is_recording() {
+            self.keyspace.recorder.record(Change {
+                key: key.clone(),
+                revision: rev,
+                record: record.clone(),
+                prev: previous.clone(),
+            });
+        }
         self.keyspace.history.insert((key.clone(), rev), record);
         self.keyspace.live.insert(key.clone(), rev);
         let previous_lease = previous.as_ref().map_or(0, |(_, record)| record.lease);
@@ -658,9 +674,17 @@ impl<'a> Writer<'a> {
     /// key order, detached from its lease); answers what was deleted.
     pub(crate) fn delete_span(&mut self, span: Span<'_>) -> Vec<(Bytes, Revision, Record)> {
         let doomed = self.keyspace.visible(span, self.keyspace.revision);
-        for (key, _, record) in &doomed {
+        for (key, modified, record) in &doomed {
             let rev = self.next_revision();
             self.keyspace.retained_bytes += key.len() as u64;
+            if self.keyspace.recorder.is_recording() {
+                self.keyspace.recorder.record(Change {
+                    key: key.clone(),
+                    revision: rev,
+                    record: Record::tombstone(),
+                    prev: Some((*modified, record.clone())),
+                });
+            }
             self.keyspace
                 .history
                 .insert((key.clone(), rev), Record::tombstone());
