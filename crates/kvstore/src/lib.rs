@@ -61,9 +61,10 @@
 //!   [`KvError::Busy`] at once, before anything is proposed.
 //!
 //! # Time
-//! Request waits are bounded by a [`RequestTimer`]: tokio's in production,
-//! the simulation's clock in `kvsim` (which polls the store's futures on one
-//! thread without a runtime; see [`Unattached::with_timer`]).
+//! Request waits are bounded by tokio's timer in production, or by a
+//! [`RequestTimer`] given with [`Unattached::with_timer`]: the simulation's
+//! clock in `kvsim`, which polls the store's futures on one thread without
+//! a runtime.
 //!
 //! # Construction
 //! Two steps, because raftnode needs the state machine before the store can

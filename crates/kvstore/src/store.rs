@@ -17,7 +17,7 @@ use crate::error::KvError;
 use crate::lessor::{self, LeaseClock, Lessor, MonotonicClock, Renewal};
 use crate::mvcc::{self, Keyspace, KeyspaceStatus};
 use crate::state::{LeaseChange, Response, Shared};
-use crate::timer::{self, RequestTimer, TokioTimer};
+use crate::timer::{self, RequestTimer};
 use crate::KvConfig;
 
 /// How a `get` reads.
@@ -37,7 +37,7 @@ pub struct Unattached {
     config: KvConfig,
     shared: Arc<Shared>,
     lease_clock: Arc<dyn LeaseClock>,
-    timer: Arc<dyn RequestTimer>,
+    timer: Option<Arc<dyn RequestTimer>>,
 }
 
 impl std::fmt::Debug for dyn LeaseClock {
@@ -52,14 +52,14 @@ impl Unattached {
             config,
             shared,
             lease_clock: Arc::new(MonotonicClock::new()),
-            timer: Arc::new(TokioTimer),
+            timer: None,
         }
     }
 
-    /// Replaces the timer that bounds request waits (production:
-    /// [`TokioTimer`]; a deterministic simulation: its own clock).
+    /// Replaces the timer that bounds request waits (production: none,
+    /// tokio's timer; a deterministic simulation: its own clock).
     pub fn with_timer(mut self, timer: Arc<dyn RequestTimer>) -> Self {
-        self.timer = timer;
+        self.timer = Some(timer);
         self
     }
 
@@ -112,7 +112,7 @@ struct Inner {
     /// Lease deadlines: meaningful only while this node is the confirmed leader.
     lessor: Mutex<Lessor>,
     lease_clock: Arc<dyn LeaseClock>,
-    timer: Arc<dyn RequestTimer>,
+    timer: Option<Arc<dyn RequestTimer>>,
     next_lease_salt: AtomicU64,
 }
 
@@ -274,7 +274,13 @@ impl KvStore {
             }
             waiter.applied().await
         };
-        match timer::within(&*self.inner.timer, self.timeout(), proposed_then_applied).await {
+        match timer::within(
+            self.inner.timer.as_deref(),
+            self.timeout(),
+            proposed_then_applied,
+        )
+        .await
+        {
             Some(applied) => applied,
             None => {
                 tracing::debug!(seq = id.seq, "write not applied before its deadline");
@@ -288,7 +294,7 @@ impl KvStore {
             return Ok(());
         }
         let barrier = self.inner.consensus.read_barrier();
-        match timer::within(&*self.inner.timer, self.timeout(), barrier).await {
+        match timer::within(self.inner.timer.as_deref(), self.timeout(), barrier).await {
             Some(Ok(())) => Ok(()),
             Some(Err(error)) => Err(KvError::Raft(error)),
             None => Err(KvError::ReadTimeout {

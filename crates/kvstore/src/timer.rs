@@ -15,7 +15,8 @@ pub trait RequestTimer: Send + Sync + 'static {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
 }
 
-/// tokio's timer (needs a runtime with time enabled): the default.
+/// tokio's timer (needs a runtime with time enabled), as a [`RequestTimer`].
+/// A store given no timer uses tokio's directly.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioTimer;
 
@@ -25,12 +26,17 @@ impl RequestTimer for TokioTimer {
     }
 }
 
-/// `work`'s output, or `None` if `duration` passed first.
+/// `work`'s output, or `None` if `duration` passed first on `timer`, or
+/// on tokio's timer when there is none (production: the same
+/// `tokio::time::timeout` as without this seam, no allocation).
 pub(crate) async fn within<F: Future>(
-    timer: &dyn RequestTimer,
+    timer: Option<&dyn RequestTimer>,
     duration: Duration,
     work: F,
 ) -> Option<F::Output> {
+    let Some(timer) = timer else {
+        return tokio::time::timeout(duration, work).await.ok();
+    };
     let work = std::pin::pin!(work);
     match future::select(work, timer.sleep(duration)).await {
         Either::Left((output, _)) => Some(output),
