@@ -375,10 +375,11 @@ impl WatchStream {
         let mut events = Vec::new();
         let mut bytes = 0usize;
         let mut last = watcher.next - 1;
-        for (revision, changes) in &view.batches {
-            if *revision < watcher.next {
-                continue;
-            }
+        // The view's batches are consecutive revisions: start at `next`'s.
+        let skip = view.batches.first().map_or(0, |(first, _)| {
+            usize::try_from(watcher.next - first).unwrap_or(0)
+        });
+        for (revision, changes) in view.batches.iter().skip(skip) {
             if *revision != last + 1 || bytes >= self.max_response_bytes {
                 break;
             }
