@@ -480,13 +480,24 @@ impl KvStore {
                 return Err(error);
             }
         };
-        let mut revoked = Vec::new();
-        for id in due {
-            if self.lessor().primary_term() != Some(term) {
-                break;
+        if self.lessor().primary_term() != Some(term) {
+            let mut lessor = self.lessor();
+            for id in &due {
+                lessor.revoke_failed(*id);
             }
+            return Err(KvError::NotLeader);
+        }
+        // The revokes go out together (at most the per-check limit), so Raft
+        // batches them: one at a time, each waiting for its own apply, held
+        // expiry below the rate limit (etcd also revokes concurrently).
+        let outcomes = futures::future::join_all(due.iter().map(|&id| async move {
             tracing::info!(lease = id, "lease expired; revoking");
-            match self.lease_revoke(pb::LeaseRevokeRequest { id }).await {
+            (id, self.lease_revoke(pb::LeaseRevokeRequest { id }).await)
+        }))
+        .await;
+        let mut revoked = Vec::new();
+        for (id, outcome) in outcomes {
+            match outcome {
                 Ok(_) | Err(KvError::LeaseNotFound) => revoked.push(id),
                 Err(error) => {
                     tracing::warn!(lease = id, %error, "expiry revoke failed; retrying later");

@@ -1,8 +1,10 @@
 //! The chaos suite (`cargo xtask chaos`) in its bounded CI form: every
 //! fault kind at least once under concurrent clients (raftexample's routes
-//! and compare-and-swap txns over gRPC), then the crash loop, each checked
-//! for linearizability, durability (unique keys read back on every
-//! member), liveness and HashKV equality across members after every heal.
+//! and compare-and-swap txns over gRPC, leases kept alive and left to
+//! expire), then the crash loop, each checked for linearizability,
+//! durability (unique keys read back on every member), liveness, HashKV
+//! equality across members after every heal, and leases (none kept alive
+//! expires; every one left alone expires with its keys).
 //!
 //! The seed is fixed so a failure reproduces with
 //! `cargo xtask chaos --seed <seed>`; set `RAFTKV_CHAOS_SEED` to try
@@ -61,6 +63,14 @@ fn assert_new_checks_ran(report: &Report) {
     assert!(
         report.unique_keys_acked > 20,
         "too few unique keys:\n{}",
+        report.summary()
+    );
+    // Leases were kept alive across the faults, and others left to expire
+    // were seen gone with their keys (the verdict is in `passed`).
+    let leases = &report.lease_counts;
+    assert!(
+        leases.kept_granted > 0 && leases.renewals > 10 && leases.expired_checked > 5,
+        "too little lease traffic:\n{}",
         report.summary()
     );
     // After every fault's heal, and after the final one.

@@ -8,13 +8,19 @@
 //! a Range of 1,000 keys (8 connections), and a compare-and-swap Txn on
 //! `mod_revision` (64 connections, one key each); lease churn: LeaseGrant
 //! (64 connections) and keep-alives (64 connections, each renewing its own
-//! lease on one long-lived stream). Every acknowledged Put is read back
-//! afterwards (a sample): the `lost` column. `--scenarios` selects by name
+//! lease on one long-lived stream), and expiry (3,000 leases of the
+//! shortest TTL, each with a key, granted in a burst or paced at 600/s:
+//! expiries per second, and each lease's lateness past its deadline as the
+//! latency columns; `lost` there counts attached keys that outlived their
+//! lease). Every acknowledged Put is
+//! read back afterwards (a sample): the `lost` column. `--scenarios` selects by name
 //! prefix.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcdproto::etcdserverpb as pb;
@@ -36,15 +42,35 @@ const RANGE_KEYS: usize = 1_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Put,
-    RangeOne { serializable: bool },
+    RangeOne {
+        serializable: bool,
+    },
     RangeMany,
     TxnCas,
     LeaseGrant,
     LeaseKeepAlive,
+    /// Leases of the shortest TTL left to expire, granted as fast as the
+    /// connections go (`grants_per_s` None) or paced.
+    LeaseExpire {
+        grants_per_s: Option<u32>,
+    },
 }
 
 /// TTL of the leases the lease scenarios grant: far longer than a run.
 const BENCH_LEASE_TTL_S: i64 = 600;
+/// Leases the expiry scenario grants, each with one attached key.
+const EXPIRY_LEASES: usize = 3_000;
+/// TTL the expiry scenario asks for: below both systems' minimum, so each
+/// grants its shortest TTL (the grant's answer says which).
+const EXPIRY_TTL_S: i64 = 1;
+/// Grants per second of the paced expiry scenario: below both systems'
+/// expiry rate limit (1,000/s), so its lateness is each system's own and
+/// not the queue behind the limit.
+const EXPIRY_PACED_GRANTS_PER_S: u32 = 600;
+/// How often the expiry scenario lists the leases still granted.
+const EXPIRY_POLL: Duration = Duration::from_millis(50);
+/// How long the expiry scenario waits for the last lease to go.
+const EXPIRY_WAIT: Duration = Duration::from_secs(60);
 
 struct Scenario {
     name: &'static str,
@@ -52,7 +78,7 @@ struct Scenario {
     connections: usize,
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 10] = [
     Scenario {
         name: "put-c1",
         kind: Kind::Put,
@@ -93,6 +119,18 @@ const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "lease-keepalive-c64",
         kind: Kind::LeaseKeepAlive,
+        connections: 64,
+    },
+    Scenario {
+        name: "lease-expire-burst",
+        kind: Kind::LeaseExpire { grants_per_s: None },
+        connections: 64,
+    },
+    Scenario {
+        name: "lease-expire-paced",
+        kind: Kind::LeaseExpire {
+            grants_per_s: Some(EXPIRY_PACED_GRANTS_PER_S),
+        },
         connections: 64,
     },
 ];
@@ -227,6 +265,9 @@ async fn measure(
     duration: Duration,
     sample: usize,
 ) -> Result<Measured, BenchError> {
+    if let Kind::LeaseExpire { grants_per_s } = scenario.kind {
+        return measure_expiry(scenario, addr, grants_per_s).await;
+    }
     let system_tag = addr.port();
     // Setup: keys the reads need.
     let mut setup = KvClient::new(channel(addr).await?);
@@ -359,6 +400,7 @@ async fn measure(
                         })
                         .await
                         .is_ok(),
+                    Kind::LeaseExpire { .. } => false,
                     Kind::LeaseKeepAlive => match keep_alive.as_mut() {
                         Some((id, sender, answers)) => {
                             sender
@@ -412,6 +454,157 @@ async fn measure(
         ops_per_sec: latency_us.len() as f64 / elapsed,
         p50_ms: latency_us.value_at_quantile(0.5) as f64 / 1_000.0,
         p99_ms: latency_us.value_at_quantile(0.99) as f64 / 1_000.0,
+        errors,
+        lost,
+    })
+}
+
+/// Lease expiry: `EXPIRY_LEASES` leases of the shortest TTL, each with one
+/// attached key, granted over `connections` connections; then the leases
+/// still granted are listed every `EXPIRY_POLL` until none is left.
+/// Throughput is expiries per second from the first deadline (first grant
+/// plus the granted TTL) to the last lease gone; the latencies are each
+/// lease's lateness, from its deadline (its grant's answer plus the TTL)
+/// to the first listing without it, so they include up to one poll
+/// interval. `lost` counts attached keys still readable at the end.
+async fn measure_expiry(
+    scenario: &Scenario,
+    addr: SocketAddr,
+    grants_per_s: Option<u32>,
+) -> Result<Measured, BenchError> {
+    let per_worker = EXPIRY_LEASES.div_ceil(scenario.connections);
+    // Paced: worker `w` sends its `n`th grant at `n * gap`, offset by `w`.
+    let gap = grants_per_s
+        .map(|rate| Duration::from_secs_f64(scenario.connections as f64 / f64::from(rate.max(1))));
+    // Granted leases not yet seen gone: id -> (grant answered, deadline).
+    let live: Arc<Mutex<HashMap<i64, (Instant, Instant)>>> = Arc::default();
+    let first_grant = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..scenario.connections {
+        let worker_channel = channel(addr).await?;
+        let connections = scenario.connections;
+        let live = Arc::clone(&live);
+        tasks.push(tokio::spawn(async move {
+            let mut lease = LeaseClient::new(worker_channel.clone());
+            let mut kv = KvClient::new(worker_channel);
+            let mut granted = Vec::new();
+            let mut errors = 0u64;
+            for n in 0..per_worker {
+                if let Some(gap) = gap {
+                    let offset = gap.mul_f64(worker as f64 / connections as f64);
+                    tokio::time::sleep_until((first_grant + gap * n as u32 + offset).into()).await;
+                }
+                let grant = lease
+                    .lease_grant(pb::LeaseGrantRequest {
+                        ttl: EXPIRY_TTL_S,
+                        id: 0,
+                    })
+                    .await;
+                let Ok(grant) = grant.map(|g| g.into_inner()) else {
+                    errors += 1;
+                    continue;
+                };
+                let answered = Instant::now();
+                let deadline = answered + Duration::from_secs(grant.ttl.max(0) as u64);
+                live.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(grant.id, (answered, deadline));
+                let key = format!("bench/expire/{worker}/{n}");
+                let attached = kv
+                    .put(pb::PutRequest {
+                        key: key.clone().into_bytes(),
+                        value: vec![b'v'; 64],
+                        lease: grant.id,
+                        ..Default::default()
+                    })
+                    .await;
+                if attached.is_err() {
+                    // The lease may already be gone on a slow machine.
+                    errors += 1;
+                }
+                granted.push((grant.id, grant.ttl, deadline, key));
+            }
+            (granted, errors)
+        }));
+    }
+    // Lists the leases while the grants go on, so early leases are not
+    // measured late. A lease is judged only by a listing asked for after
+    // its grant was answered.
+    let mut lateness_us = Histogram::<u64>::new(3).expect("histogram");
+    let mut lease = LeaseClient::new(channel(addr).await?);
+    let mut last_gone = Instant::now();
+    let mut give_up = None;
+    loop {
+        let granting = tasks.iter().any(|task| !task.is_finished());
+        let pending = live.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if !granting && pending == 0 {
+            break;
+        }
+        if !granting {
+            let limit = *give_up.get_or_insert_with(|| Instant::now() + EXPIRY_WAIT);
+            if Instant::now() > limit {
+                break;
+            }
+        }
+        tokio::time::sleep(EXPIRY_POLL).await;
+        let asked = Instant::now();
+        let Ok(listed) = lease.lease_leases(pb::LeaseLeasesRequest {}).await else {
+            continue;
+        };
+        let now = Instant::now();
+        let still: HashSet<i64> = listed.into_inner().leases.iter().map(|l| l.id).collect();
+        live.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, (answered, deadline)| {
+                if still.contains(id) || *answered > asked {
+                    return true;
+                }
+                let late = now.saturating_duration_since(*deadline);
+                let _ = lateness_us.record(late.as_micros() as u64);
+                last_gone = now;
+                false
+            });
+    }
+    let mut granted = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (task_granted, task_errors) = task
+            .await
+            .map_err(|e| BenchError::Cluster(format!("a grant task failed: {e}")))?;
+        granted.extend(task_granted);
+        errors += task_errors;
+    }
+    let ttl_s = granted.iter().map(|g| g.1).max().unwrap_or(0);
+    eprintln!(
+        "bench: {} leases granted with TTL {ttl_s} s, {} seen expired",
+        granted.len(),
+        lateness_us.len()
+    );
+    errors += live.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+    let first_deadline = first_grant + Duration::from_secs(ttl_s.max(0) as u64);
+    let window = last_gone
+        .saturating_duration_since(first_deadline)
+        .as_secs_f64();
+    // Keys attached to an expired lease must be gone with it.
+    let mut kv = KvClient::new(channel(addr).await?);
+    let mut lost = 0;
+    for (_, _, _, key) in granted.iter().step_by((granted.len() / 100).max(1)) {
+        let count = kv
+            .range(pb::RangeRequest {
+                key: key.clone().into_bytes(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().count)
+            .unwrap_or(1);
+        if count != 0 {
+            lost += 1;
+        }
+    }
+    Ok(Measured {
+        ops_per_sec: lateness_us.len() as f64 / window.max(f64::MIN_POSITIVE),
+        p50_ms: lateness_us.value_at_quantile(0.5) as f64 / 1_000.0,
+        p99_ms: lateness_us.value_at_quantile(0.99) as f64 / 1_000.0,
         errors,
         lost,
     })

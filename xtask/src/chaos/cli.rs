@@ -20,6 +20,11 @@ Usage: cargo xtask chaos [options]
   --clients N         concurrent clients (default 4)
   --cas-clients N     compare-and-swap clients on the register, over gRPC
                       (default 2)
+  --lease-clients N   clients keeping leases alive and leaving others to
+                      expire, each lease with a key, over gRPC (default 1)
+  --watch-clients N   clients watching the whole keyspace over gRPC,
+                      resuming on another member when a stream breaks
+                      (default 0)
   --keys N            keys the clients share (default 3)
   --hold-ms MS        how long each fault is held (default 2000)
   --crash-loop        instead: kill -9 a random node under write load, restart
@@ -105,6 +110,8 @@ pub fn parse(args: &[String], binary: PathBuf, root: &Path) -> Result<ChaosConfi
             "--nodes" => config.nodes = number(arg, &value()?)?,
             "--clients" => config.clients = number(arg, &value()?)?,
             "--cas-clients" => config.cas_clients = number(arg, &value()?)?,
+            "--lease-clients" => config.lease_clients = number(arg, &value()?)?,
+            "--watch-clients" => config.watch_clients = number(arg, &value()?)?,
             "--keys" => config.keys = number(arg, &value()?)?,
             "--hold-ms" => config.fault_hold_ms = number(arg, &value()?)?,
             "--rounds" => config.fault_count = Some(number(arg, &value()?)?),

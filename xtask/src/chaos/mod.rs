@@ -7,11 +7,14 @@
 //! clients that record every operation with its invoke and completion
 //! times and its outcome ([`history`]); a nemesis injecting one fault at a
 //! time on a schedule drawn from the seed ([`FaultKind`]); compare-and-swap
-//! clients on a register over etcd's v3 gRPC API; four checkers
-//! (linearizability per key, the CAS register included; durability after
-//! healing, with keys written once read back on every member; liveness
-//! after the last heal; HashKV equality across members after every heal,
-//! see [`checker`]); and the report ([`Report`]), with the failing window
+//! clients on a register over etcd's v3 gRPC API; lease clients that keep
+//! leases alive through random members and leave others to expire
+//! ([`LeaseCounts`]); five checkers (linearizability per key, the CAS
+//! register included; durability after healing, with keys written once
+//! read back on every member; liveness after the last heal; HashKV
+//! equality across members after every heal, see [`checker`]; leases: a
+//! lease whose every renewal was answered in time never expires, and every
+//! other lease expires with its keys); and the report ([`Report`]), with the failing window
 //! as JSON and HTML on a violation.
 //!
 //! **What it does not own:** building the binary (the CLI in [`run`] runs
@@ -57,9 +60,11 @@
 pub mod checker;
 mod cluster;
 pub mod history;
+mod leases;
 mod nemesis;
 mod report;
 mod v3;
+pub mod watches;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -70,8 +75,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+pub use leases::LeaseCounts;
 pub use nemesis::{parse_faults, schedule, FaultKind, FaultRecord, STALL_MS};
 pub use report::{timeline_html, Report, Verdict, Window};
+pub use watches::WatchCounts;
 
 use cluster::{Cluster, NodeFlags};
 use history::{Op, OpCounts};
@@ -135,6 +142,12 @@ pub struct ChaosConfig {
     /// Concurrent compare-and-swap workers on the register (etcd's v3
     /// gRPC API).
     pub cas_clients: usize,
+    /// Lease clients (0 or more): each keeps leases alive through random
+    /// members and leaves others to expire, each lease with a key.
+    pub lease_clients: usize,
+    /// Watch clients (0 or more): each watches the whole keyspace through
+    /// random members, resuming on another member when a stream breaks.
+    pub watch_clients: usize,
     /// Number of keys (small, so that clients collide).
     pub keys: usize,
     /// How long a fault is held before it is healed.
@@ -173,6 +186,8 @@ impl ChaosConfig {
             nodes: 3,
             clients: 4,
             cas_clients: 2,
+            lease_clients: 1,
+            watch_clients: 0,
             keys: 3,
             fault_hold_ms: 2_000,
             recover_ms: 1_000,
@@ -271,6 +286,10 @@ pub fn run_suite(config: &ChaosConfig) -> Result<Report, ChaosError> {
         } else {
             Verdict::Fail(run.wedged.join("; "))
         },
+        watches: run.watches.0,
+        watch_counts: run.watches.1,
+        leases: run.leases.verdict,
+        lease_counts: run.leases.counts,
         consistency: match run.hash_mismatches.as_slice() {
             [] => Verdict::Pass,
             [first, ..] => Verdict::Fail(format!(
@@ -316,6 +335,10 @@ struct Run {
     /// `HashKV` comparisons made, and those that differed, in words.
     hash_checks: u64,
     hash_mismatches: Vec<String>,
+    /// The lease clients' counts and verdict, merged.
+    leases: leases::LeaseRun,
+    /// The watch checker's verdict and counts.
+    watches: (Verdict, WatchCounts),
 }
 
 /// The `HashKV` comparisons of a run.
@@ -482,6 +505,34 @@ fn run_under_faults(
             std::thread::spawn(move || workload.run_cas_worker(i, seed, grpc_timeout))
         })
         .collect();
+    let election_timeout = Duration::from_millis(cluster.election_timeout_ms());
+    let lease_workers = (0..config.lease_clients)
+        .map(|i| {
+            let client = leases::LeaseClient::new(
+                cluster.targets(),
+                workload.stop.clone(),
+                config.seed ^ (i as u64) << 40,
+                grpc_timeout,
+                election_timeout,
+            )?;
+            Ok(std::thread::spawn(move || client.run()))
+        })
+        .collect::<Result<Vec<_>, ChaosError>>()?;
+    // Watchers take the revision they must reach once every client stopped
+    // (an acknowledged write is then below it).
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let watch_workers: Vec<_> = (0..config.watch_clients)
+        .map(|i| {
+            let runner = watches::WatchRunner::new(
+                format!("w{i}"),
+                cluster.targets(),
+                watch_stop.clone(),
+                config.seed ^ (i as u64) << 48,
+                grpc_timeout,
+            );
+            std::thread::spawn(move || runner.run())
+        })
+        .collect();
     let mut v3 = v3::V3::new(grpc_timeout)?;
     let mut hashes = Hashes::default();
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -499,6 +550,21 @@ fn run_under_faults(
     for worker in workers.into_iter().chain(cas_workers) {
         match worker.join() {
             Ok(history) => ops.extend(history),
+            Err(_) => panicked += 1,
+        }
+    }
+    let mut lease_runs = Vec::new();
+    for worker in lease_workers {
+        match worker.join() {
+            Ok(run) => lease_runs.push(run),
+            Err(_) => panicked += 1,
+        }
+    }
+    watch_stop.store(true, Ordering::SeqCst);
+    let mut watch_logs = Vec::new();
+    for worker in watch_workers {
+        match worker.join() {
+            Ok(log) => watch_logs.push(log?),
             Err(_) => panicked += 1,
         }
     }
@@ -537,6 +603,20 @@ fn run_under_faults(
     if let Err(why) = hashes.compare(&mut v3, cluster, config, "after the final heal") {
         wedged.push(why);
     }
+    let watches = if watch_logs.is_empty() {
+        (Verdict::Pass, WatchCounts::default())
+    } else {
+        let until = watch_logs
+            .iter()
+            .map(|log| log.target_revision)
+            .max()
+            .unwrap_or(0);
+        let reference = watches::reference(cluster.targets(), until, grpc_timeout)?;
+        let checked = watches::check_watches(&reference, &watch_logs, &ops);
+        report::write_json(&config.out_dir.join("watch-reference.json"), &reference)?;
+        report::write_json(&config.out_dir.join("watch-logs.json"), &watch_logs)?;
+        checked
+    };
     Ok(Run {
         ops,
         final_ops,
@@ -546,6 +626,8 @@ fn run_under_faults(
         recovery_ms,
         hash_checks: hashes.checks,
         hash_mismatches: hashes.mismatches,
+        leases: leases::LeaseRun::merge(lease_runs),
+        watches,
     })
 }
 

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::history::{CasResult, Op, OpCounts, OpKind, Outcome};
+use super::leases::LeaseCounts;
 use super::nemesis::{FaultKind, FaultRecord};
+use super::watches::WatchCounts;
 use super::ChaosError;
 
 /// A checker's verdict.
@@ -65,6 +67,21 @@ pub struct Report {
     /// `HashKV` at a common revision is the same.
     #[serde(default = "not_checked")]
     pub consistency: Verdict,
+    /// Checker 5: no lease kept alive expired, and every lease left alone
+    /// expired with its keys (see the lease client).
+    #[serde(default = "not_checked")]
+    pub leases: Verdict,
+    /// What the lease clients did.
+    #[serde(default)]
+    pub lease_counts: LeaseCounts,
+    /// Checker 6: every watch stream received exactly the history's events
+    /// from its first revision to its last, across reconnects, and the
+    /// history's events agree with the acknowledged writes.
+    #[serde(default = "not_checked")]
+    pub watches: Verdict,
+    /// What the watch clients received.
+    #[serde(default)]
+    pub watch_counts: WatchCounts,
     /// How many `HashKV` comparisons across all members were made.
     #[serde(default)]
     pub hash_checks: u64,
@@ -91,6 +108,8 @@ impl Report {
             && self.durability.is_pass()
             && self.liveness.is_pass()
             && self.consistency.is_pass()
+            && self.leases.is_pass()
+            && self.watches.is_pass()
     }
 
     /// The distinct fault kinds injected.
@@ -136,7 +155,7 @@ impl Report {
             .map(|ms| format!(" (slowest recovery: a write acknowledged {ms} ms after a heal)"));
         let _ = write!(
             text,
-            "WAL torn tails repaired on restart: {}\nlinearizability: {}\ndurability: {}\nliveness: {}{}\nconsistency (HashKV across members, {} comparisons): {}\noutput: {}\nverdict: {}\n",
+            "WAL torn tails repaired on restart: {}\nlinearizability: {}\ndurability: {}\nliveness: {}{}\nconsistency (HashKV across members, {} comparisons): {}\nleases (kept {}, renewed {}, abandoned {}, kept to the end {}; left to expire {}, seen expired with their keys {}): {}\nwatches ({} streams, {} events delivered, {} reconnects; {} events in the replay from revision 1): {}\noutput: {}\nverdict: {}\n",
             self.wal_tail_repairs,
             self.linearizability,
             self.durability,
@@ -144,6 +163,18 @@ impl Report {
             recovery.unwrap_or_default(),
             self.hash_checks,
             self.consistency,
+            self.lease_counts.kept_granted,
+            self.lease_counts.renewals,
+            self.lease_counts.chains_broken,
+            self.lease_counts.kept_at_end,
+            self.lease_counts.expiring_granted,
+            self.lease_counts.expired_checked,
+            self.leases,
+            self.watch_counts.watchers,
+            self.watch_counts.events_delivered,
+            self.watch_counts.reconnects,
+            self.watch_counts.reference_events,
+            self.watches,
             self.out_dir.display(),
             if self.passed() { "PASS" } else { "FAIL" }
         );

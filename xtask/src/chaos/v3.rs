@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use etcdproto::etcdserverpb as pb;
 use pb::kv_client::KvClient;
+use pb::lease_client::LeaseClient;
 use pb::maintenance_client::MaintenanceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
@@ -86,6 +87,62 @@ impl V3 {
         self.runtime
             .block_on(client.txn(request))
             .map(|r| r.into_inner())
+    }
+
+    fn lease(&mut self, port: u16) -> Result<LeaseClient<Channel>, Status> {
+        Ok(LeaseClient::new(self.channel(port)?))
+    }
+
+    /// `KV.Put` on the node listening on `port`.
+    pub fn put(&mut self, port: u16, request: pb::PutRequest) -> Result<pb::PutResponse, Status> {
+        let mut client = self.kv(port)?;
+        self.runtime
+            .block_on(client.put(request))
+            .map(|r| r.into_inner())
+    }
+
+    /// `Lease.LeaseGrant` on the node listening on `port`.
+    pub fn lease_grant(
+        &mut self,
+        port: u16,
+        request: pb::LeaseGrantRequest,
+    ) -> Result<pb::LeaseGrantResponse, Status> {
+        let mut client = self.lease(port)?;
+        self.runtime
+            .block_on(client.lease_grant(request))
+            .map(|r| r.into_inner())
+    }
+
+    /// One `Lease.LeaseKeepAlive` round on a stream of its own: the first
+    /// answer (`ttl` 0 when the lease is unknown).
+    pub fn lease_keep_alive(
+        &mut self,
+        port: u16,
+        id: i64,
+    ) -> Result<pb::LeaseKeepAliveResponse, Status> {
+        let mut client = self.lease(port)?;
+        let timeout = self.timeout;
+        self.runtime.block_on(async move {
+            let requests = tonic::codegen::tokio_stream::iter([pb::LeaseKeepAliveRequest { id }]);
+            let answer = async {
+                let mut answers = client.lease_keep_alive(requests).await?.into_inner();
+                answers
+                    .message()
+                    .await?
+                    .ok_or_else(|| Status::unavailable("the keep-alive stream ended unanswered"))
+            };
+            tokio::time::timeout(timeout, answer)
+                .await
+                .map_err(|_| Status::deadline_exceeded("keep-alive unanswered in time"))?
+        })
+    }
+
+    /// `Lease.LeaseLeases`: the ids of the leases the member knows.
+    pub fn lease_leases(&mut self, port: u16) -> Result<Vec<i64>, Status> {
+        let mut client = self.lease(port)?;
+        self.runtime
+            .block_on(client.lease_leases(pb::LeaseLeasesRequest {}))
+            .map(|r| r.into_inner().leases.iter().map(|l| l.id).collect())
     }
 
     /// `Maintenance.Status`: the member's current revision is in its header.
