@@ -285,3 +285,32 @@ async fn the_gateway_streams_watch_responses_as_json_lines() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test]
+async fn the_gateway_honours_hasleader_as_grpc_gateway_metadata() {
+    let server = serve().await;
+    server.consensus.set_no_leader(true);
+    let url = format!("http://{}/v3/watch", server.address);
+    let body = r#"{"create_request": {"key": "aw=="}}"#;
+    let refused = reqwest::Client::new()
+        .post(&url)
+        .header("Grpc-Metadata-Hasleader", "true")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(error["error"], "etcdserver: no leader");
+    // Without the header the stream opens (a member without a leader still
+    // serves its applied log).
+    let mut opened = reqwest::Client::new()
+        .post(&url)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+    let created = next_line(&mut opened, &mut Vec::new()).await;
+    assert_eq!(created["result"]["created"], true, "{created}");
+}

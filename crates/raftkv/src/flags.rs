@@ -93,6 +93,12 @@ pub(crate) struct Flags {
     #[arg(long, default_value_t = kvstore::KvConfig::DEFAULT_QUOTA_BYTES)]
     pub quota_backend_bytes: u64,
 
+    /// Interval of the progress notifications sent to caught-up watchers
+    /// created with `progress_notify` (etcd's
+    /// `--experimental-watch-progress-notify-interval`, 10 minutes).
+    #[arg(long, default_value_t = kvstore::WatchConfig::DEFAULT_PROGRESS_NOTIFY_INTERVAL_MS)]
+    pub watch_progress_notify_interval_ms: u64,
+
     /// Auto-compaction mode: "periodic" (retention is a duration) or
     /// "revision" (retention is a revision count). Only the leader compacts.
     #[arg(long, default_value = kvstore::AutoCompaction::DEFAULT_MODE)]

@@ -111,7 +111,10 @@ fn limits(flags: &Flags) -> Result<Limits, MainError> {
         max_txn_ops: flags.max_txn_ops,
         quota_bytes: flags.quota_backend_bytes,
         election_timeout_ms: flags.tick_ms.saturating_mul(flags.election_ticks as u64),
-        watch: kvstore::WatchConfig::default(),
+        watch: kvstore::WatchConfig {
+            progress_notify_interval_ms: flags.watch_progress_notify_interval_ms,
+            ..kvstore::WatchConfig::default()
+        },
     };
     let api = api::ApiConfig {
         max_value_bytes: flags.max_value_bytes,

@@ -123,3 +123,49 @@ fn etcd_15271_a_watch_on_a_follower_survives_its_snapshot_install_without_gap_or
         cluster.log(follower)
     );
 }
+
+#[test]
+fn progress_notify_follows_the_interval_flag() {
+    let mut args = FAST.to_vec();
+    args.extend(["--watch-progress-notify-interval-ms", "100"]);
+    let cluster = Cluster::start(1, &args);
+    cluster.leader();
+    cluster.put_ok(1, "/p", "v");
+    let url = cluster.url(1, "");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (created, progress) = runtime.block_on(async move {
+        let channel = Channel::from_shared(url)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = WatchClient::new(channel);
+        let create = pb::WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
+                key: b"/p".to_vec(),
+                progress_notify: true,
+                ..Default::default()
+            })),
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        sender.send(create).await.expect("queue the create");
+        let requests = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver);
+        let mut responses = client.watch(requests).await.expect("watch").into_inner();
+        let created = responses.message().await.expect("created").expect("open");
+        // Bounded: with the default interval this would wait 10 minutes.
+        let progress = tokio::time::timeout(WAIT, responses.message())
+            .await
+            .expect("a progress notification within the bound")
+            .expect("progress")
+            .expect("open");
+        drop(sender);
+        (created, progress)
+    });
+    assert!(created.created);
+    assert_eq!(progress.watch_id, created.watch_id);
+    assert!(progress.events.is_empty() && !progress.canceled);
+    assert_eq!(
+        progress.header.unwrap().revision,
+        created.header.unwrap().revision
+    );
+}

@@ -176,8 +176,16 @@ fn stream_error(status: &tonic::Status) -> serde_json::Value {
 /// `{"result": …}`, for as long as the client keeps the connection open.
 async fn watch<K: Keyspace>(
     State(v3): State<V3<K>>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // grpc-gateway passes `Grpc-Metadata-<key>` headers on as gRPC metadata.
+    let require_leader = headers
+        .get(super::watch::GATEWAY_REQUIRE_LEADER_HEADER)
+        .is_some_and(|value| value.as_bytes() == b"true");
+    if require_leader && v3.keyspace().consensus_status().leader_id.is_none() {
+        return super::error::gateway_error(&super::watch::no_leader());
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return V3Error::BadBody(rejection.body_text()).into_response(),
@@ -194,7 +202,7 @@ async fn watch<K: Keyspace>(
         v3,
         tokio_stream::iter(requests),
         sender,
-        false,
+        require_leader,
     ));
     let lines = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|sent| {
         let line = match sent {

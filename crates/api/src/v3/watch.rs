@@ -25,6 +25,10 @@ pub const LEADER_CHECK_INTERVAL_MS: u64 = 500;
 /// The gRPC metadata key etcd clients set to require a leader.
 pub const REQUIRE_LEADER_KEY: &str = "hasleader";
 
+/// The same for the gateway: grpc-gateway turns a `Grpc-Metadata-Hasleader`
+/// header into that metadata.
+pub const GATEWAY_REQUIRE_LEADER_HEADER: &str = "grpc-metadata-hasleader";
+
 /// What a watch stream sends: a response, or the status that ends it.
 pub(crate) type Sent = Result<pb::WatchResponse, Status>;
 

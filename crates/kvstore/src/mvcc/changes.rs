@@ -134,9 +134,8 @@ impl Keyspace {
         if self.recorder.changes.is_empty() {
             return None;
         }
-        let batch: Arc<[Change]> = Arc::from(self.recorder.changes.as_slice());
-        self.recorder.changes.clear();
-        Some(batch)
+        // Moved, not cloned; one allocation (the drain knows its length).
+        Some(self.recorder.changes.drain(..).collect())
     }
 
     /// Drops recorded changes (a failed write left none behind in the
@@ -224,5 +223,61 @@ impl Keyspace {
             }
         }
         (picked.into_values().collect(), covered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcdproto::etcdserverpb as pb;
+
+    fn put(keyspace: &mut Keyspace, key: &str, value: &str) {
+        keyspace
+            .put(&pb::PutRequest {
+                key: key.into(),
+                value: value.into(),
+                ..Default::default()
+            })
+            .expect("put");
+    }
+
+    #[test]
+    fn recording_yields_one_batch_per_write_with_the_replaced_version() {
+        let mut keyspace = Keyspace::new();
+        put(&mut keyspace, "a", "1");
+        assert!(keyspace.take_changes().is_none(), "not recording");
+        keyspace.record_changes(true);
+        put(&mut keyspace, "a", "2");
+        let batch = keyspace.take_changes().expect("a batch");
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].revision, Revision { main: 3, sub: 0 });
+        let (prev_revision, prev) = batch[0].prev.clone().expect("the replaced version");
+        assert_eq!((prev_revision.main, prev.value.as_ref()), (2, &b"1"[..]));
+        assert!(keyspace.take_changes().is_none(), "taken once");
+        let copy = keyspace.clone();
+        assert_eq!(copy, keyspace, "the recorder is not part of the value");
+    }
+
+    #[test]
+    fn changes_in_cuts_between_revisions_at_the_budget_and_finds_prev() {
+        let mut keyspace = Keyspace::new();
+        for i in 0..10 {
+            put(&mut keyspace, &format!("k{}", i % 2), &"x".repeat(100)); // 2..=11
+        }
+        put(&mut keyspace, "other", "y"); // 12
+        let span = Span::of(b"k", b"l");
+        let (all, covered) = keyspace.changes_in(span, 1, 12, usize::MAX);
+        assert_eq!(covered, 12);
+        let revisions: Vec<i64> = all.iter().map(|c| c.revision.main).collect();
+        assert_eq!(revisions, (2..=11).collect::<Vec<_>>());
+        assert!(all[0].prev.is_none() && all[1].prev.is_none(), "creates");
+        assert_eq!(all[2].prev.as_ref().map(|(rev, _)| rev.main), Some(2));
+        let three: usize = all[..3].iter().map(Change::size_bytes).sum();
+        let (some, covered) = keyspace.changes_in(span, 1, 12, three);
+        let revisions: Vec<i64> = some.iter().map(|c| c.revision.main).collect();
+        assert_eq!(revisions, vec![2, 3, 4]);
+        assert_eq!(covered, 4, "the next call starts after revision 4");
+        let (one, covered) = keyspace.changes_in(span, 4, 12, 0);
+        assert_eq!((one.len(), covered), (1, 5), "one revision always whole");
     }
 }

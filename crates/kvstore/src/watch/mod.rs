@@ -168,7 +168,11 @@ impl WatchHub {
                 }
             }
         }
-        self.head.send_replace(revision);
+        // Streams read the head from the ring; the channel only wakes them,
+        // so with no stream open the write path skips its lock.
+        if self.head.receiver_count() > 0 {
+            self.head.send_replace(revision);
+        }
     }
 
     /// Records the keyspace's compacted revision (after every apply).
