@@ -24,14 +24,7 @@ struct Server {
 async fn serve() -> Server {
     let (store, consensus) = kvstore::testing::local_store(kvstore::KvConfig::new(7));
     let router = api::router(store, api::ApiConfig::default());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (address, channel) = common::listen(router).await;
     Server {
         consensus,
         kv: KvClient::new(channel.clone()),

@@ -3,6 +3,8 @@
 //! messages for every error, bad and oversized input refused without a panic
 //! and without anything applied, headers filled, one-port dispatch.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,7 +12,6 @@ use etcdproto::etcdserverpb as pb;
 use kvstore::testing::LocalConsensus;
 use pb::kv_client::KvClient;
 use pb::maintenance_client::MaintenanceClient;
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -35,14 +36,7 @@ async fn serve_with(config: api::ApiConfig) -> (Server, kvstore::KvStore) {
         ..config
     };
     let router = api::router(store.clone(), config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (address, channel) = common::listen(router).await;
     let server = Server {
         address,
         consensus,

@@ -1,6 +1,8 @@
 //! The `etcdserverpb.Watch` service over a real socket (tonic client) and
 //! the gateway's streaming `POST /v3/watch`.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -9,7 +11,6 @@ use etcdproto::etcdserverpb::watch_request::RequestUnion;
 use kvstore::testing::LocalConsensus;
 use pb::kv_client::KvClient;
 use pb::watch_client::WatchClient;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -27,14 +28,7 @@ struct Server {
 async fn serve() -> Server {
     let (store, consensus) = kvstore::testing::local_store(kvstore::KvConfig::new(MEMBER_ID));
     let router = api::router(store, api::ApiConfig::default());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (address, channel) = common::listen(router).await;
     Server {
         consensus,
         kv: KvClient::new(channel.clone()),

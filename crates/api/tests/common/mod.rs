@@ -34,6 +34,22 @@ pub fn app() -> TestApp {
     app_with(KvConfig::new(1), ApiConfig::default())
 }
 
+/// Serves `router` on an ephemeral loopback port (for as long as the
+/// runtime runs) and answers its address and a connected gRPC channel.
+pub async fn listen(router: Router) -> (std::net::SocketAddr, tonic::transport::Channel) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let address = listener.local_addr().expect("local address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect to the test server");
+    (address, channel)
+}
+
 /// What came back.
 pub struct Reply {
     pub status: StatusCode,
