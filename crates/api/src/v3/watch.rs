@@ -22,6 +22,29 @@ pub const WATCH_STREAM_BUFFER: usize = 4;
 /// checks that this member knows one.
 pub const LEADER_CHECK_INTERVAL_MS: u64 = 500;
 
+/// Consecutive checks without a leader after which such a stream is ended
+/// (1.5 s): an election in progress does not cut every watch of the member,
+/// a lost leader does (etcd waits three election timeouts).
+pub const NO_LEADER_CHECKS_MAX: u32 = 3;
+
+/// Counts consecutive leader checks that found none.
+#[derive(Debug, Default)]
+pub(crate) struct LeaderLoss {
+    checks_without: u32,
+}
+
+impl LeaderLoss {
+    /// Records one check; answers whether the stream must end now.
+    pub(crate) fn observe(&mut self, has_leader: bool) -> bool {
+        if has_leader {
+            self.checks_without = 0;
+            return false;
+        }
+        self.checks_without += 1;
+        self.checks_without >= NO_LEADER_CHECKS_MAX
+    }
+}
+
 /// The gRPC metadata key etcd clients set to require a leader.
 pub const REQUIRE_LEADER_KEY: &str = "hasleader";
 
@@ -60,6 +83,7 @@ pub(crate) async fn serve<K, S>(
     let mut stream = v3.keyspace().watch(v3.settings().max_request_bytes);
     let mut leader_check = tokio::time::interval(Duration::from_millis(LEADER_CHECK_INTERVAL_MS));
     let mut requests_open = true;
+    let mut leader_loss = LeaderLoss::default();
     loop {
         tokio::select! {
             request = requests.next(), if requests_open => match request {
@@ -78,7 +102,8 @@ pub(crate) async fn serve<K, S>(
                 }
             }
             _ = leader_check.tick(), if require_leader => {
-                if v3.keyspace().consensus_status().leader_id.is_none() {
+                let has_leader = v3.keyspace().consensus_status().leader_id.is_some();
+                if leader_loss.observe(has_leader) {
                     tracing::debug!("watch stream cancelled: no leader");
                     let _gone = sender.send(Err(no_leader())).await;
                     return;
@@ -86,5 +111,24 @@ pub(crate) async fn serve<K, S>(
             }
             () = sender.closed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_ends_only_after_consecutive_checks_without_a_leader() {
+        let mut loss = LeaderLoss::default();
+        // A short election: fewer checks than the limit, then a leader.
+        for _ in 1..NO_LEADER_CHECKS_MAX {
+            assert!(!loss.observe(false));
+        }
+        assert!(!loss.observe(true), "a leader resets the count");
+        for _ in 1..NO_LEADER_CHECKS_MAX {
+            assert!(!loss.observe(false));
+        }
+        assert!(loss.observe(false), "the limit reached ends the stream");
     }
 }
