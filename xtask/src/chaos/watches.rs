@@ -341,14 +341,14 @@ pub(crate) fn reference(
     until: i64,
     timeout: Duration,
 ) -> Result<WatchLog, ChaosError> {
-    let runner = WatchRunner::new(
+    // Only its member picking is used: the stop flag is set from the start.
+    let mut runner = WatchRunner::new(
         "reference".into(),
         targets,
         Arc::new(AtomicBool::new(true)),
         0,
         timeout,
     );
-    let mut runner = runner;
     let mut log = WatchLog {
         name: "reference".into(),
         first_revision: 1,
