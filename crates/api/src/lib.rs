@@ -78,6 +78,7 @@
 
 mod error;
 mod handlers;
+pub mod liveview;
 mod parse;
 mod status;
 pub mod v3;

@@ -201,13 +201,17 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let client_listener = bind(&client_addr).await?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    // The peer port also answers followers' forwarded lease requests.
+    let transport = node.transport().clone();
+    let view = api::liveview::LiveView::new(kv.clone(), move || transport.stats());
+    // The peer port also answers followers' forwarded lease requests and
+    // the live view's member reports.
     let peer_router = node
         .transport()
         .router()
-        .merge(api::peer_router(kv.clone(), &limits.api));
+        .merge(api::peer_router(kv.clone(), &limits.api))
+        .merge(view.peer_router());
     let peer_server = serve("peer", peer_listener, peer_router, shutdown_rx.clone());
-    let api_router = api::router(kv, limits.api);
+    let api_router = view.serve_on(api::router(kv, limits.api));
     // TCP_NODELAY on client connections, as etcd has.
     let client_server = serve(
         "client",

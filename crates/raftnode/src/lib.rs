@@ -121,6 +121,7 @@ mod reports;
 pub mod sim;
 mod snapshots;
 mod storage;
+mod timeline;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -143,6 +144,7 @@ pub use interface::{
 };
 pub use outbox::{Outbox, PeerError};
 pub use raft_loop::StopReason;
+pub use timeline::{Event, EventKind, Progress, MAX_EVENTS};
 /// Selecting and consulting planted bugs, for the layers above (kvstore's
 /// planted bugs use the same switch).
 pub use wal::plant;
@@ -393,6 +395,8 @@ pub(crate) fn initial_status(id: u64) -> Status {
         snapshot_index: 0,
         last_index: 0,
         members: Vec::new(),
+        progress: Vec::new(),
+        events: Vec::new(),
     }
 }
 
