@@ -222,8 +222,38 @@ fn the_view_keeps_a_dead_member_and_follows_the_new_leader() {
         "no rates from a dead member"
     );
     // Both members reported the leader change: it is shown once.
-    assert_eq!(view.events.len(), 1, "{:?}", view.events);
-    assert_eq!(view.events[0].subject, Some(3));
+    let changes: Vec<_> = view
+        .events
+        .iter()
+        .filter(|e| e.kind == "leader_changed")
+        .collect();
+    assert_eq!(changes.len(), 1, "{:?}", view.events);
+    assert_eq!(changes[0].subject, Some(3));
+    let seen_dead = |view: &api::liveview::ClusterView, kind: &str| {
+        view.events
+            .iter()
+            .filter(|e| e.kind == kind && e.subject == Some(1))
+            .count()
+    };
+    assert_eq!(
+        seen_dead(&view, "member_unreachable"),
+        1,
+        "{:?}",
+        view.events
+    );
+
+    // Still dead at the next poll: no second event. Then it comes back.
+    let t3 = t2 + Duration::from_millis(500);
+    aggregator.observe(1, Err("no report within 400 ms".into()), t3, 2_500);
+    assert_eq!(
+        seen_dead(&aggregator.view(&members(), 2_500), "member_unreachable"),
+        1
+    );
+    aggregator.observe(1, Ok(report(1, "follower", 3, 101)), t3, 3_000);
+    let view = aggregator.view(&members(), 3_000);
+    assert!(view.members[0].reachable);
+    assert_eq!(view.members[0].role, "follower");
+    assert_eq!(seen_dead(&view, "member_reachable"), 1);
 }
 
 #[test]

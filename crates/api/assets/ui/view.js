@@ -131,6 +131,8 @@ function describe(event) {
     case "member_removed": return "member " + event.subject + " removed";
     case "snapshot_taken": return "member " + event.member + " took a snapshot";
     case "snapshot_installed": return "member " + event.member + " installed the leader's snapshot";
+    case "member_unreachable": return "member " + event.subject + " stopped answering";
+    case "member_reachable": return "member " + event.subject + " is back";
     default: return event.kind;
   }
 }
@@ -139,8 +141,10 @@ function renderEvents(view) {
   const items = view.events.slice().reverse().map((event) => {
     const item = el("li", { "data-kind": event.kind });
     item.append(el("span", { class: "when" }, clock(event.at_ms)));
-    item.append(document.createTextNode(
-      describe(event) + " (term " + event.term + ", index " + event.index + ")"));
+    const where = event.kind.startsWith("member_") && event.kind.endsWith("reachable")
+      ? " (as seen by member " + event.member + ")"
+      : " (term " + event.term + ", index " + event.index + ")";
+    item.append(document.createTextNode(describe(event) + where));
     return item;
   });
   $("events").replaceChildren(...items);

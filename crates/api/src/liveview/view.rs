@@ -91,7 +91,9 @@ pub struct EventView {
     pub at_ms: u64,
     /// The member that reported it first.
     pub member: u64,
-    /// The event kind (see [`super::report::EVENT_KINDS`]).
+    /// The event kind: one of [`super::report::EVENT_KINDS`], or
+    /// `"member_unreachable"` / `"member_reachable"` when the serving
+    /// member's poll of `subject` started failing or succeeded again.
     pub kind: String,
     /// The new leader, or the added or removed member.
     pub subject: Option<u64>,
@@ -142,11 +144,13 @@ impl Aggregator {
             Ok(report) if report.id == id => report,
             Ok(report) => {
                 let error = format!("answered as member {}", report.id);
-                return self.unreachable(id, error);
+                return self.unreachable(id, error, now_ms);
             }
-            Err(error) => return self.unreachable(id, error),
+            Err(error) => return self.unreachable(id, error, now_ms),
         };
-        self.errors.remove(&id);
+        if self.errors.remove(&id).is_some() {
+            self.poller_event("member_reachable", id, report.term, now_ms);
+        }
         if let Some(previous) = self.last.get(&id) {
             let seconds = at.saturating_duration_since(previous.at).as_secs_f64();
             if seconds > 0.0 {
@@ -192,6 +196,42 @@ impl Aggregator {
                 term: event.term,
             });
         }
+        self.trim_events();
+        self.last.insert(
+            id,
+            Sample {
+                report,
+                seen_ms: now_ms,
+                at,
+            },
+        );
+    }
+
+    fn unreachable(&mut self, id: u64, error: String, now_ms: u64) {
+        let term = self.last.get(&id).map_or(0, |sample| sample.report.term);
+        if self.errors.insert(id, error).is_none() {
+            self.poller_event("member_unreachable", id, term, now_ms);
+        }
+        self.links.retain(|(from, _), _| *from != id);
+    }
+
+    /// An event the poller saw itself: member `id` stopped or resumed
+    /// answering (`term`: the last one it reported).
+    fn poller_event(&mut self, kind: &str, id: u64, term: u64, now_ms: u64) {
+        let event = EventView {
+            at_ms: now_ms,
+            member: self.served_by,
+            kind: kind.to_string(),
+            subject: Some(id),
+            index: 0,
+            term,
+        };
+        self.events
+            .insert((kind.to_string(), id, term, now_ms), event);
+        self.trim_events();
+    }
+
+    fn trim_events(&mut self) {
         while self.events.len() > MAX_VIEW_EVENTS {
             let oldest = self
                 .events
@@ -203,19 +243,6 @@ impl Aggregator {
                 None => break,
             };
         }
-        self.last.insert(
-            id,
-            Sample {
-                report,
-                seen_ms: now_ms,
-                at,
-            },
-        );
-    }
-
-    fn unreachable(&mut self, id: u64, error: String) {
-        self.errors.insert(id, error);
-        self.links.retain(|(from, _), _| *from != id);
     }
 
     /// The view of `members` (id and peer URL, the configuration the
