@@ -10,6 +10,7 @@
 
 mod flags;
 mod repair;
+mod snapshot_cmd;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
     init_tracing();
     if std::env::args().nth(1).as_deref() == Some("repair-wal") {
         return repair::main(std::env::args().skip(1));
+    }
+    if std::env::args().nth(1).as_deref() == Some("snapshot") {
+        return snapshot_cmd::main(std::env::args().skip(1));
     }
     let flags = Flags::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -155,6 +155,17 @@ use durable::WalLog;
 use raft_loop::{Frame, LoopParts, RaftLoop, Request};
 use reports::Reports;
 
+/// Builds a new member's data directory (`config.wal_dir`, `config.snap_dir`)
+/// whose replicated state starts as `state`, bytes the state machine's
+/// `restore` accepts (a backup). The member then starts normally with the
+/// same configuration. `config.initial_members` are the new cluster's
+/// members; every one of them is restored from the same bytes. Refuses a
+/// directory that already holds a WAL. The caller checks `state` first:
+/// raftnode treats it as opaque.
+pub fn bootstrap_with_state(config: &NodeConfig, state: Vec<u8>) -> Result<(), NodeError> {
+    disk::bootstrap_with_state(config, state)
+}
+
 /// Errors that stop a node (at start or while running).
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
