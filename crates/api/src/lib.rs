@@ -78,6 +78,8 @@
 
 mod error;
 mod handlers;
+pub mod health;
+pub mod metrics;
 mod parse;
 mod status;
 pub mod v3;
@@ -90,7 +92,10 @@ use axum::Router;
 use kvstore::KvStore;
 use tokio::sync::Semaphore;
 
-pub use error::{ApiError, ALLOWED_METHODS, STATUS_ALLOWED_METHODS};
+pub use error::{
+    ApiError, ALLOWED_METHODS, REQUEST_ID_HEADER, REQUEST_ID_MAX_BYTES, STATUS_ALLOWED_METHODS,
+};
+pub use metrics::{Metrics, METRICS_PATH};
 pub use parse::{MAX_PEER_URL_BYTES, RESERVED_PREFIX, RESERVED_PREFIXES};
 pub use status::{MemberResponse, StatusResponse};
 
@@ -175,18 +180,37 @@ fn set_nodelay(connection: &mut tokio::net::TcpStream) {
 pub(crate) struct AppState {
     pub(crate) kv: KvStore,
     pub(crate) config: Arc<ApiConfig>,
+    pub(crate) metrics: Metrics,
 }
 
 /// The client API on one port: raftexample's routes, `/v1/status`, the v3
 /// JSON gateway and the v3 gRPC services (by content type), all on one
 /// keyspace. Serve it with `axum::serve` (HTTP/1.1 and cleartext HTTP/2).
+///
+/// Its `/metrics` reports the store and the API only; the binary uses
+/// [`router_with_metrics`] to add the node's and the transport's figures.
 pub fn router(kv: KvStore, config: ApiConfig) -> Router {
     router_with(kv.clone(), kv, config)
+}
+
+/// [`router`] reporting into `metrics` (the same value the node was
+/// given as its observer).
+pub fn router_with_metrics(kv: KvStore, config: ApiConfig, metrics: Metrics) -> Router {
+    build_router(kv.clone(), kv, config, metrics)
 }
 
 /// [`router`] with the v3 services over another [`v3::Keyspace`] (tests
 /// inject faults this way).
 pub fn router_with<K: v3::Keyspace>(kv: KvStore, keyspace: K, config: ApiConfig) -> Router {
+    build_router(kv, keyspace, config, Metrics::new())
+}
+
+fn build_router<K: v3::Keyspace>(
+    kv: KvStore,
+    keyspace: K,
+    config: ApiConfig,
+    metrics: Metrics,
+) -> Router {
     let v3 = v3::V3::new(
         keyspace,
         v3::V3Settings {
@@ -195,14 +219,22 @@ pub fn router_with<K: v3::Keyspace>(kv: KvStore, keyspace: K, config: ApiConfig)
         },
     );
     // One bound for the whole port: HTTP routes, gateway and gRPC.
-    let in_progress = Arc::new(Semaphore::new(
-        config.max_concurrent_requests.min(Semaphore::MAX_PERMITS),
-    ));
+    let permits = config.max_concurrent_requests.min(Semaphore::MAX_PERMITS);
+    let in_progress = Arc::new(Semaphore::new(permits));
+    metrics.set_store(kv.clone());
+    metrics.set_request_limit(Arc::clone(&in_progress), permits);
     let grpc = v3::grpc_router(v3.clone(), config.max_request_bytes);
     let gateway = v3::gateway::router(v3, config.max_request_bytes);
-    v3::one_port(http_router(kv, gateway, config), grpc).layer(
-        axum::middleware::from_fn_with_state(in_progress, handlers::shed_load),
-    )
+    v3::one_port(http_router(kv, gateway, config, metrics.clone()), grpc)
+        .layer(axum::middleware::from_fn_with_state(
+            in_progress,
+            handlers::shed_load,
+        ))
+        // Outermost: request ids, request counts, one warn line per 5xx.
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            error::log_server_errors,
+        ))
 }
 
 /// The routes this member serves on its *peer* port for other members:
@@ -219,12 +251,13 @@ pub fn peer_router(kv: KvStore, config: &ApiConfig) -> Router {
 }
 
 /// raftexample's routes, `/v1/status` and the gateway.
-fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
+fn http_router(kv: KvStore, gateway: Router, config: ApiConfig, metrics: Metrics) -> Router {
     // Bodies over the limit are cut off while streaming, never buffered whole.
     let body_limit = config.max_value_bytes;
     let state = AppState {
         kv,
         config: Arc::new(config),
+        metrics,
     };
     let keys: MethodRouter<AppState> = get(handlers::get_key)
         .put(handlers::put_key)
@@ -236,6 +269,10 @@ fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
             STATUS_PATH,
             get(handlers::status).fallback(handlers::status_method_not_allowed),
         )
+        .route(METRICS_PATH, reserved_get(get(metrics::scrape)))
+        .route(health::HEALTH_PATH, reserved_get(get(health::health)))
+        .route(health::LIVEZ_PATH, reserved_get(get(health::livez)))
+        .route(health::READYZ_PATH, reserved_get(get(health::readyz)))
         .route("/", keys.clone())
         .route("/{*key}", keys);
     // The gateway's prefixes are reserved like `/v1/`: a POST names no
@@ -251,5 +288,9 @@ fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         .merge(gateway)
-        .layer(axum::middleware::from_fn(error::log_server_errors))
+}
+
+/// A reserved `GET` endpoint: other methods get 405 like `/v1/status`.
+fn reserved_get(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.fallback(handlers::status_method_not_allowed)
 }
