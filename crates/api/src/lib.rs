@@ -20,7 +20,10 @@
 //! | `POST /<id>`, body = peer URL | 204 once the node is added (applied here) | 400 bad id / bad URL / invalid change, 503 change in progress / no leader / timed out |
 //! | `DELETE /<id>` | 204 once the node is removed (applied here) | 400 bad id / not a member, 503 as above |
 //! | `GET /v1/status` | 200, JSON [`StatusResponse`] | |
-//! | any other method | | 405 with `Allow: GET, HEAD, PUT, POST, DELETE` |
+//! | `GET /metrics` | 200, Prometheus text format 0.0.4 ([`metrics`]) | |
+//! | `GET /health` | 200 `{"health":"true"}` | 503 `{"health":"false"}` ([`health`]) |
+//! | `GET /livez`, `GET /readyz` (`?verbose`, `?exclude=<check>`) | 200 `ok` | 503 with the failed checks ([`health`]) |
+//! | any other method | | 405 with `Allow: GET, HEAD, PUT, POST, DELETE` (`GET, HEAD` on `/v1/status`, `/metrics`, `/health`, `/livez`, `/readyz`) |
 //! | `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/kv/txn`, `/v3/kv/compaction` (JSON gateway; also `/v3beta/…`) | 200, the response's proto3 JSON | etcd's gateway body `{"error","message","code"}`: 400 InvalidArgument / OutOfRange, 404 NotFound, 429 ResourceExhausted, 503 Unavailable |
 //! | `POST /v3/maintenance/status`, `/v3/maintenance/hash` (HashKV), `/v3/maintenance/alarm` | as above | as above |
 //! | `POST /v3/lease/grant`, `/v3/lease/revoke`, `/v3/lease/keepalive` (one `{"result": …}` line per request), `/v3/lease/timetolive`, `/v3/lease/leases`; `/v3/kv/lease/revoke`, `/v3/kv/lease/timetolive`, `/v3/kv/lease/leases` (etcd 3.4's aliases) | as above | as above |
@@ -33,8 +36,12 @@
 //! follower's forwarded lease requests (protobuf bodies, [`v3::forward`]).
 //!
 //! Every 503 carries `Retry-After: 1`; every error body is a plain-text
-//! message. Every 5xx is logged once, at warn, with method, path, status and
-//! message (by the outermost layer); 4xx answers are not logged. A write answered 503 "outcome unknown" may or may not have
+//! message. Every answer carries an `x-request-id` ([`REQUEST_ID_HEADER`]:
+//! the client's when usable, else a new one). Every 5xx is counted
+//! (`raftkv_http_requests_total`) and logged once, at warn, with the request
+//! id, method, path, status and message, by the outermost layer, which also
+//! counts gRPC calls ([`metrics`]) and logs once those failing with a
+//! server-side code; 4xx answers are not logged. A write answered 503 "outcome unknown" may or may not have
 //! taken effect.
 //!
 //! # Differences from raftexample
@@ -46,7 +53,8 @@
 //!   linearizable.
 //! * **Reserved paths.** Every path under `/v1/` (and `/v1` itself) belongs
 //!   to raftkv's own endpoints, and `/v3/`, `/v3beta/` to etcd's JSON
-//!   gateway; `GET`/`PUT` of such a key is answered 400.
+//!   gateway; `GET`/`PUT` of such a key is answered 400. `/metrics`,
+//!   `/health`, `/livez` and `/readyz` are endpoints (other methods 405).
 //! * PUT, POST and DELETE answer only after the change is applied on the
 //!   answering node, not when it is proposed.
 //!
