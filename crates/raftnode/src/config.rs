@@ -63,6 +63,9 @@ pub struct NodeConfig {
     pub inbound_queue_len: usize,
     /// Serve the transport's fault-injection routes (tests and chaos only).
     pub enable_fault_routes: bool,
+    /// Told of leader changes, refused proposals and disk latencies
+    /// (metrics); `None` (the default) observes nothing.
+    pub observer: crate::SharedObserver,
 }
 
 impl NodeConfig {
@@ -91,6 +94,7 @@ impl NodeConfig {
             request_queue_len: 16 * 1024,
             inbound_queue_len: 4 * 1024,
             enable_fault_routes: false,
+            observer: None,
         }
     }
 
