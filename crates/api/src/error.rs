@@ -145,28 +145,33 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const REQUEST_ID_MAX_BYTES: usize = 64;
 
 /// The outermost layer of the client port (around load shedding): gives
-/// every request an id, counts every HTTP answer by route class and status
+/// every request an id, times it (for the live view's latency ring), counts
+/// every HTTP answer by route class and status
 /// (`raftkv_http_requests_total`) and every gRPC call
 /// ([`crate::metrics::grpc`]), and logs each 5xx answer (and each gRPC call
 /// failing with a server-side code) once, at warn, with the request id,
 /// method, path, status and the error's message. 4xx answers are not logged.
 pub(crate) async fn log_server_errors(
     State(metrics): State<Metrics>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
-    let request_id = request_id_of(&request).unwrap_or_else(|| metrics.next_request_id());
-    let id_header = HeaderValue::from_str(&request_id).ok();
-    if let Some(value) = &id_header {
-        request
-            .headers_mut()
-            .insert(REQUEST_ID_HEADER, value.clone());
-    }
+    let started = std::time::Instant::now();
+    // Only a client's own id is carried on every answer; one is made up only
+    // for a request that fails on the server (the only ones logged): making
+    // and inserting an id for every request cost about 7 % of the
+    // instructions of a write.
+    let client_id = request_id_of(&request);
     if crate::v3::is_grpc(&request) {
         let call = crate::metrics::grpc::labels_of(request.uri().path())
-            .map(|labels| crate::metrics::grpc::Call::start(&metrics, labels, request_id));
+            .map(|labels| crate::metrics::grpc::Call::start(&metrics, labels, client_id.clone()));
         let mut response = next.run(request).await;
-        if let Some(value) = id_header {
+        let now = std::time::Instant::now();
+        metrics.record_latency(now, now - started);
+        if let Some(value) = client_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         return match call {
@@ -175,9 +180,11 @@ pub(crate) async fn log_server_errors(
         };
     }
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let route = route_class(&method, &path);
+    let route = route_class(&method, request.uri().path());
+    let uri = request.uri().clone();
     let mut response = next.run(request).await;
+    let now = std::time::Instant::now();
+    metrics.record_latency(now, now - started);
     let status = response.status();
     metrics
         .recorded()
@@ -187,7 +194,8 @@ pub(crate) async fn log_server_errors(
             code: status.as_u16(),
         })
         .inc();
-    if status.is_server_error() {
+    let request_id = if status.is_server_error() {
+        let request_id = client_id.unwrap_or_else(|| metrics.next_request_id());
         let error = response
             .extensions()
             .get::<ServerErrorMessage>()
@@ -195,13 +203,19 @@ pub(crate) async fn log_server_errors(
         tracing::warn!(
             request_id,
             %method,
-            path,
+            path = uri.path(),
             status = status.as_u16(),
             error,
             "request failed"
         );
-    }
-    if let Some(value) = id_header {
+        Some(request_id)
+    } else {
+        client_id
+    };
+    if let Some(value) = request_id
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response

@@ -36,8 +36,9 @@
 //! follower's forwarded lease requests (protobuf bodies, [`v3::forward`]).
 //!
 //! Every 503 carries `Retry-After: 1`; every error body is a plain-text
-//! message. Every answer carries an `x-request-id` ([`REQUEST_ID_HEADER`]:
-//! the client's when usable, else a new one). Every 5xx is counted
+//! message. A client's own `x-request-id` ([`REQUEST_ID_HEADER`]; short and
+//! printable) is echoed on every answer; a 5xx answer always carries one (a
+//! new one when the client sent none). Every 5xx is counted
 //! (`raftkv_http_requests_total`) and logged once, at warn, with the request
 //! id, method, path, status and message, by the outermost layer, which also
 //! counts gRPC calls ([`metrics`]) and logs once those failing with a

@@ -287,8 +287,17 @@ async fn get(app: &axum::Router, path: &str) -> (StatusCode, String, String) {
 #[tokio::test]
 async fn a_single_node_serves_its_report_the_view_and_the_page() {
     let (store, _consensus) = kvstore::testing::local_store(kvstore::KvConfig::new(1));
-    let view = LiveView::new(store.clone(), transport::TransportStats::default);
-    let client = view.serve_on(api::router(store, api::ApiConfig::default()));
+    let metrics = api::Metrics::new();
+    let view = LiveView::new(
+        store.clone(),
+        transport::TransportStats::default,
+        metrics.latency_ring(),
+    );
+    let client = view.serve_on(api::router_with_metrics(
+        store,
+        api::ApiConfig::default(),
+        metrics,
+    ));
     let put = Request::put("/k").body(Body::from("v")).unwrap();
     assert_eq!(
         client.clone().oneshot(put).await.unwrap().status(),

@@ -211,7 +211,11 @@ async fn run(flags: Flags) -> Result<(), MainError> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let transport = node.transport().clone();
-    let view = api::liveview::LiveView::new(kv.clone(), move || transport.stats());
+    let view = api::liveview::LiveView::new(
+        kv.clone(),
+        move || transport.stats(),
+        metrics.latency_ring(),
+    );
     // The peer port also answers followers' forwarded lease requests and
     // the live view's member reports.
     let peer_router = node

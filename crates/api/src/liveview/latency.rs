@@ -2,12 +2,8 @@
 //! middleware that records every request of the client port.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use parking_lot::Mutex;
 
 use super::report::LatencySummary;
@@ -55,21 +51,6 @@ impl LatencyRing {
             window_ms: LATENCY_WINDOW.as_millis() as u64,
         }
     }
-}
-
-/// Middleware: records how long each client request took until its
-/// response head (a stream's first byte, not its end). The view's own
-/// routes are not served through it.
-pub(crate) async fn record_latency(
-    State(ring): State<Arc<LatencyRing>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let now = Instant::now();
-    ring.record(now, now - started);
-    response
 }
 
 #[cfg(test)]

@@ -114,12 +114,13 @@ pub(crate) struct Call {
     metrics: Metrics,
     labels: GrpcLabels,
     started: Instant,
-    request_id: String,
+    /// The client's request id, if it sent a usable one.
+    request_id: Option<String>,
 }
 
 impl Call {
     /// Counts the start of a call of `labels`.
-    pub(crate) fn start(metrics: &Metrics, labels: GrpcLabels, request_id: String) -> Call {
+    pub(crate) fn start(metrics: &Metrics, labels: GrpcLabels, request_id: Option<String>) -> Call {
         let recorded = metrics.recorded();
         recorded.grpc_started.get_or_create(&labels).inc();
         recorded.grpc_in_progress.get_or_create(&labels).inc();
@@ -150,8 +151,12 @@ impl Call {
             .get_or_create(labels)
             .observe(self.started.elapsed().as_secs_f64());
         if is_server_failure(code) {
+            let request_id = self
+                .request_id
+                .clone()
+                .unwrap_or_else(|| self.metrics.next_request_id());
             tracing::warn!(
-                request_id = self.request_id,
+                request_id,
                 service = labels.grpc_service,
                 method = labels.grpc_method,
                 code = code_name(code),

@@ -86,6 +86,9 @@ struct Inner {
     /// Request ids: this process's tag and the next sequence number.
     request_tag: u32,
     request_seq: AtomicU64,
+    /// Latency of recent client requests, for the live view (fed by the
+    /// same layer that counts requests, so timing costs no layer of its own).
+    latency: Arc<crate::liveview::LatencyRing>,
 }
 
 /// What is recorded as it happens (everything else is read at scrape time).
@@ -223,6 +226,7 @@ impl Metrics {
                 sources,
                 request_tag: process_tag(),
                 request_seq: AtomicU64::new(1),
+                latency: Arc::default(),
             }),
         }
     }
@@ -260,6 +264,17 @@ impl Metrics {
     }
 
     /// A new request id: this process's tag and a sequence number.
+    /// The ring of recent client request latencies that the client port's
+    /// outermost layer fills: hand it to [`crate::liveview::LiveView::new`].
+    pub fn latency_ring(&self) -> Arc<crate::liveview::LatencyRing> {
+        Arc::clone(&self.inner.latency)
+    }
+
+    /// Records one client request's latency, ended at `now`.
+    pub(crate) fn record_latency(&self, now: std::time::Instant, took: Duration) {
+        self.inner.latency.record(now, took);
+    }
+
     pub(crate) fn next_request_id(&self) -> String {
         let seq = self.inner.request_seq.fetch_add(1, Ordering::Relaxed);
         format!("{:08x}-{seq}", self.inner.request_tag)
