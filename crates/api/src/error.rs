@@ -152,16 +152,11 @@ pub const REQUEST_ID_MAX_BYTES: usize = 64;
 /// method, path, status and the error's message. 4xx answers are not logged.
 pub(crate) async fn log_server_errors(
     State(metrics): State<Metrics>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     let request_id = request_id_of(&request).unwrap_or_else(|| metrics.next_request_id());
     let id_header = HeaderValue::from_str(&request_id).ok();
-    if let Some(value) = &id_header {
-        request
-            .headers_mut()
-            .insert(REQUEST_ID_HEADER, value.clone());
-    }
     if crate::v3::is_grpc(&request) {
         let call = crate::metrics::grpc::labels_of(request.uri().path())
             .map(|labels| crate::metrics::grpc::Call::start(&metrics, labels, request_id));
