@@ -34,6 +34,7 @@ use crate::outbox::Outbox;
 use crate::reads::ReadTracker;
 use crate::reports::Reports;
 use crate::snapshots::{Capture, SnapshotOutcome, SnapshotSchedule, WriterThread};
+use crate::timeline::{EventKind, Timeline};
 use crate::{
     Member, MembershipChange, NodeConfig, NodeError, RaftError, Role, StateMachine, Status,
 };
@@ -110,6 +111,8 @@ pub(crate) struct RaftLoop<L: DurableLog = WalLog> {
     stop: Option<StopReason>,
     /// When to snapshot; the snapshot in flight.
     snapshots: SnapshotSchedule,
+    /// Recent events and the leader's progress view, for the live view.
+    timeline: Timeline,
     /// What was persisted and sent, in order (for the ordering tests).
     #[cfg(test)]
     pub(crate) trace: std::cell::RefCell<Vec<Traced>>,
@@ -183,6 +186,7 @@ impl<L: DurableLog> RaftLoop<L> {
             added,
             stop: None,
             snapshots,
+            timeline: Timeline::default(),
             #[cfg(test)]
             trace: Default::default(),
         }
@@ -549,7 +553,7 @@ impl<L: DurableLog> RaftLoop<L> {
     /// begins from the previous state and fetches a snapshot again (the
     /// checks before `step` already refused envelopes that do not decode).
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
-        let index = snapshot.get_metadata().index;
+        let (index, snapshot_term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
         info!(node = self.id, index, "installing snapshot from the leader");
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
         self.snapshots.on_installed(snapshot.data.len() as u64);
@@ -558,6 +562,9 @@ impl<L: DurableLog> RaftLoop<L> {
             .replace(members, index, self.outbox.as_ref());
         self.added = is_member(self.raw.store().conf_state(), self.id);
         self.applied = index;
+        let term = snapshot_term;
+        self.timeline
+            .record(EventKind::SnapshotInstalled, index, term, self.clock.now());
         self.publish_status(true);
         Ok(())
     }
@@ -616,6 +623,9 @@ impl<L: DurableLog> RaftLoop<L> {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                 let url = String::from_utf8_lossy(&cc.context).into_owned();
                 info!(node = self.id, added = cc.node_id, %url, "member added");
+                let kind = EventKind::MemberAdded { id: cc.node_id };
+                self.timeline
+                    .record(kind, entry.index, self.raw.raft.term, self.clock.now());
                 self.membership.added(cc.node_id, url, self.outbox.as_ref());
                 if cc.node_id == self.id {
                     self.added = true;
@@ -623,6 +633,9 @@ impl<L: DurableLog> RaftLoop<L> {
             }
             ConfChangeType::RemoveNode => {
                 info!(node = self.id, removed = cc.node_id, "member removed");
+                let kind = EventKind::MemberRemoved { id: cc.node_id };
+                self.timeline
+                    .record(kind, entry.index, self.raw.raft.term, self.clock.now());
                 self.membership
                     .removed(cc.node_id, entry.index, self.outbox.as_ref());
                 if cc.node_id == self.id && self.removal_is_ours(entry.index) {
@@ -710,6 +723,8 @@ impl<L: DurableLog> RaftLoop<L> {
         let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
         self.raw.mut_store().record_local_snapshot(snapshot)?;
         let removed = self.raw.mut_store().compact(compact_to)?;
+        self.timeline
+            .record(EventKind::SnapshotTaken, index, term, self.clock.now());
         // Freeing a million entries takes tens of milliseconds.
         if removed.len() > 1024 {
             let _ = std::thread::Builder::new()
@@ -747,7 +762,7 @@ impl<L: DurableLog> RaftLoop<L> {
         })
     }
 
-    pub(crate) fn publish_status(&self, members_changed: bool) {
+    pub(crate) fn publish_status(&mut self, members_changed: bool) {
         let raft = &self.raw.raft;
         let mut status = self.status.write();
         let leader_id = (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id);
@@ -764,6 +779,7 @@ impl<L: DurableLog> RaftLoop<L> {
         status.applied_index = self.applied;
         status.snapshot_index = self.raw.store().snapshot_index();
         status.last_index = self.raw.store().last();
+        self.timeline.publish(raft, self.clock.now(), &mut status);
         if members_changed {
             let voters = &self.raw.store().conf_state().voters;
             status.members = voters

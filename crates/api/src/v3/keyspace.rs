@@ -90,6 +90,9 @@ pub trait Keyspace: Clone + Send + Sync + 'static {
     fn info(&self) -> KeyspaceInfo;
     /// The node's consensus status (term, leader, indexes).
     fn consensus_status(&self) -> raftnode::Status;
+    /// This member's replicated state as a backup file's bytes
+    /// (`Maintenance.Snapshot`; see [`kvstore::backup`]). O(size).
+    fn backup(&self) -> Vec<u8>;
 }
 
 impl Keyspace for kvstore::KvStore {
@@ -176,5 +179,9 @@ impl Keyspace for kvstore::KvStore {
 
     fn consensus_status(&self) -> raftnode::Status {
         self.consensus().status()
+    }
+
+    fn backup(&self) -> Vec<u8> {
+        kvstore::KvStore::backup(self)
     }
 }
