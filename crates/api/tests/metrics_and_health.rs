@@ -447,3 +447,39 @@ async fn grpc_calls_are_counted_with_go_grpc_prometheus_labels() {
     assert!(warned[0].contains("request_id"), "{}", warned[0]);
     assert!(warned[0].contains("Unavailable"), "{}", warned[0]);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn refused_and_timed_out_proposals_count_as_failed() {
+    use raftnode::NodeObserver;
+    let kv_config = KvConfig {
+        request_timeout_ms: 50,
+        ..KvConfig::new(1)
+    };
+    let (store, consensus) = kvstore::testing::local_store(kv_config);
+    let metrics = Metrics::new();
+    let router = api::router_with_metrics(store.clone(), ApiConfig::default(), metrics.clone());
+    let app = TestApp {
+        router,
+        consensus,
+        store,
+    };
+    let before = scrape_of(&app).await;
+    assert_eq!(
+        value(&before, "etcd_server_proposals_failed_total", &[]),
+        Some(Value::Counter(0.0))
+    );
+    // Proposed, never applied: the write times out (outcome unknown).
+    app.consensus.set_drop_proposals(true);
+    assert_eq!(
+        app.send("PUT", "/k", "v").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    app.consensus.set_drop_proposals(false);
+    // Refused by the node (what raftnode reports through its observer).
+    metrics.proposal_failed();
+    let after = scrape_of(&app).await;
+    assert_eq!(
+        value(&after, "etcd_server_proposals_failed_total", &[]),
+        Some(Value::Counter(2.0))
+    );
+}
