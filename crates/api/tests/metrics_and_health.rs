@@ -458,3 +458,129 @@ async fn grpc_calls_are_counted_with_go_grpc_prometheus_labels() {
     assert!(warned[0].contains("request_id"), "{}", warned[0]);
     assert!(warned[0].contains("Unavailable"), "{}", warned[0]);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn refused_and_timed_out_proposals_count_as_failed() {
+    use raftnode::NodeObserver;
+    let kv_config = KvConfig {
+        request_timeout_ms: 50,
+        ..KvConfig::new(1)
+    };
+    let (store, consensus) = kvstore::testing::local_store(kv_config);
+    let metrics = Metrics::new();
+    let router = api::router_with_metrics(store.clone(), ApiConfig::default(), metrics.clone());
+    let app = TestApp {
+        router,
+        consensus,
+        store,
+    };
+    let before = scrape_of(&app).await;
+    assert_eq!(
+        value(&before, "etcd_server_proposals_failed_total", &[]),
+        Some(Value::Counter(0.0))
+    );
+    // Proposed, never applied: the write times out (outcome unknown).
+    app.consensus.set_drop_proposals(true);
+    assert_eq!(
+        app.send("PUT", "/k", "v").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    app.consensus.set_drop_proposals(false);
+    // Refused by the node (what raftnode reports through its observer).
+    metrics.proposal_failed();
+    let after = scrape_of(&app).await;
+    assert_eq!(
+        value(&after, "etcd_server_proposals_failed_total", &[]),
+        Some(Value::Counter(2.0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_watch_stream_is_in_progress_until_it_ends() {
+    let (app, _metrics) = app_with_metrics();
+    let (address, channel) = common::listen(app.router.clone()).await;
+    let metrics_url = format!("http://{address}/metrics");
+    let watch_labels = [
+        ("grpc_type", "bidi_stream"),
+        ("grpc_service", "etcdserverpb.Watch"),
+        ("grpc_method", "Watch"),
+    ];
+    let scrape_now = || async {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        parse(&text)
+    };
+    let mut client = pb::watch_client::WatchClient::new(channel);
+    let (requests, receiver) = tokio::sync::mpsc::channel(4);
+    requests
+        .send(pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                pb::WatchCreateRequest {
+                    key: b"w".to_vec(),
+                    ..Default::default()
+                },
+            )),
+        })
+        .await
+        .unwrap();
+    let mut responses = client
+        .watch(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let created = responses
+        .message()
+        .await
+        .expect("a response")
+        .expect("open");
+    assert!(created.created);
+
+    let open = scrape_now().await;
+    assert_eq!(
+        value(&open, "raftkv_grpc_requests_in_progress", &watch_labels),
+        Some(Value::Gauge(1.0))
+    );
+    assert_eq!(
+        value(&open, "grpc_server_started_total", &watch_labels),
+        Some(Value::Counter(1.0))
+    );
+    // The client goes away: the call is handled once, and no longer open.
+    drop(requests);
+    drop(responses);
+    drop(client);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let scrape = scrape_now().await;
+        let handled: f64 = scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == "grpc_server_handled_total"
+                    && s.labels.get("grpc_method") == Some("Watch")
+            })
+            .map(|s| match s.value {
+                Value::Counter(n) => n,
+                _ => panic!("{s:?}"),
+            })
+            .sum();
+        if handled == 1.0 {
+            assert_eq!(
+                value(&scrape, "raftkv_grpc_requests_in_progress", &watch_labels),
+                Some(Value::Gauge(0.0))
+            );
+            break;
+        }
+        assert_eq!(handled, 0.0, "handled more than once");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed watch was never counted as handled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -85,6 +85,7 @@ impl Unattached {
                 self.config.max_in_flight_writes.min(Semaphore::MAX_PERMITS),
             ),
             next_seq: AtomicU64::new(1),
+            writes_timed_out: AtomicU64::new(0),
             config: self.config,
             shared: self.shared,
             consensus,
@@ -109,6 +110,8 @@ struct Inner {
     consensus: Arc<dyn Consensus>,
     write_permits: Semaphore,
     next_seq: AtomicU64,
+    /// Writes proposed here that were not applied before their deadline.
+    writes_timed_out: AtomicU64,
     /// Lease deadlines: meaningful only while this node is the confirmed leader.
     lessor: Mutex<Lessor>,
     lease_clock: Arc<dyn LeaseClock>,
@@ -283,6 +286,7 @@ impl KvStore {
         {
             Some(applied) => applied,
             None => {
+                self.inner.writes_timed_out.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(seq = id.seq, "write not applied before its deadline");
                 Err(self.write_timeout())
             }
@@ -633,6 +637,12 @@ impl KvStore {
     /// Writes proposed by this store that are still waiting for their apply.
     pub fn pending_writes(&self) -> usize {
         self.inner.shared.pending_writes()
+    }
+
+    /// Writes proposed by this store that were not applied before their
+    /// deadline (answered as timed out, outcome unknown), since it started.
+    pub fn writes_timed_out(&self) -> u64 {
+        self.inner.writes_timed_out.load(Ordering::Relaxed)
     }
 
     /// Number of keys at head in the local keyspace.

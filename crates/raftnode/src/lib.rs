@@ -28,6 +28,9 @@
 //!   simulations), given to [`DrivenNode`] through [`DrivenParts`];
 //! * requests: [`DrivenNode::consensus`] gives the layer above a
 //!   [`Consensus`] ([`DrivenHandle`]) whose requests the next turn handles.
+//! * metrics: an optional [`NodeObserver`] ([`NodeConfig::observer`], none by
+//!   default) told of leader changes, refused proposals, WAL fsync and
+//!   snapshot save durations; raftnode knows no metrics library.
 //!
 //! raft-rs draws its randomized election timeout from a thread RNG;
 //! [`NodeConfig::election_ticks_pinned`] pins it so runs repeat.

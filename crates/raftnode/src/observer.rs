@@ -47,3 +47,36 @@ pub(crate) fn leader_seen(observer: &SharedObserver, before: Option<u64>, now: O
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Count(AtomicU64);
+
+    impl NodeObserver for Count {
+        fn leader_changed(&self, _leader_id: u64) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_leader_change_is_a_new_known_leader() {
+        let count = Arc::new(Count::default());
+        let observer: SharedObserver = Some(count.clone());
+        let changes = || count.0.load(Ordering::Relaxed);
+        leader_seen(&observer, None, Some(1));
+        assert_eq!(changes(), 1, "the first leader counts");
+        leader_seen(&observer, Some(1), Some(1));
+        assert_eq!(changes(), 1, "the same leader does not");
+        leader_seen(&observer, Some(1), None);
+        assert_eq!(changes(), 1, "losing the leader does not");
+        leader_seen(&observer, None, Some(1));
+        leader_seen(&observer, Some(1), Some(2));
+        assert_eq!(changes(), 3, "a leader after none, or another one, does");
+        leader_seen(&None, None, Some(3));
+    }
+}

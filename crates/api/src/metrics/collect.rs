@@ -98,6 +98,19 @@ impl prometheus_client::collector::Collector for Collector {
                  for their apply)",
                 store.pending_writes(),
             )?;
+            let failed = self
+                .sources
+                .proposals_refused
+                .load(std::sync::atomic::Ordering::Relaxed)
+                + store.writes_timed_out();
+            let metric = ConstCounter::new(failed);
+            metric.encode(encoder.encode_descriptor(
+                "etcd_server_proposals_failed",
+                "The total number of failed proposals seen (refused: no leader, dropped by raft, \
+                 queue full, node stopped; or not applied before the request timeout)",
+                None,
+                metric.metric_type(),
+            )?)?;
             gauge(
                 encoder,
                 "raftkv_raft_term",

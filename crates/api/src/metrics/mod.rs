@@ -95,7 +95,6 @@ struct Inner {
 #[derive(Clone)]
 pub(crate) struct Recorded {
     leader_changes: Counter,
-    proposals_failed: Counter,
     wal_fsync_seconds: Histogram,
     snapshot_save_seconds: Histogram,
     snapshots_saved: Counter,
@@ -139,6 +138,9 @@ pub(crate) struct Sources {
     peers: RwLock<Option<PeerSource>>,
     /// The client port's request permits and their number.
     requests: RwLock<Option<(Arc<Semaphore>, usize)>>,
+    /// Proposals raftnode refused (its observer's `proposal_failed`); the
+    /// store's timed-out writes are added at scrape time.
+    proposals_refused: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -153,7 +155,6 @@ impl Metrics {
         let mut registry = Registry::default();
         let recorded = Recorded {
             leader_changes: Counter::default(),
-            proposals_failed: Counter::default(),
             wal_fsync_seconds: Histogram::new(disk_buckets()),
             snapshot_save_seconds: Histogram::new(disk_buckets()),
             snapshots_saved: Counter::default(),
@@ -168,12 +169,6 @@ impl Metrics {
             "etcd_server_leader_changes_seen",
             "The number of leader changes seen",
             recorded.leader_changes.clone(),
-        );
-        registry.register(
-            "etcd_server_proposals_failed",
-            "The total number of failed proposals seen (refused before reaching the log: \
-             no leader, dropped by raft, queue full, node stopped)",
-            recorded.proposals_failed.clone(),
         );
         registry.register(
             "etcd_disk_wal_fsync_duration_seconds",
@@ -287,7 +282,10 @@ impl raftnode::NodeObserver for Metrics {
     }
 
     fn proposal_failed(&self) {
-        self.inner.recorded.proposals_failed.inc();
+        self.inner
+            .sources
+            .proposals_refused
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn wal_fsync(&self, elapsed: Duration) {
