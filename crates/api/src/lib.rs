@@ -23,6 +23,7 @@
 //! | `GET /metrics` | 200, Prometheus text format 0.0.4 ([`metrics`]) | |
 //! | `GET /health` | 200 `{"health":"true"}` | 503 `{"health":"false"}` ([`health`]) |
 //! | `GET /livez`, `GET /readyz` (`?verbose`, `?exclude=<check>`) | 200 `ok` | 503 with the failed checks ([`health`]) |
+//! | `GET /ui`, `/ui/cluster.json`, `/ui/events` (when the binary mounts [`liveview::LiveView::serve_on`]) | the live cluster view: page, JSON, server-sent events | |
 //! | any other method | | 405 with `Allow: GET, HEAD, PUT, POST, DELETE` (`GET, HEAD` on `/v1/status`, `/metrics`, `/health`, `/livez`, `/readyz`) |
 //! | `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/kv/txn`, `/v3/kv/compaction` (JSON gateway; also `/v3beta/…`) | 200, the response's proto3 JSON | etcd's gateway body `{"error","message","code"}`: 400 InvalidArgument / OutOfRange, 404 NotFound, 429 ResourceExhausted, 503 Unavailable |
 //! | `POST /v3/maintenance/status`, `/v3/maintenance/hash` (HashKV), `/v3/maintenance/alarm`, `/v3/maintenance/defragment` | as above | as above |
@@ -33,7 +34,9 @@
 //!
 //! On the *peer* port ([`peer_router`], merged by the binary): `POST
 //! /raftkv/v3/lease/keepalive` and `/raftkv/v3/lease/timetolive`, a
-//! follower's forwarded lease requests (protobuf bodies, [`v3::forward`]).
+//! follower's forwarded lease requests (protobuf bodies, [`v3::forward`]);
+//! and `GET /raftkv/v1/liveview/member`, the member's report for the live
+//! view ([`liveview::LiveView::peer_router`]).
 //!
 //! Every 503 carries `Retry-After: 1`; every error body is a plain-text
 //! message. A client's own `x-request-id` ([`REQUEST_ID_HEADER`]; short and
@@ -53,9 +56,10 @@
 //!   local map without a read barrier (may be stale); the default is
 //!   linearizable.
 //! * **Reserved paths.** Every path under `/v1/` (and `/v1` itself) belongs
-//!   to raftkv's own endpoints, and `/v3/`, `/v3beta/` to etcd's JSON
-//!   gateway; `GET`/`PUT` of such a key is answered 400. `/metrics`,
-//!   `/health`, `/livez` and `/readyz` are endpoints (other methods 405).
+//!   to raftkv's own endpoints, `/ui` and `/ui/` to the live view, and
+//!   `/v3/`, `/v3beta/` to etcd's JSON gateway; `GET`/`PUT` of such a key
+//!   is answered 400. `/metrics`, `/health`, `/livez` and `/readyz` are
+//!   endpoints (other methods 405).
 //! * PUT, POST and DELETE answer only after the change is applied on the
 //!   answering node, not when it is proposed.
 //!

@@ -326,6 +326,18 @@ async fn a_single_node_serves_its_report_the_view_and_the_page() {
     assert_eq!(cluster.served_by, 1);
     assert_ne!(cluster.generated_at_ms, 0, "answered after the first poll");
 
+    // The event stream sends views until the view is closed, then ends.
+    let request = Request::get("/ui/events").body(Body::empty()).unwrap();
+    let response = client.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let first = body.frame().await.expect("a first event").unwrap();
+    let text = String::from_utf8_lossy(first.data_ref().unwrap()).into_owned();
+    assert!(text.starts_with("data: {\"served_by\":1"), "{text}");
+    view.close();
+    let rest = tokio::time::timeout(Duration::from_secs(30), body.collect()).await;
+    assert!(rest.expect("the stream ends once closed").is_ok());
+
     // Without the view mounted, /ui is still reserved: not a key.
     let (store, _consensus) = kvstore::testing::local_store(kvstore::KvConfig::new(1));
     let bare = api::router(store, api::ApiConfig::default());

@@ -257,6 +257,7 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     }
     // Stop accepting clients and let in-flight requests finish (bounded),
     // then stop the Raft loop: everything acknowledged is already fsynced.
+    view.close(); // open pages' event streams would hold the drain up
     let _ = shutdown_tx.send(true);
     if !client_done {
         match tokio::time::timeout(Duration::from_secs(5), &mut client_task).await {

@@ -4,7 +4,8 @@
 //! Both kill the leader and wait (bounded by `VIEW_DEADLINE`, a timeout, not
 //! a timing assertion) for the view to show the new leader and the dead
 //! member, then check the indexes shown against each live member's
-//! `/v1/status` once writes have stopped.
+//! `/v1/status` once writes have stopped, and finally that the restarted
+//! member is shown answering again with its own indexes.
 
 mod common;
 
@@ -182,6 +183,14 @@ fn kill_the_leader_and_watch(
         "every live member's /v1/status indexes",
         || look(cluster),
         |seen| matches_status(cluster, &live, seen),
+    );
+    // The dead member comes back: the view shows it answering again, caught up.
+    cluster.spawn(old_leader, false);
+    cluster.wait_applied(old_leader, applied);
+    wait_until(
+        "the restarted member answering again",
+        || look(cluster),
+        |seen| matches_status(cluster, &all, seen),
     );
 }
 

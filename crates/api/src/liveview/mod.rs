@@ -94,6 +94,8 @@ struct Inner {
     client: Client<HttpConnector, Empty<Bytes>>,
     views: watch::Sender<Arc<ClusterView>>,
     poller: Mutex<Poller>,
+    /// Set by [`LiveView::close`]: open event streams end.
+    closed: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -124,6 +126,7 @@ impl LiveView {
                 client: Client::builder(TokioExecutor::new()).build(connector),
                 views: watch::Sender::new(Arc::default()),
                 poller: Mutex::default(),
+                closed: watch::Sender::new(false),
             }),
         }
     }
@@ -162,6 +165,12 @@ impl LiveView {
             .route(EVENTS_PATH, get(events))
             .with_state(self.clone());
         timed.merge(page)
+    }
+
+    /// Ends every open event stream (and refuses new ones), so that a
+    /// graceful shutdown of the client server does not wait for open pages.
+    pub fn close(&self) {
+        self.inner.closed.send_replace(true);
     }
 
     /// Starts the poller unless it runs, and notes that someone looks.
@@ -299,14 +308,22 @@ async fn cluster_json(State(view): State<LiveView>) -> Json<ClusterView> {
 async fn events(State(view): State<LiveView>) -> Response {
     view.wake_poller();
     let views = view.inner.views.subscribe();
-    let stream = futures::stream::unfold((views, true), |(mut views, first)| async move {
+    let closed = view.inner.closed.subscribe();
+    let state = (views, closed, true);
+    let stream = futures::stream::unfold(state, |(mut views, mut closed, first)| async move {
+        if *closed.borrow() {
+            return None;
+        }
         if !first || views.borrow().generated_at_ms == 0 {
-            views.changed().await.ok()?;
+            tokio::select! {
+                changed = views.changed() => changed.ok()?,
+                _ = closed.wait_for(|closed| *closed) => return None,
+            }
         }
         let json = serde_json::to_string(views.borrow_and_update().as_ref()).ok()?;
         Some((
             Ok::<_, std::convert::Infallible>(Event::default().data(json)),
-            (views, false),
+            (views, closed, false),
         ))
     });
     Sse::new(stream)
