@@ -138,7 +138,9 @@ pub(crate) struct Flags {
 
     /// Comma-separated client URLs published to the other members (etcd's
     /// flag of the same name; `etcdctl endpoint ... --cluster` dials them).
-    /// Default: http://<host of this node's peer URL>:<--port>.
+    /// Default: <host of this node's peer URL>:<--port>, without `http://`:
+    /// etcdctl 3.4 sends a URL with a scheme as the HTTP/2 `:authority` when
+    /// it dials one endpoint, which raftkv's HTTP/2 stack refuses.
     #[arg(long)]
     pub advertise_client_urls: Option<String>,
 }
@@ -200,7 +202,7 @@ impl Flags {
                 let host = peer
                     .rsplit_once(':')
                     .map_or(peer.as_str(), |(host, _)| host);
-                vec![format!("http://{host}:{}", self.port)]
+                vec![format!("{host}:{}", self.port)]
             }
         };
         Ok(raftnode::MemberAttributes { name, client_urls })
@@ -260,7 +262,7 @@ mod tests {
         let flags = Flags::parse_from(["raftkv", "--id", "2", "--port", "2379"]);
         let attributes = flags.attributes("http://10.0.0.2:12380").unwrap();
         assert_eq!(attributes.name, "raftkv-2");
-        assert_eq!(attributes.client_urls, vec!["http://10.0.0.2:2379"]);
+        assert_eq!(attributes.client_urls, vec!["10.0.0.2:2379"]);
         let flags = Flags::parse_from([
             "raftkv",
             "--name",
@@ -274,7 +276,7 @@ mod tests {
         let flags = Flags::parse_from(["raftkv", "--port", "7"]);
         assert_eq!(
             flags.attributes("http://[::1]:12380").unwrap().client_urls,
-            vec!["http://[::1]:7"]
+            vec!["[::1]:7"]
         );
     }
 

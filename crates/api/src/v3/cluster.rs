@@ -58,10 +58,15 @@ impl<K: Keyspace> V3<K> {
             .map_err(|e: RaftError| V3Error::Kv(kvstore::KvError::Raft(e)))
     }
 
+    /// etcd's Cluster header: cluster, member and term, no revision.
     fn header(&self) -> Option<pb::ResponseHeader> {
-        let mut header = None;
-        self.fill_header(&mut header);
-        header
+        let status = self.keyspace().consensus_status();
+        Some(pb::ResponseHeader {
+            cluster_id: self.settings().cluster_id,
+            member_id: status.id,
+            raft_term: status.term,
+            revision: 0,
+        })
     }
 
     /// `Cluster.MemberList`: this member's view (raftkv applies membership
