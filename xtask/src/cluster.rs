@@ -143,6 +143,8 @@ fn print_banner(leader: u64, nodes: u64, data_dir: &Path) {
     println!(
         "\n\x1b[1mraftkv cluster of {nodes} is up; leader: node {leader}{RESET}\n\
          data: {data}\n\n\
+         Live cluster view (any node serves it; open it in a browser):\n\
+         \x20 http://127.0.0.1:12380/ui\n\n\
          Try:\n\
          \x20 curl -L http://127.0.0.1:12380/my-key -XPUT -d bar\n\
          \x20 curl -L http://127.0.0.1:22380/my-key\n\

@@ -22,7 +22,7 @@
 //! | `GET /v1/status` | 200, JSON [`StatusResponse`] | |
 //! | any other method | | 405 with `Allow: GET, HEAD, PUT, POST, DELETE` |
 //! | `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/kv/txn`, `/v3/kv/compaction` (JSON gateway; also `/v3beta/…`) | 200, the response's proto3 JSON | etcd's gateway body `{"error","message","code"}`: 400 InvalidArgument / OutOfRange, 404 NotFound, 429 ResourceExhausted, 503 Unavailable |
-//! | `POST /v3/maintenance/status`, `/v3/maintenance/hash` (HashKV), `/v3/maintenance/alarm` | as above | as above |
+//! | `POST /v3/maintenance/status`, `/v3/maintenance/hash` (HashKV), `/v3/maintenance/alarm`, `/v3/maintenance/defragment` | as above | as above |
 //! | `POST /v3/lease/grant`, `/v3/lease/revoke`, `/v3/lease/keepalive` (one `{"result": …}` line per request), `/v3/lease/timetolive`, `/v3/lease/leases`; `/v3/kv/lease/revoke`, `/v3/kv/lease/timetolive`, `/v3/kv/lease/leases` (etcd 3.4's aliases) | as above | as above |
 //! | `POST /v3/watch` (also `/v3beta/watch`): JSON watch requests in the body; the answer streams one `{"result": …}` line per watch response while the connection stays open | `200` | as above |
 //! | other methods on a gateway route; `POST` of another `/v3/…` path | | 405 `Method Not Allowed`; 404 `Not Found` (etcd's texts) |
@@ -78,6 +78,7 @@
 
 mod error;
 mod handlers;
+pub mod liveview;
 mod parse;
 mod status;
 pub mod v3;

@@ -11,9 +11,10 @@ use crate::error::ApiError;
 /// Paths under this prefix belong to raftkv itself, never to keys.
 pub const RESERVED_PREFIX: &str = "/v1";
 
-/// Every reserved prefix: raftkv's own (`/v1`) and etcd's v3 gateway
-/// (`/v3`, `/v3beta`). The prefix itself and every path below it are not keys.
-pub const RESERVED_PREFIXES: [&str; 3] = [RESERVED_PREFIX, "/v3", "/v3beta"];
+/// Every reserved prefix: raftkv's own (`/v1`), etcd's v3 gateway
+/// (`/v3`, `/v3beta`) and the live view's page (`/ui`). The prefix itself
+/// and every path below it are not keys.
+pub const RESERVED_PREFIXES: [&str; 4] = [RESERVED_PREFIX, "/v3", "/v3beta", "/ui"];
 
 /// Longest peer URL accepted in `POST /<id>`.
 pub const MAX_PEER_URL_BYTES: usize = 256;

@@ -93,6 +93,7 @@
 //! # }
 //! ```
 
+pub mod backup;
 mod command;
 pub mod compactor;
 mod dedup;
@@ -110,6 +111,7 @@ pub mod testing;
 
 use std::sync::Arc;
 
+pub use backup::{backup_state, encode_backup, inspect_backup, BackupSummary, InvalidBackup};
 pub use command::RequestId;
 pub use compactor::AutoCompaction;
 pub use dedup::{Admission, DedupWindow, MAX_ORIGINS, WINDOW_SEQS};

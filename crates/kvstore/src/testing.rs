@@ -357,6 +357,8 @@ impl Consensus for LocalConsensus {
             snapshot_index: state.snapshot_index,
             last_index: state.last_index,
             members,
+            progress: Vec::new(),
+            events: Vec::new(),
         }
     }
 }

@@ -148,23 +148,7 @@ pub(crate) struct Flags {
 impl Flags {
     /// The members named by --cluster as (id, URL).
     pub(crate) fn members(&self) -> Result<Vec<(u64, String)>, String> {
-        let urls: Vec<String> = self
-            .cluster
-            .split(',')
-            .map(|url| url.trim().to_string())
-            .filter(|url| !url.is_empty())
-            .collect();
-        if urls.is_empty() {
-            return Err("--cluster names no peer URL".into());
-        }
-        for url in &urls {
-            listen_addr_of(url)?;
-        }
-        Ok(urls
-            .into_iter()
-            .enumerate()
-            .map(|(i, url)| (i as u64 + 1, url))
-            .collect())
+        parse_cluster(&self.cluster)
     }
 
     /// This node's own peer URL: cluster[id-1].
@@ -214,6 +198,27 @@ impl Flags {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("raftkv-{}", self.id)))
     }
+}
+
+/// The members named by a --cluster value (comma-separated peer URLs in id
+/// order) as (id, URL).
+pub(crate) fn parse_cluster(cluster: &str) -> Result<Vec<(u64, String)>, String> {
+    let urls: Vec<String> = cluster
+        .split(',')
+        .map(|url| url.trim().to_string())
+        .filter(|url| !url.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Err("--cluster names no peer URL".into());
+    }
+    for url in &urls {
+        listen_addr_of(url)?;
+    }
+    Ok(urls
+        .into_iter()
+        .enumerate()
+        .map(|(i, url)| (i as u64 + 1, url))
+        .collect())
 }
 
 /// The `host:port` to listen on for a peer URL like `http://127.0.0.1:12379`.

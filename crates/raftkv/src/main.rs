@@ -10,6 +10,7 @@
 
 mod flags;
 mod repair;
+mod snapshot_cmd;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
     init_tracing();
     if std::env::args().nth(1).as_deref() == Some("repair-wal") {
         return repair::main(std::env::args().skip(1));
+    }
+    if std::env::args().nth(1).as_deref() == Some("snapshot") {
+        return snapshot_cmd::main(std::env::args().skip(1));
     }
     let flags = Flags::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -202,13 +206,17 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let client_listener = bind(&client_addr).await?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    // The peer port also answers followers' forwarded lease requests.
+    let transport = node.transport().clone();
+    let view = api::liveview::LiveView::new(kv.clone(), move || transport.stats());
+    // The peer port also answers followers' forwarded lease requests and
+    // the live view's member reports.
     let peer_router = node
         .transport()
         .router()
-        .merge(api::peer_router(kv.clone(), &limits.api));
+        .merge(api::peer_router(kv.clone(), &limits.api))
+        .merge(view.peer_router());
     let peer_server = serve("peer", peer_listener, peer_router, shutdown_rx.clone());
-    let api_router = api::router(kv, limits.api);
+    let api_router = view.serve_on(api::router(kv, limits.api));
     // TCP_NODELAY on client connections, as etcd has.
     let client_server = serve(
         "client",

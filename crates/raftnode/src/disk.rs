@@ -293,6 +293,54 @@ impl Disk {
 }
 
 /// The production file system.
+/// Builds the data directory of an initial member of a *new* cluster whose
+/// replicated state starts as `state` (a backup): the same first start as a
+/// fresh member's, with `state` in the bootstrap snapshot instead of an empty
+/// state machine. Every member restored from the same bytes with the same
+/// members gets an identical log at index 1, as fresh members do.
+pub(crate) fn bootstrap_with_state(config: &NodeConfig, state: Vec<u8>) -> Result<(), NodeError> {
+    if config.join {
+        return Err(NodeError::Config(
+            "a restored member starts a new cluster; it cannot join one".into(),
+        ));
+    }
+    if !config
+        .initial_members
+        .iter()
+        .any(|(id, _)| *id == config.id)
+    {
+        return Err(NodeError::Config(format!(
+            "node {} is not among the initial members",
+            config.id
+        )));
+    }
+    let fs = std_fs();
+    if Wal::exists_in(&*fs, &config.wal_dir) {
+        return Err(NodeError::Config(format!(
+            "{} already holds a WAL; restore only into a new data directory",
+            config.wal_dir.display()
+        )));
+    }
+    let mut fixed = FixedState(Some(state));
+    Disk::open(config, fs, &mut fixed)?;
+    Ok(())
+}
+
+/// A state machine that only hands out one given state (see
+/// [`bootstrap_with_state`]).
+struct FixedState(Option<Vec<u8>>);
+
+impl StateMachine for FixedState {
+    fn apply(&mut self, _index: u64, _data: &[u8]) {}
+    fn snapshot(&mut self) -> crate::SnapshotJob {
+        let state = self.0.take().unwrap_or_default();
+        Box::new(move || state)
+    }
+    fn restore(&mut self, _index: u64, _data: &[u8]) -> Result<(), crate::RestoreError> {
+        Ok(())
+    }
+}
+
 pub(crate) fn std_fs() -> SharedFs {
     Arc::new(wal::StdFs)
 }
@@ -458,5 +506,53 @@ mod tests {
         drop(disk);
         let recovered = Disk::open(&config, std_fs(), &mut Empty).expect("restart");
         assert_eq!(recovered.store.hard_state(), &voted);
+    }
+
+    /// Records what a restart restores.
+    #[derive(Default)]
+    struct Recording(Option<(u64, Vec<u8>)>);
+
+    impl StateMachine for Recording {
+        fn apply(&mut self, _index: u64, _data: &[u8]) {}
+
+        fn snapshot(&mut self) -> SnapshotJob {
+            Box::new(Vec::new)
+        }
+
+        fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), RestoreError> {
+            self.0 = Some((index, data.to_vec()));
+            Ok(())
+        }
+    }
+
+    /// A data directory built from a backup restarts with the backup as the
+    /// state at index 1 and the new members; a second build into it is refused
+    /// and leaves it as it was.
+    #[test]
+    fn a_member_built_from_a_backup_restarts_with_that_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let members = vec![
+            (1, "http://127.0.0.1:1".to_string()),
+            (2, "http://127.0.0.1:2".to_string()),
+        ];
+        let config = NodeConfig::new(2, members.clone(), dir.path().to_path_buf());
+        bootstrap_with_state(&config, b"backup".to_vec()).expect("restore");
+        let refused = bootstrap_with_state(&config, b"other".to_vec());
+        assert!(matches!(refused, Err(NodeError::Config(_))), "{refused:?}");
+
+        let mut recording = Recording::default();
+        let recovered = Disk::open(&config, std_fs(), &mut recording).expect("restart");
+        assert!(matches!(recovered.kind, StartKind::Restart));
+        assert_eq!(recording.0, Some((1, b"backup".to_vec())));
+        assert_eq!(recovered.applied, 1);
+        assert_eq!(recovered.members, members.into_iter().collect());
+        assert_eq!(recovered.store.hard_state().commit, 1);
+
+        let mut outsider = NodeConfig::new(3, Vec::new(), dir.path().join("other"));
+        outsider.initial_members = vec![(1, "http://127.0.0.1:1".to_string())];
+        assert!(bootstrap_with_state(&outsider, Vec::new()).is_err());
+        outsider.id = 1;
+        outsider.join = true;
+        assert!(bootstrap_with_state(&outsider, Vec::new()).is_err());
     }
 }

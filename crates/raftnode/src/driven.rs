@@ -112,7 +112,7 @@ impl DrivenNode {
         let (reports, report_rings) = Reports::new();
         let reports = Arc::new(reports);
         let status = Arc::new(RwLock::new(crate::initial_status(config.id)));
-        let raft_loop = RaftLoop::new(LoopParts {
+        let mut raft_loop = RaftLoop::new(LoopParts {
             config,
             raw: opened.raw,
             sm: state_machine,

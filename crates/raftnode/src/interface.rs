@@ -217,6 +217,12 @@ pub struct Status {
     pub last_index: u64,
     /// Members (voters and learners) with their URLs, by id.
     pub members: Vec<Member>,
+    /// On the leader, each member's replication progress, by id (empty on
+    /// other roles).
+    pub progress: Vec<crate::timeline::Progress>,
+    /// Recent events seen by this node, oldest first (at most
+    /// [`crate::timeline::MAX_EVENTS`]).
+    pub events: Vec<crate::timeline::Event>,
 }
 
 /// What the layers above raftnode ask of it.

@@ -121,6 +121,7 @@ mod reports;
 pub mod sim;
 mod snapshots;
 mod storage;
+mod timeline;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -144,6 +145,7 @@ pub use interface::{
 pub use membership::MemberAttributes;
 pub use outbox::{Outbox, PeerError};
 pub use raft_loop::StopReason;
+pub use timeline::{Event, EventKind, Progress, MAX_EVENTS};
 /// Selecting and consulting planted bugs, for the layers above (kvstore's
 /// planted bugs use the same switch).
 pub use wal::plant;
@@ -153,6 +155,17 @@ pub use wal::plant::PlantedBug;
 use durable::WalLog;
 use raft_loop::{Frame, LoopParts, RaftLoop, Request};
 use reports::Reports;
+
+/// Builds a new member's data directory (`config.wal_dir`, `config.snap_dir`)
+/// whose replicated state starts as `state`, bytes the state machine's
+/// `restore` accepts (a backup). The member then starts normally with the
+/// same configuration. `config.initial_members` are the new cluster's
+/// members; every one of them is restored from the same bytes. Refuses a
+/// directory that already holds a WAL. The caller checks `state` first:
+/// raftnode treats it as opaque.
+pub fn bootstrap_with_state(config: &NodeConfig, state: Vec<u8>) -> Result<(), NodeError> {
+    disk::bootstrap_with_state(config, state)
+}
 
 /// Errors that stop a node (at start or while running).
 #[derive(Debug, thiserror::Error)]
@@ -397,6 +410,8 @@ pub(crate) fn initial_status(id: u64) -> Status {
         snapshot_index: 0,
         last_index: 0,
         members: Vec::new(),
+        progress: Vec::new(),
+        events: Vec::new(),
     }
 }
 

@@ -34,6 +34,7 @@ use crate::outbox::Outbox;
 use crate::reads::ReadTracker;
 use crate::reports::Reports;
 use crate::snapshots::{Capture, SnapshotOutcome, SnapshotSchedule, WriterThread};
+use crate::timeline::{EventKind, Timeline};
 use crate::{
     Member, MembershipChange, NodeConfig, NodeError, RaftError, Role, StateMachine, Status,
 };
@@ -110,6 +111,8 @@ pub(crate) struct RaftLoop<L: DurableLog = WalLog> {
     stop: Option<StopReason>,
     /// When to snapshot; the snapshot in flight.
     snapshots: SnapshotSchedule,
+    /// Recent events and the leader's progress view, for the live view.
+    timeline: Timeline,
     /// What was persisted and sent, in order (for the ordering tests).
     #[cfg(test)]
     pub(crate) trace: std::cell::RefCell<Vec<Traced>>,
@@ -186,6 +189,7 @@ impl<L: DurableLog> RaftLoop<L> {
             added,
             stop: None,
             snapshots,
+            timeline: Timeline::default(),
             #[cfg(test)]
             trace: Default::default(),
         }
@@ -593,7 +597,7 @@ impl<L: DurableLog> RaftLoop<L> {
     /// begins from the previous state and fetches a snapshot again (the
     /// checks before `step` already refused envelopes that do not decode).
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
-        let index = snapshot.get_metadata().index;
+        let (index, snapshot_term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
         info!(node = self.id, index, "installing snapshot from the leader");
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
         let attributes = crate::codec::envelope_attributes(&snapshot.data);
@@ -603,6 +607,9 @@ impl<L: DurableLog> RaftLoop<L> {
             .replace(members, attributes, index, self.outbox.as_ref());
         self.added = is_member(self.raw.store().conf_state(), self.id);
         self.applied = index;
+        let term = snapshot_term;
+        self.timeline
+            .record(EventKind::SnapshotInstalled, index, term, self.clock.now());
         self.publish_status(true);
         Ok(())
     }
@@ -666,6 +673,9 @@ impl<L: DurableLog> RaftLoop<L> {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                 let url = String::from_utf8_lossy(&cc.context).into_owned();
                 info!(node = self.id, added = cc.node_id, %url, "member added");
+                let kind = EventKind::MemberAdded { id: cc.node_id };
+                self.timeline
+                    .record(kind, entry.index, self.raw.raft.term, self.clock.now());
                 self.membership.added(cc.node_id, url, self.outbox.as_ref());
                 if cc.node_id == self.id {
                     self.added = true;
@@ -673,6 +683,9 @@ impl<L: DurableLog> RaftLoop<L> {
             }
             ConfChangeType::RemoveNode => {
                 info!(node = self.id, removed = cc.node_id, "member removed");
+                let kind = EventKind::MemberRemoved { id: cc.node_id };
+                self.timeline
+                    .record(kind, entry.index, self.raw.raft.term, self.clock.now());
                 self.membership
                     .removed(cc.node_id, entry.index, self.outbox.as_ref());
                 if cc.node_id == self.id && self.removal_is_ours(entry.index) {
@@ -762,6 +775,8 @@ impl<L: DurableLog> RaftLoop<L> {
         let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
         self.raw.mut_store().record_local_snapshot(snapshot)?;
         let removed = self.raw.mut_store().compact(compact_to)?;
+        self.timeline
+            .record(EventKind::SnapshotTaken, index, term, self.clock.now());
         // Freeing a million entries takes tens of milliseconds.
         if removed.len() > 1024 {
             let _ = std::thread::Builder::new()
@@ -799,7 +814,7 @@ impl<L: DurableLog> RaftLoop<L> {
         })
     }
 
-    pub(crate) fn publish_status(&self, members_changed: bool) {
+    pub(crate) fn publish_status(&mut self, members_changed: bool) {
         let raft = &self.raw.raft;
         let mut status = self.status.write();
         status.leader_id = (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id);
@@ -814,6 +829,7 @@ impl<L: DurableLog> RaftLoop<L> {
         status.applied_index = self.applied;
         status.snapshot_index = self.raw.store().snapshot_index();
         status.last_index = self.raw.store().last();
+        self.timeline.publish(raft, self.clock.now(), &mut status);
         if members_changed {
             status.members = self.membership_status();
         }

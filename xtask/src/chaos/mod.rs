@@ -269,6 +269,11 @@ pub fn run_suite(config: &ChaosConfig) -> Result<Report, ChaosError> {
     let mut cluster = Cluster::start(&config.binary, flags, config.nodes, data.path(), &logs)?;
     let run = run_under_faults(&mut cluster, config, started)?;
     drop(cluster);
+    tracing::info!(
+        operations = run.ops.len(),
+        faults = run.faults.len(),
+        "faults done; checking the history"
+    );
     let checked = Checked::new(config, &run.ops, &run.final_ops, &run.faults)?;
     let unique = if run.unique_reads.is_empty() {
         Err("no final reads of the unique keys (see liveness)".to_string())
@@ -686,6 +691,14 @@ fn run_nemesis(
         let recovery = measure_recovery(cluster, config);
         record.recovery_ms = recovery.as_ref().ok().copied();
         faults.push(record);
+        // Progress: one line per fault, with how far the run is.
+        tracing::info!(
+            fault = %kind,
+            faults = faults.len(),
+            elapsed_s = started.elapsed().as_secs(),
+            recovery_ms = ?recovery.as_ref().ok(),
+            "fault over"
+        );
         if let Err(why) = recovery {
             wedged.push(format!("after {kind}: {why}"));
             break;

@@ -268,6 +268,8 @@ mod tests {
             snapshot_index: 0,
             last_index: 0,
             members: Vec::new(),
+            progress: Vec::new(),
+            events: Vec::new(),
         };
         assert_eq!(next_member_id(&status), 3, "only itself known");
         status.members = [1, 5, 2]

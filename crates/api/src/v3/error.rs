@@ -49,6 +49,9 @@ pub enum V3Error {
     /// An RPC raftkv does not serve.
     #[error("raftkv does not implement {0}")]
     Unimplemented(&'static str),
+    /// This member failed on its own (a task died); nothing was changed.
+    #[error("raftkv: {0}")]
+    Internal(String),
 }
 
 impl V3Error {
@@ -63,6 +66,7 @@ impl V3Error {
             V3Error::TooManyRequests => Status::resource_exhausted(MSG_TOO_MANY_REQUESTS),
             V3Error::Unimplemented(_) => Status::unimplemented(self.to_string()),
             V3Error::Leader(status) => Status::new(status.code(), status.message()),
+            V3Error::Internal(_) => Status::internal(self.to_string()),
         }
     }
 }

@@ -70,6 +70,10 @@ pub fn router<K: Keyspace>(v3: V3<K>, max_request_bytes: usize) -> Router {
                 route(|v3: V3<K>, req| async move { v3.hash_kv(req).await }),
             )
             .route(
+                &format!("{prefix}/maintenance/defragment"),
+                route(|v3: V3<K>, req| async move { v3.defragment(req).await }),
+            )
+            .route(
                 &format!("{prefix}/maintenance/alarm"),
                 route(|v3: V3<K>, req| async move { v3.alarm(req).await }),
             )

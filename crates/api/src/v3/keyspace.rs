@@ -96,6 +96,9 @@ pub trait Keyspace: Clone + Send + Sync + 'static {
         &self,
         change: raftnode::MembershipChange,
     ) -> impl Future<Output = Result<(), raftnode::RaftError>> + Send;
+    /// This member's replicated state as a backup file's bytes
+    /// (`Maintenance.Snapshot`; see [`kvstore::backup`]). O(size).
+    fn backup(&self) -> Vec<u8>;
 }
 
 impl Keyspace for kvstore::KvStore {
@@ -195,5 +198,9 @@ impl Keyspace for kvstore::KvStore {
         tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), applied)
             .await
             .unwrap_or(Err(raftnode::RaftError::Timeout { timeout_ms }))
+    }
+
+    fn backup(&self) -> Vec<u8> {
+        kvstore::KvStore::backup(self)
     }
 }

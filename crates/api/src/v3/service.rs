@@ -237,6 +237,47 @@ impl<K: Keyspace> V3<K> {
         Ok(response)
     }
 
+    /// `Maintenance.Snapshot`: this member's replicated state as of one
+    /// applied revision (no read barrier, as etcd's), in messages of at most
+    /// [`SNAPSHOT_CHUNK_BYTES`]. `remaining_bytes` counts the bytes still to
+    /// come after a message (0 in the last one); every header carries the
+    /// backup's revision. The file these blobs make is restored with `raftkv
+    /// snapshot restore` (it is raftkv's snapshot format, not etcd's bbolt).
+    pub async fn snapshot(
+        &self,
+        _req: pb::SnapshotRequest,
+    ) -> Result<Vec<pb::SnapshotResponse>, V3Error> {
+        let keyspace = self.keyspace.clone();
+        let revision = self.keyspace.info().revision;
+        let bytes = tokio::task::spawn_blocking(move || keyspace.backup())
+            .await
+            .map_err(|e| V3Error::Internal(format!("snapshot encoder stopped: {e}")))?;
+        let mut header = Some(pb::ResponseHeader {
+            revision,
+            ..Default::default()
+        });
+        self.fill_header(&mut header);
+        tracing::info!(
+            bytes = bytes.len(),
+            revision,
+            "streaming a snapshot to a client"
+        );
+        Ok(snapshot_messages(&bytes, header))
+    }
+
+    /// `Maintenance.Defragment`: an honest no-op. The keyspace lives in
+    /// memory and a compaction frees superseded versions at once, so there is
+    /// no free space in a file to give back; the answer is success and
+    /// nothing changes.
+    pub async fn defragment(
+        &self,
+        _req: pb::DefragmentRequest,
+    ) -> Result<pb::DefragmentResponse, V3Error> {
+        let mut response = pb::DefragmentResponse::default();
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
     /// `Maintenance.Status`: this member's view, no read barrier.
     pub async fn status(&self, _req: pb::StatusRequest) -> Result<pb::StatusResponse, V3Error> {
         let consensus = self.keyspace.consensus_status();
@@ -458,9 +499,11 @@ impl<K: Keyspace> pb::maintenance_server::Maintenance for V3<K> {
 
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        Err(V3Error::Unimplemented("Maintenance.Defragment").into())
+        Ok(Response::new(
+            V3::defragment(self, request.into_inner()).await?,
+        ))
     }
 
     async fn hash(
@@ -483,9 +526,11 @@ impl<K: Keyspace> pb::maintenance_server::Maintenance for V3<K> {
 
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(V3Error::Unimplemented("Maintenance.Snapshot").into())
+        let messages = V3::snapshot(self, request.into_inner()).await?;
+        let stream = tonic::codegen::tokio_stream::iter(messages.into_iter().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn move_leader(
@@ -500,5 +545,62 @@ impl<K: Keyspace> pb::maintenance_server::Maintenance for V3<K> {
         _request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
         Err(V3Error::Unimplemented("Maintenance.Downgrade").into())
+    }
+}
+
+/// Largest blob in one `Maintenance.Snapshot` message.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Splits a backup into `Maintenance.Snapshot` messages (at least one, so an
+/// empty stream never looks like a finished one).
+fn snapshot_messages(
+    bytes: &[u8],
+    header: Option<pb::ResponseHeader>,
+) -> Vec<pb::SnapshotResponse> {
+    let mut messages = Vec::with_capacity(bytes.len() / SNAPSHOT_CHUNK_BYTES + 1);
+    let mut sent = 0;
+    for chunk in bytes.chunks(SNAPSHOT_CHUNK_BYTES) {
+        sent += chunk.len();
+        messages.push(pb::SnapshotResponse {
+            header,
+            remaining_bytes: (bytes.len() - sent) as u64,
+            blob: chunk.to_vec(),
+            ..Default::default()
+        });
+    }
+    if messages.is_empty() {
+        messages.push(pb::SnapshotResponse {
+            header,
+            ..Default::default()
+        });
+    }
+    messages
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_messages_cover_the_bytes_in_order_and_count_down() {
+        for len in [
+            0,
+            1,
+            SNAPSHOT_CHUNK_BYTES,
+            SNAPSHOT_CHUNK_BYTES + 1,
+            3 * SNAPSHOT_CHUNK_BYTES - 7,
+        ] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let messages = snapshot_messages(&bytes, None);
+            let joined: Vec<u8> = messages.iter().flat_map(|m| m.blob.clone()).collect();
+            assert_eq!(joined, bytes, "len {len}");
+            assert_eq!(messages.last().map(|m| m.remaining_bytes), Some(0));
+            let mut remaining = bytes.len() as u64;
+            for message in &messages {
+                assert!(message.blob.len() <= SNAPSHOT_CHUNK_BYTES);
+                remaining -= message.blob.len() as u64;
+                assert_eq!(message.remaining_bytes, remaining);
+            }
+        }
     }
 }
