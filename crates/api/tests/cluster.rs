@@ -233,6 +233,20 @@ async fn a_learner_serves_only_status_and_range() {
         .status(pb::StatusRequest::default())
         .await
         .expect("a learner serves Status");
+    // The gateway alike.
+    let put = server
+        .app
+        .send("POST", "/v3/kv/put", r#"{"key":"aw=="}"#)
+        .await;
+    assert_eq!(put.status, 503, "{}", put.text());
+    assert!(put
+        .text()
+        .contains("etcdserver: rpc not supported for learner"));
+    let range = server
+        .app
+        .send("POST", "/v3/kv/range", r#"{"key":"aw=="}"#)
+        .await;
+    assert_eq!(range.status, 200, "{}", range.text());
     server.app.consensus.set_learner(false);
     kv.put(pb::PutRequest {
         key: b"k".to_vec(),

@@ -194,6 +194,24 @@ pub(crate) async fn learner_guard<K: Keyspace>(
     next.run(request).await
 }
 
+/// The same guard on the JSON gateway, whose routes call the same methods
+/// (`/v3/kv/range` and `/v3/maintenance/status` are served on a learner).
+pub(crate) async fn gateway_learner_guard<K: Keyspace>(
+    axum::extract::State(v3): axum::extract::State<V3<K>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    let method = super::gateway::GATEWAY_PREFIXES
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix));
+    let served = matches!(method, Some("/kv/range" | "/maintenance/status"));
+    if !served && v3.is_learner() {
+        return super::error::gateway_error(&not_supported_for_learner());
+    }
+    next.run(request).await
+}
+
 /// Whether a learner serves the gRPC method at `path`.
 pub(crate) fn learner_serves(path: &str) -> bool {
     LEARNER_METHODS.contains(&path)

@@ -128,6 +128,10 @@ pub fn router<K: Keyspace>(v3: V3<K>, max_request_bytes: usize) -> Router {
     }
     router
         .layer(DefaultBodyLimit::max(body_limit_bytes(max_request_bytes)))
+        .layer(axum::middleware::from_fn_with_state(
+            v3.clone(),
+            super::cluster::gateway_learner_guard::<K>,
+        ))
         .with_state(v3)
 }
 
