@@ -1,11 +1,13 @@
 //! One error type for every failed request, and its HTTP status.
 
-use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kvstore::KvError;
 use raftnode::RaftError;
+
+use crate::metrics::{HttpLabels, Metrics};
 
 /// Methods the key routes answer (the `Allow` header of a 405).
 pub const ALLOWED_METHODS: &str = "GET, HEAD, PUT, POST, DELETE";
@@ -134,19 +136,100 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Clone)]
 struct ServerErrorMessage(String);
 
-/// The outermost layer of the router: logs every 5xx answer once, at warn,
-/// with the request's method and path and the error's message.
-pub(crate) async fn log_server_errors(request: Request, next: Next) -> Response {
+/// The header carrying a request's id: taken from the request when the
+/// client sent a usable one, otherwise made up; always echoed in the
+/// response, and named in the warn line of a failed request.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest client-supplied request id kept (longer ones are replaced).
+pub const REQUEST_ID_MAX_BYTES: usize = 64;
+
+/// The outermost layer of the client port (around load shedding): gives
+/// every request an id, counts every HTTP answer by route class and status
+/// (`raftkv_http_requests_total`) and every gRPC call
+/// ([`crate::metrics::grpc`]), and logs each 5xx answer (and each gRPC call
+/// failing with a server-side code) once, at warn, with the request id,
+/// method, path, status and the error's message. 4xx answers are not logged.
+pub(crate) async fn log_server_errors(
+    State(metrics): State<Metrics>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let request_id = request_id_of(&request).unwrap_or_else(|| metrics.next_request_id());
+    let id_header = HeaderValue::from_str(&request_id).ok();
+    if let Some(value) = &id_header {
+        request
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER, value.clone());
+    }
+    if crate::v3::is_grpc(&request) {
+        let call = crate::metrics::grpc::labels_of(request.uri().path())
+            .map(|labels| crate::metrics::grpc::Call::start(&metrics, labels, request_id));
+        let mut response = next.run(request).await;
+        if let Some(value) = id_header {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        return match call {
+            Some(call) => call.observe(response),
+            None => response,
+        };
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let response = next.run(request).await;
+    let route = route_class(&method, &path);
+    let mut response = next.run(request).await;
     let status = response.status();
+    metrics
+        .recorded()
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            code: status.as_u16(),
+        })
+        .inc();
     if status.is_server_error() {
         let error = response
             .extensions()
             .get::<ServerErrorMessage>()
             .map_or("", |m| m.0.as_str());
-        tracing::warn!(%method, path, status = status.as_u16(), error, "request failed");
+        tracing::warn!(
+            request_id,
+            %method,
+            path,
+            status = status.as_u16(),
+            error,
+            "request failed"
+        );
+    }
+    if let Some(value) = id_header {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// The client's request id, if it sent one that is short and printable.
+fn request_id_of(request: &Request) -> Option<String> {
+    let value = request.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let usable = !value.is_empty()
+        && value.len() <= REQUEST_ID_MAX_BYTES
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    usable.then(|| value.to_string())
+}
+
+/// The route class of an HTTP request (the `route` label): a fixed set, so
+/// clients cannot grow the label sets.
+pub(crate) fn route_class(method: &Method, path: &str) -> &'static str {
+    match path {
+        crate::STATUS_PATH => "status",
+        crate::metrics::METRICS_PATH => "metrics",
+        crate::health::HEALTH_PATH | crate::health::LIVEZ_PATH | crate::health::READYZ_PATH => {
+            "health"
+        }
+        _ if path.starts_with("/v3/") || path.starts_with("/v3beta/") => "gateway",
+        _ if path == "/v1" || path.starts_with("/v1/") => "reserved",
+        _ if *method == Method::POST || *method == Method::DELETE => "member",
+        _ => "key",
+    }
 }

@@ -20,7 +20,10 @@
 //! | `POST /<id>`, body = peer URL | 204 once the node is added (applied here) | 400 bad id / bad URL / invalid change, 503 change in progress / no leader / timed out |
 //! | `DELETE /<id>` | 204 once the node is removed (applied here) | 400 bad id / not a member, 503 as above |
 //! | `GET /v1/status` | 200, JSON [`StatusResponse`] | |
-//! | any other method | | 405 with `Allow: GET, HEAD, PUT, POST, DELETE` |
+//! | `GET /metrics` | 200, Prometheus text format 0.0.4 ([`metrics`]) | |
+//! | `GET /health` | 200 `{"health":"true"}` | 503 `{"health":"false"}` ([`health`]) |
+//! | `GET /livez`, `GET /readyz` (`?verbose`, `?exclude=<check>`) | 200 `ok` | 503 with the failed checks ([`health`]) |
+//! | any other method | | 405 with `Allow: GET, HEAD, PUT, POST, DELETE` (`GET, HEAD` on `/v1/status`, `/metrics`, `/health`, `/livez`, `/readyz`) |
 //! | `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/kv/txn`, `/v3/kv/compaction` (JSON gateway; also `/v3beta/…`) | 200, the response's proto3 JSON | etcd's gateway body `{"error","message","code"}`: 400 InvalidArgument / OutOfRange, 404 NotFound, 429 ResourceExhausted, 503 Unavailable |
 //! | `POST /v3/maintenance/status`, `/v3/maintenance/hash` (HashKV), `/v3/maintenance/alarm`, `/v3/maintenance/defragment` | as above | as above |
 //! | `POST /v3/lease/grant`, `/v3/lease/revoke`, `/v3/lease/keepalive` (one `{"result": …}` line per request), `/v3/lease/timetolive`, `/v3/lease/leases`; `/v3/kv/lease/revoke`, `/v3/kv/lease/timetolive`, `/v3/kv/lease/leases` (etcd 3.4's aliases) | as above | as above |
@@ -33,8 +36,12 @@
 //! follower's forwarded lease requests (protobuf bodies, [`v3::forward`]).
 //!
 //! Every 503 carries `Retry-After: 1`; every error body is a plain-text
-//! message. Every 5xx is logged once, at warn, with method, path, status and
-//! message (by the outermost layer); 4xx answers are not logged. A write answered 503 "outcome unknown" may or may not have
+//! message. Every answer carries an `x-request-id` ([`REQUEST_ID_HEADER`]:
+//! the client's when usable, else a new one). Every 5xx is counted
+//! (`raftkv_http_requests_total`) and logged once, at warn, with the request
+//! id, method, path, status and message, by the outermost layer, which also
+//! counts gRPC calls ([`metrics`]) and logs once those failing with a
+//! server-side code; 4xx answers are not logged. A write answered 503 "outcome unknown" may or may not have
 //! taken effect.
 //!
 //! # Differences from raftexample
@@ -46,7 +53,8 @@
 //!   linearizable.
 //! * **Reserved paths.** Every path under `/v1/` (and `/v1` itself) belongs
 //!   to raftkv's own endpoints, and `/v3/`, `/v3beta/` to etcd's JSON
-//!   gateway; `GET`/`PUT` of such a key is answered 400.
+//!   gateway; `GET`/`PUT` of such a key is answered 400. `/metrics`,
+//!   `/health`, `/livez` and `/readyz` are endpoints (other methods 405).
 //! * PUT, POST and DELETE answer only after the change is applied on the
 //!   answering node, not when it is proposed.
 //!
@@ -78,7 +86,9 @@
 
 mod error;
 mod handlers;
+pub mod health;
 pub mod liveview;
+pub mod metrics;
 mod parse;
 mod status;
 pub mod v3;
@@ -91,7 +101,10 @@ use axum::Router;
 use kvstore::KvStore;
 use tokio::sync::Semaphore;
 
-pub use error::{ApiError, ALLOWED_METHODS, STATUS_ALLOWED_METHODS};
+pub use error::{
+    ApiError, ALLOWED_METHODS, REQUEST_ID_HEADER, REQUEST_ID_MAX_BYTES, STATUS_ALLOWED_METHODS,
+};
+pub use metrics::{Metrics, METRICS_PATH};
 pub use parse::{MAX_PEER_URL_BYTES, RESERVED_PREFIX, RESERVED_PREFIXES};
 pub use status::{MemberResponse, StatusResponse};
 
@@ -176,18 +189,37 @@ fn set_nodelay(connection: &mut tokio::net::TcpStream) {
 pub(crate) struct AppState {
     pub(crate) kv: KvStore,
     pub(crate) config: Arc<ApiConfig>,
+    pub(crate) metrics: Metrics,
 }
 
 /// The client API on one port: raftexample's routes, `/v1/status`, the v3
 /// JSON gateway and the v3 gRPC services (by content type), all on one
 /// keyspace. Serve it with `axum::serve` (HTTP/1.1 and cleartext HTTP/2).
+///
+/// Its `/metrics` reports the store and the API only; the binary uses
+/// [`router_with_metrics`] to add the node's and the transport's figures.
 pub fn router(kv: KvStore, config: ApiConfig) -> Router {
     router_with(kv.clone(), kv, config)
+}
+
+/// [`router`] reporting into `metrics` (the same value the node was
+/// given as its observer).
+pub fn router_with_metrics(kv: KvStore, config: ApiConfig, metrics: Metrics) -> Router {
+    build_router(kv.clone(), kv, config, metrics)
 }
 
 /// [`router`] with the v3 services over another [`v3::Keyspace`] (tests
 /// inject faults this way).
 pub fn router_with<K: v3::Keyspace>(kv: KvStore, keyspace: K, config: ApiConfig) -> Router {
+    build_router(kv, keyspace, config, Metrics::new())
+}
+
+fn build_router<K: v3::Keyspace>(
+    kv: KvStore,
+    keyspace: K,
+    config: ApiConfig,
+    metrics: Metrics,
+) -> Router {
     let v3 = v3::V3::new(
         keyspace,
         v3::V3Settings {
@@ -196,14 +228,22 @@ pub fn router_with<K: v3::Keyspace>(kv: KvStore, keyspace: K, config: ApiConfig)
         },
     );
     // One bound for the whole port: HTTP routes, gateway and gRPC.
-    let in_progress = Arc::new(Semaphore::new(
-        config.max_concurrent_requests.min(Semaphore::MAX_PERMITS),
-    ));
+    let permits = config.max_concurrent_requests.min(Semaphore::MAX_PERMITS);
+    let in_progress = Arc::new(Semaphore::new(permits));
+    metrics.set_store(kv.clone());
+    metrics.set_request_limit(Arc::clone(&in_progress), permits);
     let grpc = v3::grpc_router(v3.clone(), config.max_request_bytes);
     let gateway = v3::gateway::router(v3, config.max_request_bytes);
-    v3::one_port(http_router(kv, gateway, config), grpc).layer(
-        axum::middleware::from_fn_with_state(in_progress, handlers::shed_load),
-    )
+    v3::one_port(http_router(kv, gateway, config, metrics.clone()), grpc)
+        .layer(axum::middleware::from_fn_with_state(
+            in_progress,
+            handlers::shed_load,
+        ))
+        // Outermost: request ids, request counts, one warn line per 5xx.
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            error::log_server_errors,
+        ))
 }
 
 /// The routes this member serves on its *peer* port for other members:
@@ -220,12 +260,13 @@ pub fn peer_router(kv: KvStore, config: &ApiConfig) -> Router {
 }
 
 /// raftexample's routes, `/v1/status` and the gateway.
-fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
+fn http_router(kv: KvStore, gateway: Router, config: ApiConfig, metrics: Metrics) -> Router {
     // Bodies over the limit are cut off while streaming, never buffered whole.
     let body_limit = config.max_value_bytes;
     let state = AppState {
         kv,
         config: Arc::new(config),
+        metrics,
     };
     let keys: MethodRouter<AppState> = get(handlers::get_key)
         .put(handlers::put_key)
@@ -237,6 +278,10 @@ fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
             STATUS_PATH,
             get(handlers::status).fallback(handlers::status_method_not_allowed),
         )
+        .route(METRICS_PATH, reserved_get(get(metrics::scrape)))
+        .route(health::HEALTH_PATH, reserved_get(get(health::health)))
+        .route(health::LIVEZ_PATH, reserved_get(get(health::livez)))
+        .route(health::READYZ_PATH, reserved_get(get(health::readyz)))
         .route("/", keys.clone())
         .route("/{*key}", keys);
     // The gateway's prefixes are reserved like `/v1/`: a POST names no
@@ -252,5 +297,9 @@ fn http_router(kv: KvStore, gateway: Router, config: ApiConfig) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         .merge(gateway)
-        .layer(axum::middleware::from_fn(error::log_server_errors))
+}
+
+/// A reserved `GET` endpoint: other methods get 405 like `/v1/status`.
+fn reserved_get(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.fallback(handlers::status_method_not_allowed)
 }

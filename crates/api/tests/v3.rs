@@ -330,15 +330,22 @@ async fn oversized_requests_are_refused_and_nothing_is_applied() {
 }
 
 #[tokio::test]
-async fn unserved_rpcs_answer_unimplemented() {
+async fn unserved_rpcs_answer_unimplemented_and_defragment_succeeds() {
     let mut server = serve().await;
     let status = server
         .maintenance
-        .defragment(pb::DefragmentRequest::default())
+        .hash(pb::HashRequest::default())
         .await
         .expect_err("unimplemented");
     assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("Defragment"), "{status:?}");
+    assert!(status.message().contains("Hash"), "{status:?}");
+    let defragmented = server
+        .maintenance
+        .defragment(pb::DefragmentRequest::default())
+        .await
+        .expect("Defragment is a no-op that succeeds")
+        .into_inner();
+    assert_eq!(defragmented.header.expect("header").member_id, 7);
     let status = server
         .maintenance
         .move_leader(pb::MoveLeaderRequest { target_id: 1 })

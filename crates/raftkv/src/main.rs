@@ -175,6 +175,9 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let mut config = node_config(&flags, members.clone());
     config.attributes = flags.attributes(&own_url).map_err(MainError::Flags)?;
     config.request_queue_len = limits.request_queue_len;
+    // One registry per node, passed explicitly (no process-global one).
+    let metrics = api::Metrics::new();
+    config.observer = Some(std::sync::Arc::new(metrics.clone()));
 
     let auto_compaction = kvstore::AutoCompaction::parse(
         &flags.auto_compaction_mode,
@@ -197,6 +200,8 @@ async fn run(flags: Flags) -> Result<(), MainError> {
         "raftkv starting"
     );
     let kv = unattached.attach(node.consensus());
+    let transport = node.transport().clone();
+    metrics.set_peer_source(Box::new(move || transport.stats()));
     let _compactor = kvstore::compactor::spawn(kv.clone(), auto_compaction).map(AbortOnDrop);
     let _lease_expiry = AbortOnDrop(kvstore::lessor::spawn(kv.clone()));
 
@@ -216,7 +221,7 @@ async fn run(flags: Flags) -> Result<(), MainError> {
         .merge(api::peer_router(kv.clone(), &limits.api))
         .merge(view.peer_router());
     let peer_server = serve("peer", peer_listener, peer_router, shutdown_rx.clone());
-    let api_router = view.serve_on(api::router(kv, limits.api));
+    let api_router = view.serve_on(api::router_with_metrics(kv, limits.api, metrics));
     // TCP_NODELAY on client connections, as etcd has.
     let client_server = serve(
         "client",

@@ -67,6 +67,9 @@ pub struct NodeConfig {
     /// it runs so that every member can list them (empty: nothing is
     /// published).
     pub attributes: crate::MemberAttributes,
+    /// Told of leader changes, refused proposals and disk latencies
+    /// (metrics); `None` (the default) observes nothing.
+    pub observer: crate::SharedObserver,
 }
 
 impl NodeConfig {
@@ -96,6 +99,7 @@ impl NodeConfig {
             inbound_queue_len: 4 * 1024,
             enable_fault_routes: false,
             attributes: crate::MemberAttributes::default(),
+            observer: None,
         }
     }
 

@@ -67,7 +67,8 @@ impl Disk {
             node_id: config.id,
             cluster_id: config.cluster_id,
         };
-        let wal = Wal::create_in(fs, &config.wal_dir, metadata, wal_config)?;
+        let mut wal = Wal::create_in(fs, &config.wal_dir, metadata, wal_config)?;
+        observe_syncs(&mut wal, config);
         if config.join {
             info!(
                 node = config.id,
@@ -146,7 +147,8 @@ impl Disk {
             attributes = envelope_attributes(&snapshot.data);
             store.install_snapshot(snapshot);
         }
-        let (wal, recovered) = Wal::open_in(fs, &config.wal_dir, marker, wal_config)?;
+        let (mut wal, recovered) = Wal::open_in(fs, &config.wal_dir, marker, wal_config)?;
+        observe_syncs(&mut wal, config);
         check_metadata(config, &recovered.metadata)?;
         let never_started =
             marker.index == 0 && recovered.entries.is_empty() && recovered.hard_state.is_none();
@@ -440,6 +442,13 @@ fn check_metadata(config: &NodeConfig, metadata: &Metadata) -> Result<(), NodeEr
         )));
     }
     Ok(())
+}
+
+/// Reports the WAL's fsync durations to the node's observer, if it has one.
+fn observe_syncs(wal: &mut Wal, config: &NodeConfig) {
+    if let Some(observer) = &config.observer {
+        wal.observe_syncs(crate::observer::wal_sync_observer(observer));
+    }
 }
 
 #[cfg(test)]

@@ -114,6 +114,7 @@ mod fuzz_tests;
 mod interface;
 mod logger;
 mod membership;
+mod observer;
 mod outbox;
 mod raft_loop;
 mod reads;
@@ -143,6 +144,7 @@ pub use interface::{
     SnapshotJob, StateMachine, Status, LEARNER_READY_PERCENT, MAX_LEARNERS,
 };
 pub use membership::MemberAttributes;
+pub use observer::{NodeObserver, SharedObserver};
 pub use outbox::{Outbox, PeerError};
 pub use raft_loop::StopReason;
 pub use timeline::{Event, EventKind, Progress, MAX_EVENTS};
@@ -287,6 +289,7 @@ impl RaftNode {
                 requests: request_tx,
                 status,
                 request_timeout: Duration::from_millis(config.request_timeout_ms),
+                observer: config.observer.clone(),
             },
             transport,
             start_kind,
@@ -477,6 +480,7 @@ pub struct NodeHandle {
     requests: Sender<Request>,
     status: Arc<RwLock<Status>>,
     request_timeout: Duration,
+    observer: SharedObserver,
 }
 
 impl NodeHandle {
@@ -505,7 +509,13 @@ impl NodeHandle {
 
 impl Consensus for NodeHandle {
     fn propose(&self, data: Vec<u8>) -> BoxFuture<'_, Result<(), RaftError>> {
-        Box::pin(self.call(|reply| Request::Propose { data, reply }))
+        Box::pin(async move {
+            let result = self.call(|reply| Request::Propose { data, reply }).await;
+            if let (Err(_), Some(observer)) = (&result, &self.observer) {
+                observer.proposal_failed();
+            }
+            result
+        })
     }
 
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), RaftError>> {

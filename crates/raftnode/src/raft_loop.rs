@@ -817,7 +817,9 @@ impl<L: DurableLog> RaftLoop<L> {
     pub(crate) fn publish_status(&mut self, members_changed: bool) {
         let raft = &self.raw.raft;
         let mut status = self.status.write();
-        status.leader_id = (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id);
+        let leader_id = (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id);
+        crate::observer::leader_seen(&self.config.observer, status.leader_id, leader_id);
+        status.leader_id = leader_id;
         status.role = match raft.state {
             StateRole::Follower => Role::Follower,
             StateRole::PreCandidate => Role::PreCandidate,

@@ -67,6 +67,8 @@ pub(crate) struct SnapshotSchedule {
     log_bytes_since: u64,
     /// Size of the newest snapshot's data.
     last_bytes: u64,
+    /// Told how long each snapshot file save took.
+    observer: crate::SharedObserver,
 }
 
 impl SnapshotSchedule {
@@ -81,6 +83,7 @@ impl SnapshotSchedule {
             in_flight: false,
             log_bytes_since: 0,
             last_bytes: 0,
+            observer: config.observer.clone(),
         }
     }
 
@@ -137,6 +140,7 @@ impl SnapshotSchedule {
         let done = self.done.0.clone();
         self.log_bytes_since = 0;
         let started = clock.now();
+        let observer = self.observer.clone();
         let write = move || {
             let mut snapshot = Snapshot {
                 data: envelope(&members, attributes, job()),
@@ -146,10 +150,14 @@ impl SnapshotSchedule {
             meta.index = index;
             meta.term = term;
             meta.set_conf_state(conf_state);
+            let save_started = clock.now();
             let outcome = sink
                 .save(&snapshot)
                 .map(|()| snapshot)
                 .map_err(|e| e.to_string());
+            if let (Some(observer), Ok(_)) = (&observer, &outcome) {
+                observer.snapshot_saved(clock.now().duration_since(save_started));
+            }
             debug!(
                 index,
                 elapsed_ms = clock.now().duration_since(started).as_millis() as u64,

@@ -116,4 +116,4 @@ pub use crate::types::{
     Entry, Marker, Metadata, Recovered, WalConfig, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES,
     MIN_SEGMENT_BYTES,
 };
-pub use crate::wal::Wal;
+pub use crate::wal::{SyncObserver, Wal};

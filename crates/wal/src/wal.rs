@@ -56,9 +56,15 @@ pub struct Wal {
     /// Reused encoding buffer: one batch, one write.
     buf: Vec<u8>,
     fsync_count: u64,
+    /// Told how long each data fsync took (metrics); none by default.
+    sync_observer: Option<SyncObserver>,
     /// Set while a write is in flight; stays set if it failed.
     poisoned: bool,
 }
+
+/// Receives the duration of every data fsync a [`Wal`] issues (for a latency histogram).
+/// Called on the writing thread right after the fsync returns; it must be cheap.
+pub type SyncObserver = std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>;
 
 impl std::fmt::Debug for Wal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,6 +203,7 @@ impl Wal {
             next_segment: None,
             buf,
             fsync_count: 0,
+            sync_observer: None,
             poisoned: false,
         };
         wal.prepare_next_segment();
@@ -264,6 +271,7 @@ impl Wal {
             next_segment: None,
             buf: Vec::new(),
             fsync_count: 0,
+            sync_observer: None,
             poisoned: false,
         };
         wal.prepare_next_segment();
@@ -451,6 +459,12 @@ impl Wal {
         self.last_index
     }
 
+    /// Reports the duration of every later data fsync (of `save` and `save_snapshot_marker`)
+    /// to `observer`. Without one, nothing is timed.
+    pub fn observe_syncs(&mut self, observer: SyncObserver) {
+        self.sync_observer = Some(observer);
+    }
+
     /// Number of fdatasync calls this handle made for `save` and `save_snapshot_marker`,
     /// counted where they are issued.
     pub fn fsync_count(&self) -> u64 {
@@ -571,8 +585,15 @@ impl Wal {
         let path = self.segments.last().expect("never empty").path(&self.dir);
         self.file.write_all_at(buf, self.tail_bytes).at(&path)?;
         if !skip_sync {
+            let started = self
+                .sync_observer
+                .as_ref()
+                .map(|_| std::time::Instant::now());
             self.file.sync_data().at(&path)?;
             self.fsync_count += 1;
+            if let (Some(observer), Some(started)) = (&self.sync_observer, started) {
+                observer(started.elapsed());
+            }
         }
         self.tail_bytes += buf.len() as u64;
         self.crc = crc;
