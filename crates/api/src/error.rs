@@ -91,7 +91,7 @@ impl ApiError {
 
 fn raft_status(error: &RaftError) -> StatusCode {
     match error {
-        RaftError::InvalidMembership(_) => StatusCode::BAD_REQUEST,
+        RaftError::InvalidMembership(_) | RaftError::Member(_) => StatusCode::BAD_REQUEST,
         RaftError::NoLeader
         | RaftError::ProposalDropped(_)
         | RaftError::Busy

@@ -10,6 +10,9 @@ pub struct MemberResponse {
     pub id: u64,
     /// Peer URL (Raft traffic).
     pub peer_url: String,
+    /// A learner: replicates, does not vote.
+    #[serde(default)]
+    pub is_learner: bool,
 }
 
 /// `GET /v1/status`: what tools and tests need to find the leader and
@@ -32,7 +35,7 @@ pub struct StatusResponse {
     pub snapshot_index: u64,
     /// Highest index in the local log.
     pub last_index: u64,
-    /// Voting members with their peer URLs.
+    /// Members (voters and learners) with their peer URLs.
     pub members: Vec<MemberResponse>,
 }
 
@@ -59,6 +62,7 @@ impl From<Status> for StatusResponse {
                 .map(|member| MemberResponse {
                     id: member.id,
                     peer_url: member.peer_url,
+                    is_learner: member.is_learner,
                 })
                 .collect(),
         }

@@ -297,6 +297,7 @@ async fn a_follower_forwards_keep_alive_and_time_to_live_to_the_leader() {
     follower.consensus.set_follower_of(Some(raftnode::Member {
         id: 1,
         peer_url: peer_url.clone(),
+        ..Default::default()
     }));
     let ttl = follower
         .lease
@@ -333,6 +334,7 @@ async fn a_follower_forwards_keep_alive_and_time_to_live_to_the_leader() {
     follower.consensus.set_follower_of(Some(raftnode::Member {
         id: 1,
         peer_url: "http://127.0.0.1:1".to_string(),
+        ..Default::default()
     }));
     let unreachable = follower
         .lease

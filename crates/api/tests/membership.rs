@@ -77,7 +77,7 @@ async fn add_and_remove_member() {
     let again = app.send("POST", "/2", "http://127.0.0.1:22379").await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
     assert!(
-        again.text().contains("already a member"),
+        again.text().contains("member ID already exist"),
         "{}",
         again.text()
     );
@@ -88,7 +88,7 @@ async fn add_and_remove_member() {
     );
     let gone = app.send("DELETE", "/2", "").await;
     assert_eq!(gone.status, StatusCode::BAD_REQUEST);
-    assert!(gone.text().contains("not a member"), "{}", gone.text());
+    assert!(gone.text().contains("member not found"), "{}", gone.text());
     assert_eq!(status(&app).await.members.len(), 3);
 }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use raftnode::{
-    BoxFuture, Consensus, Member, MembershipChange, RaftError, RestoreError, Role, StateMachine,
-    Status,
+    BoxFuture, Consensus, Member, MemberError, MembershipChange, RaftError, RestoreError, Role,
+    StateMachine, Status,
 };
 
 use crate::command::{self, RequestId};
@@ -47,6 +47,7 @@ struct Knobs {
     hold_proposals: bool,
     stall_reads: bool,
     stall_membership: bool,
+    learners_ready: bool,
     term: u64,
     follow: Option<Member>,
 }
@@ -60,6 +61,9 @@ impl LocalConsensus {
         let members = vec![Member {
             id: node_id,
             peer_url: LOCAL_PEER_URL.to_string(),
+            is_learner: false,
+            name: format!("raftkv-{node_id}"),
+            client_urls: Vec::new(),
         }];
         let state = LocalState {
             state_machine,
@@ -126,6 +130,20 @@ impl LocalConsensus {
     /// Read barriers never resolve (the caller's timeout fires).
     pub fn set_stall_reads(&self, stall: bool) {
         self.state.lock().knobs.stall_reads = stall;
+    }
+
+    /// This node is a learner of its cluster (or a voter again).
+    pub fn set_learner(&self, learner: bool) {
+        let mut state = self.state.lock();
+        let node_id = self.node_id;
+        if let Some(member) = state.members.iter_mut().find(|m| m.id == node_id) {
+            member.is_learner = learner;
+        }
+    }
+
+    /// Learners may be promoted (they are "not ready" until this is set).
+    pub fn set_learners_ready(&self, ready: bool) {
+        self.state.lock().knobs.learners_ready = ready;
     }
 
     /// Membership changes never resolve (the caller's timeout fires).
@@ -204,9 +222,35 @@ impl LocalConsensus {
     fn change_membership_now(&self, change: MembershipChange) -> Result<(), RaftError> {
         let mut state = self.state.lock();
         self.check(&state.knobs, true)?;
+        let learners_ready = state.knobs.learners_ready;
         match change {
-            MembershipChange::AddNode { id, peer_url } => state.add_member(id, peer_url),
+            MembershipChange::AddNode { id, peer_url } => state.add_member(id, peer_url, false),
+            MembershipChange::AddLearner { id, peer_url } => state.add_member(id, peer_url, true),
             MembershipChange::RemoveNode { id } => state.remove_member(id),
+            MembershipChange::PromoteLearner { id } => {
+                let member = state.member_mut(id)?;
+                if !member.is_learner {
+                    return Err(MemberError::NotLearner.into());
+                }
+                if !learners_ready {
+                    return Err(MemberError::LearnerNotReady.into());
+                }
+                member.is_learner = false;
+                state.last_index += 1;
+                Ok(())
+            }
+            MembershipChange::UpdatePeerUrl { id, peer_url } => {
+                if state
+                    .members
+                    .iter()
+                    .any(|m| m.id != id && m.peer_url == peer_url)
+                {
+                    return Err(MemberError::PeerUrlExists.into());
+                }
+                state.member_mut(id)?.peer_url = peer_url;
+                state.last_index += 1;
+                Ok(())
+            }
         }
     }
 }
@@ -218,31 +262,51 @@ impl LocalState {
         self.last_index
     }
 
-    fn add_member(&mut self, id: u64, peer_url: String) -> Result<(), RaftError> {
+    fn member_mut(&mut self, id: u64) -> Result<&mut Member, RaftError> {
+        self.members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .ok_or(RaftError::Member(MemberError::NotFound))
+    }
+
+    fn add_member(&mut self, id: u64, peer_url: String, is_learner: bool) -> Result<(), RaftError> {
         if id == 0 {
             return Err(RaftError::InvalidMembership(
                 "node id 0 is reserved".to_string(),
             ));
         }
         if self.members.iter().any(|member| member.id == id) {
-            return Err(RaftError::InvalidMembership(format!(
-                "node {id} is already a member"
-            )));
+            return Err(MemberError::IdExists.into());
         }
-        self.members.push(Member { id, peer_url });
+        if self
+            .members
+            .iter()
+            .any(|member| member.peer_url == peer_url)
+        {
+            return Err(MemberError::PeerUrlExists.into());
+        }
+        if is_learner && self.members.iter().any(|m| m.is_learner) {
+            return Err(MemberError::TooManyLearners.into());
+        }
+        self.members.push(Member {
+            id,
+            peer_url,
+            is_learner,
+            name: String::new(),
+            client_urls: Vec::new(),
+        });
         self.members.sort_by_key(|member| member.id);
         self.last_index += 1;
         Ok(())
     }
 
     fn remove_member(&mut self, id: u64) -> Result<(), RaftError> {
-        let before = self.members.len();
-        self.members.retain(|member| member.id != id);
-        if self.members.len() == before {
-            return Err(RaftError::InvalidMembership(format!(
-                "node {id} is not a member"
-            )));
+        let voters = self.members.iter().filter(|m| !m.is_learner).count();
+        let member = self.member_mut(id)?;
+        if !member.is_learner && voters == 1 {
+            return Err(MemberError::LastVoter.into());
         }
+        self.members.retain(|member| member.id != id);
         self.last_index += 1;
         Ok(())
     }

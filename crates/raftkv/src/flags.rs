@@ -130,6 +130,19 @@ pub(crate) struct Flags {
     /// (for chaos tests only; never in production).
     #[arg(long, default_value_t = false)]
     pub enable_fault_injection: bool,
+
+    /// This member's name, published to the others and listed by
+    /// `etcdctl member list` (default: raftkv-<id>).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Comma-separated client URLs published to the other members (etcd's
+    /// flag of the same name; `etcdctl endpoint ... --cluster` dials them).
+    /// Default: <host of this node's peer URL>:<--port>, without `http://`:
+    /// etcdctl 3.4 sends a URL with a scheme as the HTTP/2 `:authority` when
+    /// it dials one endpoint, which raftkv's HTTP/2 stack refuses.
+    #[arg(long)]
+    pub advertise_client_urls: Option<String>,
 }
 
 impl Flags {
@@ -151,6 +164,32 @@ impl Flags {
                     members.len()
                 )
             })
+    }
+
+    /// What this member publishes about itself: its name and client URLs.
+    pub(crate) fn attributes(
+        &self,
+        own_peer_url: &str,
+    ) -> Result<raftnode::MemberAttributes, String> {
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("raftkv-{}", self.id));
+        let client_urls = match &self.advertise_client_urls {
+            Some(urls) => urls
+                .split(',')
+                .map(|url| url.trim().to_string())
+                .filter(|url| !url.is_empty())
+                .collect(),
+            None => {
+                let peer = listen_addr_of(own_peer_url)?;
+                let host = peer
+                    .rsplit_once(':')
+                    .map_or(peer.as_str(), |(host, _)| host);
+                vec![format!("{host}:{}", self.port)]
+            }
+        };
+        Ok(raftnode::MemberAttributes { name, client_urls })
     }
 
     /// The data directory.
@@ -221,6 +260,29 @@ mod tests {
         assert!(flags.join);
         let flags = Flags::parse_from(["raftkv", "--join=true"]);
         assert!(flags.join);
+    }
+
+    #[test]
+    fn members_publish_a_name_and_client_urls() {
+        let flags = Flags::parse_from(["raftkv", "--id", "2", "--port", "2379"]);
+        let attributes = flags.attributes("http://10.0.0.2:12380").unwrap();
+        assert_eq!(attributes.name, "raftkv-2");
+        assert_eq!(attributes.client_urls, vec!["10.0.0.2:2379"]);
+        let flags = Flags::parse_from([
+            "raftkv",
+            "--name",
+            "east",
+            "--advertise-client-urls",
+            "http://a:1, http://b:2",
+        ]);
+        let attributes = flags.attributes("http://[::1]:12380").unwrap();
+        assert_eq!(attributes.name, "east");
+        assert_eq!(attributes.client_urls, vec!["http://a:1", "http://b:2"]);
+        let flags = Flags::parse_from(["raftkv", "--port", "7"]);
+        assert_eq!(
+            flags.attributes("http://[::1]:12380").unwrap().client_urls,
+            vec!["[::1]:7"]
+        );
     }
 
     #[test]

@@ -173,6 +173,7 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let own_url = flags.own_peer_url(&members).map_err(MainError::Flags)?;
     let limits = limits(&flags)?;
     let mut config = node_config(&flags, members.clone());
+    config.attributes = flags.attributes(&own_url).map_err(MainError::Flags)?;
     config.request_queue_len = limits.request_queue_len;
     // One registry per node, passed explicitly (no process-global one).
     let metrics = api::Metrics::new();

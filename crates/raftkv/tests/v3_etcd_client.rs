@@ -1,5 +1,5 @@
 //! The `etcd-client` crate as a real Rust client of raftkv's v3 API: every
-//! call of the KV and Lease services and the served Maintenance calls, through a client
+//! call of the KV, Lease and Cluster services and the served Maintenance calls, through a client
 //! balanced over all three members, with the answers etcd gives.
 
 mod common;
@@ -415,6 +415,62 @@ fn the_etcd_client_crate_uses_leases() {
                 tonic::Code::NotFound,
                 "etcdserver: requested lease not found".to_string()
             )
+        );
+    });
+}
+
+#[test]
+fn the_etcd_client_crate_lists_adds_and_removes_members() {
+    let cluster = Cluster::start(3, FAST);
+    cluster.leader();
+    runtime().block_on(async {
+        let mut client = Client::connect(endpoints(&cluster), None)
+            .await
+            .expect("connect");
+        // Members publish their name and client URL once they run.
+        let deadline = std::time::Instant::now() + common::WAIT;
+        let members = loop {
+            let list = client.member_list().await.expect("member list");
+            if list.members().iter().all(|m| !m.name().is_empty()) {
+                break list.members().to_vec();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "names never published"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert_eq!(members.len(), 3);
+        for (member, client_url) in members.iter().zip(endpoints(&cluster)) {
+            assert_eq!(member.name(), format!("raftkv-{}", member.id()));
+            assert_eq!(member.client_urls(), [client_url]);
+            assert!(!member.is_learner());
+        }
+
+        let port = testcluster::reserve_port().expect("a port");
+        let added = client
+            .member_add(
+                [format!("http://127.0.0.1:{port}")],
+                Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+            )
+            .await
+            .expect("member add");
+        let member = added.member().expect("the new member");
+        assert_eq!(member.id(), 4);
+        assert!(member.is_learner());
+        assert_eq!(added.member_list().len(), 4);
+        let (code, message) = grpc_code(client.member_promote(4).await.expect_err("not in sync"));
+        assert_eq!(code, tonic::Code::FailedPrecondition);
+        assert_eq!(
+            message,
+            "etcdserver: can only promote a learner member which is in sync with leader"
+        );
+        let removed = client.member_remove(4).await.expect("member remove");
+        assert_eq!(removed.members().len(), 3);
+        let (code, message) = grpc_code(client.member_remove(4).await.expect_err("gone"));
+        assert_eq!(
+            (code, message.as_str()),
+            (tonic::Code::NotFound, "etcdserver: member not found")
         );
     });
 }

@@ -478,7 +478,7 @@ mod tests {
     fn snapshots_must_name_this_node_and_carry_a_readable_envelope() {
         use raft::eraftpb::Snapshot;
         let c = conf();
-        let good = crate::disk::envelope(&Default::default(), vec![1, 2, 3]);
+        let good = crate::disk::envelope(&Default::default(), Vec::new(), vec![1, 2, 3]);
         let snapshot = |voters: Vec<u64>, data: Vec<u8>| {
             let mut msg = append(2, 0, &[]);
             msg.msg_type = MessageType::MsgSnapshot as i32;

@@ -17,6 +17,21 @@ pub(crate) struct MemberRecord {
     pub peer_url: String,
 }
 
+/// What a member published about itself once it ran: its name and client
+/// URLs (see `membership::attributes_entry`).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct AttributesRecord {
+    /// Node id.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The member's name.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// The member's client URLs.
+    #[prost(string, repeated, tag = "3")]
+    pub client_urls: Vec<String>,
+}
+
 /// The `data` of every Raft snapshot raftnode makes.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct SnapshotEnvelope {
@@ -29,6 +44,10 @@ pub(crate) struct SnapshotEnvelope {
     /// The state machine's snapshot.
     #[prost(bytes = "vec", tag = "3")]
     pub state: Vec<u8>,
+    /// What the members published about themselves, sorted by id (absent
+    /// from snapshots written before members published anything).
+    #[prost(message, repeated, tag = "4")]
+    pub attributes: Vec<AttributesRecord>,
 }
 
 pub(crate) const ENVELOPE_VERSION: u32 = 1;
@@ -41,6 +60,16 @@ struct EnvelopeHead {
     version: u32,
     #[prost(message, repeated, tag = "2")]
     members: Vec<MemberRecord>,
+    #[prost(message, repeated, tag = "4")]
+    attributes: Vec<AttributesRecord>,
+}
+
+/// The members' published attributes in an envelope (empty when it has
+/// none or does not decode; `split_envelope` reports the latter).
+pub(crate) fn envelope_attributes(data: &[u8]) -> Vec<AttributesRecord> {
+    EnvelopeHead::decode(data)
+        .map(|head| head.attributes)
+        .unwrap_or_default()
 }
 
 /// Checks that `data` is an envelope this version can restore, without
@@ -123,11 +152,17 @@ mod tests {
                 peer_url: "http://127.0.0.1:1".into(),
             }],
             state: vec![1, 2, 3],
+            attributes: vec![AttributesRecord {
+                id: 1,
+                name: "raftkv-1".into(),
+                client_urls: vec!["http://127.0.0.1:2".into()],
+            }],
         };
         let bytes = envelope.encode_to_bytes();
         assert_eq!(SnapshotEnvelope::decode_from(&bytes).unwrap(), envelope);
         assert!(SnapshotEnvelope::decode_from(&[0xff, 0xff, 0xff]).is_err());
         assert_eq!(check_envelope(&bytes), Ok(()));
+        assert_eq!(envelope_attributes(&bytes), envelope.attributes);
         let (members, state) = split_envelope(&bytes).unwrap();
         assert_eq!(
             (members, state),

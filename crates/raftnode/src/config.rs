@@ -63,6 +63,10 @@ pub struct NodeConfig {
     pub inbound_queue_len: usize,
     /// Serve the transport's fault-injection routes (tests and chaos only).
     pub enable_fault_routes: bool,
+    /// This member's name and client URLs, published through the log once
+    /// it runs so that every member can list them (empty: nothing is
+    /// published).
+    pub attributes: crate::MemberAttributes,
     /// Told of leader changes, refused proposals and disk latencies
     /// (metrics); `None` (the default) observes nothing.
     pub observer: crate::SharedObserver,
@@ -94,6 +98,7 @@ impl NodeConfig {
             request_queue_len: 16 * 1024,
             inbound_queue_len: 4 * 1024,
             enable_fault_routes: false,
+            attributes: crate::MemberAttributes::default(),
             observer: None,
         }
     }

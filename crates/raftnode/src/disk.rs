@@ -13,7 +13,10 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use tracing::{info, warn};
 use wal::{Marker, Metadata, SharedFs, SnapshotStore, Wal, WalConfig};
 
-use crate::codec::{split_envelope, MemberRecord, SnapshotEnvelope, ENVELOPE_VERSION};
+use crate::codec::{
+    envelope_attributes, split_envelope, AttributesRecord, MemberRecord, SnapshotEnvelope,
+    ENVELOPE_VERSION,
+};
 use crate::storage::LogStore;
 use crate::{NodeConfig, NodeError, StartKind, StateMachine};
 
@@ -37,6 +40,8 @@ pub(crate) struct Recovered {
     pub applied: u64,
     /// Peer URLs known from the snapshot (or the initial configuration).
     pub members: BTreeMap<u64, String>,
+    /// What members published about themselves (from the snapshot).
+    pub attributes: Vec<AttributesRecord>,
 }
 
 impl Disk {
@@ -80,6 +85,7 @@ impl Disk {
                 kind: StartKind::Join,
                 applied: 0,
                 members: config.initial_members.iter().cloned().collect(),
+                attributes: Vec::new(),
             });
         }
         Self::bootstrap(config, wal, snaps, sm)
@@ -102,6 +108,7 @@ impl Disk {
         let members: BTreeMap<u64, String> = config.initial_members.iter().cloned().collect();
         let mut store = LogStore::default();
         let snapshot = bootstrap_snapshot(&members, (sm.snapshot())());
+        let attributes = Vec::new();
         disk.save_snapshot(&snapshot)?;
         store.install_snapshot(snapshot);
         disk.persist(&[], Some(store.hard_state()))?;
@@ -111,6 +118,7 @@ impl Disk {
             kind: StartKind::Fresh,
             applied: 1,
             members,
+            attributes,
         })
     }
 
@@ -125,6 +133,7 @@ impl Disk {
         let stored = snaps.load_newest(&markers)?;
         let mut store = LogStore::default();
         let mut members: BTreeMap<u64, String> = config.initial_members.iter().cloned().collect();
+        let mut attributes = Vec::new();
         let mut marker = Marker { index: 0, term: 0 };
         if let Some(stored) = stored {
             let snapshot = Snapshot::decode(stored.data.as_slice()).map_err(|e| {
@@ -135,6 +144,7 @@ impl Disk {
                 term: stored.term,
             };
             members = restore_state_machine(sm, &snapshot)?;
+            attributes = envelope_attributes(&snapshot.data);
             store.install_snapshot(snapshot);
         }
         let (mut wal, recovered) = Wal::open_in(fs, &config.wal_dir, marker, wal_config)?;
@@ -198,6 +208,7 @@ impl Disk {
             kind: StartKind::Restart,
             applied: marker.index,
             members,
+            attributes,
         })
     }
 
@@ -341,7 +352,7 @@ pub(crate) fn std_fs() -> SharedFs {
 /// at index 1, and a node that joins later gets the configuration from it.
 fn bootstrap_snapshot(members: &BTreeMap<u64, String>, state: Vec<u8>) -> Snapshot {
     let mut snapshot = Snapshot {
-        data: envelope(members, state),
+        data: envelope(members, Vec::new(), state),
         ..Default::default()
     };
     let meta = snapshot.mut_metadata();
@@ -354,8 +365,13 @@ fn bootstrap_snapshot(members: &BTreeMap<u64, String>, state: Vec<u8>) -> Snapsh
     snapshot
 }
 
-/// Encodes the members and the state machine's bytes as a snapshot's data.
-pub(crate) fn envelope(members: &BTreeMap<u64, String>, state: Vec<u8>) -> Vec<u8> {
+/// Encodes the members, their attributes and the state machine's bytes as a
+/// snapshot's data.
+pub(crate) fn envelope(
+    members: &BTreeMap<u64, String>,
+    attributes: Vec<AttributesRecord>,
+    state: Vec<u8>,
+) -> Vec<u8> {
     SnapshotEnvelope {
         version: ENVELOPE_VERSION,
         members: members
@@ -366,6 +382,7 @@ pub(crate) fn envelope(members: &BTreeMap<u64, String>, state: Vec<u8>) -> Vec<u
             })
             .collect(),
         state,
+        attributes,
     }
     .encode_to_bytes()
 }

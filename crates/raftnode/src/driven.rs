@@ -127,6 +127,7 @@ impl DrivenNode {
             report_rings,
             shutdown,
             members: opened.members,
+            attributes: opened.attributes,
             applied: opened.applied,
             status: Arc::clone(&status),
         });

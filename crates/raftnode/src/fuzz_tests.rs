@@ -141,7 +141,7 @@ fn snapshot() -> impl Strategy<Value = Option<Snapshot>> {
     let data = prop_oneof![
         Just(Vec::new()),
         Just(vec![0xff, 0xff, 0xff]),
-        Just(envelope(&Default::default(), Vec::new())),
+        Just(envelope(&Default::default(), Vec::new(), Vec::new())),
     ];
     let voters = prop::collection::vec(0u64..5, 0..4);
     prop::option::of(

@@ -67,12 +67,69 @@ pub enum MembershipChange {
         /// Its peer URL, e.g. `http://127.0.0.1:42379`.
         peer_url: String,
     },
-    /// Remove node `id` from the cluster.
+    /// Remove node `id` (a voter or a learner) from the cluster.
     RemoveNode {
         /// The member to remove.
         id: u64,
     },
+    /// Add node `id` as a learner: it receives the log but does not vote
+    /// and does not count for quorum.
+    AddLearner {
+        /// The new node's id (non-zero, not already a member).
+        id: u64,
+        /// Its peer URL.
+        peer_url: String,
+    },
+    /// Make learner `id` a voter. Refused with
+    /// [`MemberError::LearnerNotReady`] unless the leader sees the
+    /// learner's log within 90 % of its own.
+    PromoteLearner {
+        /// The learner to promote.
+        id: u64,
+    },
+    /// Change the peer URL of member `id` (voter or learner).
+    UpdatePeerUrl {
+        /// The member to update.
+        id: u64,
+        /// Its new peer URL.
+        peer_url: String,
+    },
 }
+
+/// A membership change that the cluster's configuration rules out. The
+/// messages are etcd 3.4's, so the API layer can answer with them as they
+/// are.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemberError {
+    /// No voter or learner has this id.
+    #[error("etcdserver: member not found")]
+    NotFound,
+    /// The id is already a voter or a learner.
+    #[error("etcdserver: member ID already exist")]
+    IdExists,
+    /// Another member already uses this peer URL.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    /// Promotion of a member that is not a learner.
+    #[error("etcdserver: member not a learner")]
+    NotLearner,
+    /// The cluster has [`MAX_LEARNERS`] learners already.
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    /// The learner's log is not close enough to the leader's.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// Removing the only voter would leave no one to elect a leader.
+    #[error("etcdserver: cannot remove the last voting member")]
+    LastVoter,
+}
+
+/// Most learners a cluster may have at once (etcd 3.4's fixed limit).
+pub const MAX_LEARNERS: usize = 1;
+
+/// A learner may be promoted once the leader has seen at least this share
+/// (in percent) of its own log on the learner (etcd's `readyPercent`).
+pub const LEARNER_READY_PERCENT: u64 = 90;
 
 /// Errors of the consensus layer, as the layers above see them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +158,10 @@ pub enum RaftError {
     /// bad URL, ...).
     #[error("invalid membership change: {0}")]
     InvalidMembership(String),
+    /// The membership change conflicts with the configuration (etcd's
+    /// errors).
+    #[error(transparent)]
+    Member(#[from] MemberError),
     /// The node is shutting down or was removed from the cluster.
     #[error("node stopped")]
     Stopped,
@@ -120,12 +181,19 @@ pub enum Role {
 }
 
 /// A member of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Member {
     /// Node id.
     pub id: u64,
     /// Peer URL (Raft traffic).
     pub peer_url: String,
+    /// A learner: replicates the log, does not vote.
+    pub is_learner: bool,
+    /// The name the member published when it started (empty until then).
+    pub name: String,
+    /// The client URLs the member published when it started (empty until
+    /// then).
+    pub client_urls: Vec<String>,
 }
 
 /// A point-in-time view of the node, for `/v1/status` and tools.
@@ -147,7 +215,7 @@ pub struct Status {
     pub snapshot_index: u64,
     /// Highest index in the local log.
     pub last_index: u64,
-    /// Voting members with their peer URLs, by id.
+    /// Members (voters and learners) with their URLs, by id.
     pub members: Vec<Member>,
     /// On the leader, each member's replication progress, by id (empty on
     /// other roles).
@@ -177,7 +245,8 @@ pub trait Consensus: Send + Sync + 'static {
     fn propose(&self, data: Vec<u8>) -> BoxFuture<'_, Result<(), RaftError>>;
     /// Waits until a linearizable read of the local state machine is safe.
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), RaftError>>;
-    /// Adds or removes a member; resolves once the change is applied here.
+    /// Adds, removes, promotes or updates a member; resolves once the
+    /// change is applied here.
     fn change_membership(&self, change: MembershipChange) -> BoxFuture<'_, Result<(), RaftError>>;
     /// This node's current status.
     fn status(&self) -> Status;

@@ -143,9 +143,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
 pub use driven::{CommittedEntry, DrivenHandle, DrivenNode, DrivenParts, PendingChange};
 pub use interface::{
-    BoxFuture, Consensus, Member, MembershipChange, RaftError, RestoreError, Role, SnapshotJob,
-    StateMachine, Status,
+    BoxFuture, Consensus, Member, MemberError, MembershipChange, RaftError, RestoreError, Role,
+    SnapshotJob, StateMachine, Status, LEARNER_READY_PERCENT, MAX_LEARNERS,
 };
+pub use membership::MemberAttributes;
 pub use observer::{NodeObserver, SharedObserver};
 pub use outbox::{Outbox, PeerError};
 pub use raft_loop::StopReason;
@@ -273,6 +274,7 @@ impl RaftNode {
             report_rings,
             shutdown: shutdown_rx,
             members: recovered.members,
+            attributes: recovered.attributes,
             applied: recovered.applied,
             status: status.clone(),
         });
@@ -351,6 +353,7 @@ pub(crate) struct Opened {
     pub kind: StartKind,
     pub applied: u64,
     pub members: BTreeMap<u64, String>,
+    pub attributes: Vec<codec::AttributesRecord>,
 }
 
 /// Validates `config`, opens (or bootstraps) the node's data on `fs`,
@@ -374,6 +377,7 @@ pub(crate) fn open_node(
         kind: recovered.kind,
         applied: recovered.applied,
         members: recovered.members,
+        attributes: recovered.attributes,
     })
 }
 
@@ -576,6 +580,7 @@ mod tests {
             report_rings,
             shutdown,
             members: opened.members,
+            attributes: opened.attributes,
             applied: opened.applied,
             status: Arc::new(RwLock::new(initial_status(1))),
         })
@@ -706,7 +711,7 @@ mod tests {
         std::fs::remove_dir_all(&config.snap_dir).unwrap();
         std::fs::write(&config.snap_dir, b"not a directory").unwrap();
         let mut snapshot = raft::eraftpb::Snapshot {
-            data: disk::envelope(&Default::default(), vec![1, 2, 3]),
+            data: disk::envelope(&Default::default(), Vec::new(), vec![1, 2, 3]),
             ..Default::default()
         };
         snapshot.mut_metadata().index = 50;

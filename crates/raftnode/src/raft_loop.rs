@@ -29,7 +29,7 @@ use crate::checks::check_peer_message;
 use crate::clock::Clock;
 use crate::disk::restore_state_machine;
 use crate::durable::{DurableLog, WalLog};
-use crate::membership::{change_marker, Membership, Reply};
+use crate::membership::{change_marker, screen_promotions, Membership, Reply};
 use crate::outbox::Outbox;
 use crate::reads::ReadTracker;
 use crate::reports::Reports;
@@ -152,6 +152,8 @@ pub(crate) struct LoopParts<L: DurableLog = WalLog> {
     pub report_rings: Receiver<()>,
     pub shutdown: Receiver<()>,
     pub members: BTreeMap<u64, String>,
+    /// What members published about themselves (from the snapshot).
+    pub attributes: Vec<crate::codec::AttributesRecord>,
     /// Highest index the state machine holds at start.
     pub applied: u64,
     pub status: Arc<RwLock<Status>>,
@@ -178,7 +180,8 @@ impl<L: DurableLog> RaftLoop<L> {
             reports: parts.reports,
             report_rings: parts.report_rings,
             shutdown: parts.shutdown,
-            membership: Membership::new(config.id, parts.members, nonce, timeout),
+            membership: Membership::new(config.id, parts.members, nonce, timeout)
+                .with_attributes(config.attributes.clone(), parts.attributes),
             reads: ReadTracker::new(config.id, nonce, timeout, retry),
             status: parts.status,
             config,
@@ -235,6 +238,9 @@ impl<L: DurableLog> RaftLoop<L> {
         let now = self.clock.now();
         let raw = &mut self.raw;
         self.reads.flush(has_leader, now, |ctx| raw.read_index(ctx));
+        if has_leader && self.added {
+            self.publish_attributes(now);
+        }
         self.on_ready()?;
         self.publish_status(false);
         Ok(self.stop)
@@ -328,9 +334,10 @@ impl<L: DurableLog> RaftLoop<L> {
     }
 
     pub(crate) fn change_membership(&mut self, change: MembershipChange, reply: Reply) {
+        let conf_state = self.raw.store().conf_state();
         let cc = match self.check_change_leader().and_then(|()| {
             self.membership
-                .conf_change(&change, &self.raw.store().conf_state().voters)
+                .conf_change(&change, &conf_state.voters, &conf_state.learners)
         }) {
             Ok(cc) => cc,
             Err(e) => {
@@ -338,6 +345,12 @@ impl<L: DurableLog> RaftLoop<L> {
                 return;
             }
         };
+        if let MembershipChange::PromoteLearner { id } = change {
+            if self.raw.raft.state == StateRole::Leader && !self.learner_is_ready(id) {
+                let _ = reply.send(Err(crate::MemberError::LearnerNotReady.into()));
+                return;
+            }
+        }
         let request_id = cc.id;
         if let Err(e) = self.propose_change_with_marker(cc) {
             let _ = reply.send(Err(RaftError::ProposalDropped(e.to_string())));
@@ -437,7 +450,25 @@ impl<L: DurableLog> RaftLoop<L> {
         }
     }
 
-    fn step(&mut self, msg: Message) {
+    /// Whether the leader sees learner `id`'s log close enough to its own
+    /// to promote it (etcd's rule, see `membership::learner_ready`).
+    fn learner_is_ready(&self, id: u64) -> bool {
+        let prs = self.raw.raft.prs();
+        let matched = |id| prs.get(id).map_or(0, |p| p.matched);
+        crate::membership::learner_ready(matched(id), matched(self.id))
+    }
+
+    /// Proposes this node's name and client URLs once a leader is known,
+    /// until the log has them (retried every request timeout).
+    fn publish_attributes(&mut self, now: Instant) {
+        if let Some(context) = self.membership.attributes_to_publish(now) {
+            if let Err(e) = self.raw.propose(context, Vec::new()) {
+                debug!(node = self.id, error = %e, "publishing attributes: proposal dropped");
+            }
+        }
+    }
+
+    fn step(&mut self, mut msg: Message) {
         if let Err(rejection) = check_peer_message(
             self.id,
             self.raw.store().conf_state(),
@@ -451,6 +482,19 @@ impl<L: DurableLog> RaftLoop<L> {
                 "dropped peer message"
             );
             return;
+        }
+        if msg.get_msg_type() == MessageType::MsgPropose && self.raw.raft.state == StateRole::Leader
+        {
+            let learners = self.raw.store().conf_state().learners.clone();
+            let refused =
+                screen_promotions(&mut msg.entries, &learners, |id| self.learner_is_ready(id));
+            if refused > 0 {
+                info!(
+                    node = self.id,
+                    from = msg.from,
+                    "forwarded promotion refused: learner not ready"
+                );
+            }
         }
         if let Err(e) = self.raw.step(msg) {
             debug!(node = self.id, error = %e, "raft refused a peer message");
@@ -556,10 +600,11 @@ impl<L: DurableLog> RaftLoop<L> {
         let (index, snapshot_term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
         info!(node = self.id, index, "installing snapshot from the leader");
         let members = restore_state_machine(self.sm.as_mut(), &snapshot)?;
+        let attributes = crate::codec::envelope_attributes(&snapshot.data);
         self.snapshots.on_installed(snapshot.data.len() as u64);
         self.raw.mut_store().install_snapshot(snapshot)?;
         self.membership
-            .replace(members, index, self.outbox.as_ref());
+            .replace(members, attributes, index, self.outbox.as_ref());
         self.added = is_member(self.raw.store().conf_state(), self.id);
         self.applied = index;
         let term = snapshot_term;
@@ -583,7 +628,12 @@ impl<L: DurableLog> RaftLoop<L> {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
                     self.sm.apply(entry.index, &entry.data)
                 }
-                EntryType::EntryNormal => self.membership.on_marker(&entry.context, entry.index),
+                EntryType::EntryNormal => {
+                    self.membership.on_marker(&entry.context, entry.index);
+                    if !entry.context.is_empty() {
+                        self.publish_status(true);
+                    }
+                }
                 EntryType::EntryConfChange => self.apply_conf_change(&entry),
                 EntryType::EntryConfChangeV2 => match ConfChangeV2::decode(entry.data.as_slice()) {
                     Ok(cc) => {
@@ -644,8 +694,9 @@ impl<L: DurableLog> RaftLoop<L> {
                 }
             }
         }
-        self.membership.answer(cc.id, Ok(()));
+        // Status first: a caller answered reads it at once.
         self.publish_status(true);
+        self.membership.answer(cc.id, Ok(()));
     }
 
     /// Whether the removal of this node's id applied at `index` removes
@@ -705,6 +756,7 @@ impl<L: DurableLog> RaftLoop<L> {
             term,
             conf_state: store.conf_state().clone(),
             members: self.membership.members().clone(),
+            attributes: self.membership.attribute_records(),
             job: self.sm.snapshot(),
             sink: store.snapshot_sink(),
             clock: Arc::clone(&self.clock),
@@ -781,10 +833,22 @@ impl<L: DurableLog> RaftLoop<L> {
         status.last_index = self.raw.store().last();
         self.timeline.publish(raft, self.clock.now(), &mut status);
         if members_changed {
-            let voters = &self.raw.store().conf_state().voters;
-            status.members = voters
-                .iter()
-                .map(|id| Member {
+            status.members = self.membership_status();
+        }
+    }
+
+    /// Voters and learners with their peer URLs and published attributes,
+    /// by id.
+    fn membership_status(&self) -> Vec<Member> {
+        let conf_state = self.raw.store().conf_state();
+        let mut members: Vec<Member> = conf_state
+            .voters
+            .iter()
+            .map(|id| (id, false))
+            .chain(conf_state.learners.iter().map(|id| (id, true)))
+            .map(|(id, is_learner)| {
+                let attributes = self.membership.attributes().get(id);
+                Member {
                     id: *id,
                     peer_url: self
                         .membership
@@ -792,9 +856,16 @@ impl<L: DurableLog> RaftLoop<L> {
                         .get(id)
                         .cloned()
                         .unwrap_or_default(),
-                })
-                .collect();
-        }
+                    is_learner,
+                    name: attributes.map(|a| a.name.clone()).unwrap_or_default(),
+                    client_urls: attributes
+                        .map(|a| a.client_urls.clone())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        members.sort_by_key(|m| m.id);
+        members
     }
 
     fn fail_everything(&mut self, error: RaftError) {

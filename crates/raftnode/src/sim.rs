@@ -1164,9 +1164,12 @@ impl<'w> Sim<'w> {
                 // answer lost with the node that proposed it; a stale
                 // leader refuses too, so only what every live node applied
                 // counts.
-                (Err(RaftError::InvalidMembership(_) | RaftError::Stopped), phase) => {
-                    self.change_applied_everywhere(&op, phase)
-                }
+                (
+                    Err(
+                        RaftError::InvalidMembership(_) | RaftError::Member(_) | RaftError::Stopped,
+                    ),
+                    phase,
+                ) => self.change_applied_everywhere(&op, phase),
                 (Err(_), _) => false,
             };
             self.trace.words(&[13, u64::from(done)]);

@@ -35,6 +35,7 @@ pub(crate) struct Capture {
     pub term: u64,
     pub conf_state: ConfState,
     pub members: BTreeMap<u64, String>,
+    pub attributes: Vec<crate::codec::AttributesRecord>,
     pub job: SnapshotJob,
     pub sink: Arc<dyn SnapshotSink>,
     pub clock: Arc<dyn Clock>,
@@ -131,6 +132,7 @@ impl SnapshotSchedule {
             term,
             conf_state,
             members,
+            attributes,
             job,
             sink,
             clock,
@@ -141,7 +143,7 @@ impl SnapshotSchedule {
         let observer = self.observer.clone();
         let write = move || {
             let mut snapshot = Snapshot {
-                data: envelope(&members, job()),
+                data: envelope(&members, attributes, job()),
                 ..Default::default()
             };
             let meta = snapshot.mut_metadata();

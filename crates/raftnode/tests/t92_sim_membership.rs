@@ -4,7 +4,10 @@
 //! * a leader that applies its own removal stops cleanly (it used to
 //!   advance its Ready and panic inside raft-rs);
 //! * a node re-added under its old id with a fresh disk does not replay the
-//!   removal of its id's earlier incarnation and stop itself.
+//!   removal of its id's earlier incarnation and stop itself;
+//! * a learner does not vote or campaign: with one of two voters gone no
+//!   one is elected, however long it lasts, and once the voter is back the
+//!   leader is a voter and the learner follows.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -248,5 +251,83 @@ fn a_node_re_added_with_a_fresh_disk_does_not_replay_its_old_removal() {
             .and_then(|l| c.nodes[&l].node.as_ref())
             .map(|n| n.status().commit_index);
         status.members.len() == 3 && Some(status.applied_index) == leader_commit
+    });
+}
+
+#[test]
+fn a_learner_never_votes_or_campaigns_and_a_voter_is_elected_among_voters() {
+    let mut cluster = Cluster::new(100_000);
+    cluster.propose_some(3);
+    let leader = cluster.leader().expect("a leader");
+    let victim = (1..=3).find(|&id| id != leader).expect("a follower");
+    let stopped = cluster.change(MembershipChange::RemoveNode { id: victim });
+    assert!(stopped.iter().all(|&(id, _)| id == victim), "{stopped:?}");
+    cluster.nodes.remove(&victim);
+    let learner = 4;
+    let stopped = cluster.change(MembershipChange::AddLearner {
+        id: learner,
+        peer_url: format!("http://sim-{learner}"),
+    });
+    assert!(stopped.is_empty(), "{stopped:?}");
+    cluster.nodes.insert(
+        learner,
+        start(
+            learner,
+            &[1, 2, 3],
+            true,
+            SimFs::new(100 + learner),
+            100_000,
+        ),
+    );
+    cluster.propose_some(5);
+    cluster.run_until("the learner caught up", |c| {
+        let status = c.nodes[&learner].node.as_ref().expect("running").status();
+        let leader_commit = c
+            .leader()
+            .and_then(|l| c.nodes[&l].node.as_ref())
+            .map(|n| n.status().commit_index);
+        status
+            .members
+            .iter()
+            .any(|m| m.id == learner && m.is_learner)
+            && Some(status.applied_index) == leader_commit
+    });
+
+    // The leader goes away (paused: out of the network, its state kept).
+    let leader = cluster.leader().expect("a leader");
+    let voter = (1..=3)
+        .find(|&id| id != leader && id != victim)
+        .expect("the other voter");
+    let paused = cluster.nodes.remove(&leader).expect("the leader");
+    let learner_term = cluster.nodes[&learner]
+        .node
+        .as_ref()
+        .expect("running")
+        .status()
+        .term;
+    // 1500 steps are dozens of election timeouts: the remaining voter
+    // cannot win (it needs both voters), the learner never campaigns nor
+    // grants a vote (its term never moves).
+    for _ in 0..1500 {
+        assert!(cluster.step().is_empty());
+        assert_eq!(cluster.leader(), None, "elected without a quorum of voters");
+        let status = cluster.nodes[&learner].node.as_ref().unwrap().status();
+        assert_eq!(status.role, Role::Follower, "the learner campaigned");
+        assert_eq!(status.term, learner_term, "the learner took part in a vote");
+    }
+    // Back: a voter leads, and the learner follows the new leader's log.
+    cluster.nodes.insert(leader, paused);
+    cluster.run_until("a leader among the voters", |c| c.leader().is_some());
+    let new_leader = cluster.leader().expect("a leader");
+    assert!([leader, voter].contains(&new_leader), "{new_leader} leads");
+    cluster.propose_some(3);
+    cluster.run_until("the learner follows", |c| {
+        let status = c.nodes[&learner].node.as_ref().unwrap().status();
+        status.leader_id == Some(new_leader)
+            && Some(status.applied_index)
+                == c.nodes[&new_leader]
+                    .node
+                    .as_ref()
+                    .map(|n| n.status().commit_index)
     });
 }

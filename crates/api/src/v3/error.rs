@@ -8,7 +8,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kvstore::KvError;
-use raftnode::RaftError;
+use raftnode::{MemberError, RaftError};
 use tonic::{Code, Status};
 
 /// etcd's message for a write larger than `--max-request-bytes`.
@@ -43,6 +43,9 @@ pub enum V3Error {
     /// The leader's answer to a request this member forwarded to it.
     #[error("{}", .0.message())]
     Leader(Status),
+    /// A request field raftkv cannot accept (e.g. two peer URLs).
+    #[error("{0}")]
+    InvalidArgument(String),
     /// An RPC raftkv does not serve.
     #[error("raftkv does not implement {0}")]
     Unimplemented(&'static str),
@@ -57,9 +60,9 @@ impl V3Error {
         match self {
             V3Error::Kv(error) => kv_status(error),
             V3Error::RequestTooLarge => Status::invalid_argument(MSG_REQUEST_TOO_LARGE),
-            V3Error::BadJson(message) | V3Error::BadBody(message) => {
-                Status::invalid_argument(message.clone())
-            }
+            V3Error::BadJson(message)
+            | V3Error::BadBody(message)
+            | V3Error::InvalidArgument(message) => Status::invalid_argument(message.clone()),
             V3Error::TooManyRequests => Status::resource_exhausted(MSG_TOO_MANY_REQUESTS),
             V3Error::Unimplemented(_) => Status::unimplemented(self.to_string()),
             V3Error::Leader(status) => Status::new(status.code(), status.message()),
@@ -112,6 +115,9 @@ fn raft_status(error: &RaftError) -> Status {
         RaftError::MembershipChangeInProgress | RaftError::InvalidMembership(_) => {
             Status::failed_precondition(error.to_string())
         }
+        // The messages are etcd's own (see `raftnode::MemberError`).
+        RaftError::Member(MemberError::NotFound) => Status::not_found(error.to_string()),
+        RaftError::Member(_) => Status::failed_precondition(error.to_string()),
     }
 }
 

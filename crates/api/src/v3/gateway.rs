@@ -88,6 +88,26 @@ pub fn router<K: Keyspace>(v3: V3<K>, max_request_bytes: usize) -> Router {
             .route(
                 &format!("{prefix}/watch"),
                 post(watch::<K>).fallback(method_not_allowed),
+            )
+            .route(
+                &format!("{prefix}/cluster/member/list"),
+                route(|v3: V3<K>, req| async move { v3.member_list(req).await }),
+            )
+            .route(
+                &format!("{prefix}/cluster/member/add"),
+                route(|v3: V3<K>, req| async move { v3.member_add(req).await }),
+            )
+            .route(
+                &format!("{prefix}/cluster/member/remove"),
+                route(|v3: V3<K>, req| async move { v3.member_remove(req).await }),
+            )
+            .route(
+                &format!("{prefix}/cluster/member/update"),
+                route(|v3: V3<K>, req| async move { v3.member_update(req).await }),
+            )
+            .route(
+                &format!("{prefix}/cluster/member/promote"),
+                route(|v3: V3<K>, req| async move { v3.member_promote(req).await }),
             );
         // etcd 3.4 binds revoke, timetolive and leases under /kv/lease too.
         for lease_prefix in [format!("{prefix}/lease"), format!("{prefix}/kv/lease")] {
@@ -108,6 +128,10 @@ pub fn router<K: Keyspace>(v3: V3<K>, max_request_bytes: usize) -> Router {
     }
     router
         .layer(DefaultBodyLimit::max(body_limit_bytes(max_request_bytes)))
+        .layer(axum::middleware::from_fn_with_state(
+            v3.clone(),
+            super::cluster::gateway_learner_guard::<K>,
+        ))
         .with_state(v3)
 }
 

@@ -90,6 +90,12 @@ pub trait Keyspace: Clone + Send + Sync + 'static {
     fn info(&self) -> KeyspaceInfo;
     /// The node's consensus status (term, leader, indexes).
     fn consensus_status(&self) -> raftnode::Status;
+    /// A membership change, answered once it is applied on this member
+    /// (or refused).
+    fn change_membership(
+        &self,
+        change: raftnode::MembershipChange,
+    ) -> impl Future<Output = Result<(), raftnode::RaftError>> + Send;
     /// This member's replicated state as a backup file's bytes
     /// (`Maintenance.Snapshot`; see [`kvstore::backup`]). O(size).
     fn backup(&self) -> Vec<u8>;
@@ -179,6 +185,19 @@ impl Keyspace for kvstore::KvStore {
 
     fn consensus_status(&self) -> raftnode::Status {
         self.consensus().status()
+    }
+
+    async fn change_membership(
+        &self,
+        change: raftnode::MembershipChange,
+    ) -> Result<(), raftnode::RaftError> {
+        // raftnode answers within its own request timeout; this bound is a
+        // safety net should its loop stall.
+        let timeout_ms = 2 * kvstore::KvConfig::DEFAULT_REQUEST_TIMEOUT_MS;
+        let applied = self.consensus().change_membership(change);
+        tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), applied)
+            .await
+            .unwrap_or(Err(raftnode::RaftError::Timeout { timeout_ms }))
     }
 
     fn backup(&self) -> Vec<u8> {

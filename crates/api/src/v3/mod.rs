@@ -1,5 +1,7 @@
-//! etcd's v3 API: the gRPC services `KV`, `Watch`, `Lease` and `Maintenance`
-//! (tonic) and the JSON gateway, over the multi-version keyspace.
+//! etcd's v3 API: the gRPC services `KV`, `Watch`, `Lease`, `Maintenance`
+//! and `Cluster` (tonic) and the JSON gateway, over the multi-version
+//! keyspace. A learner serves only what etcd's learners serve
+//! ([`cluster`]).
 //!
 //! Everything shares the client port with raftexample's routes, as etcd
 //! serves gRPC and its gateway on one port: [`one_port`] sends requests whose
@@ -16,6 +18,7 @@
 //!   [`GRPC_OVERHEAD_BYTES`] are refused while decoding, with
 //!   ResourceExhausted as grpc-go words it.
 
+pub mod cluster;
 pub mod error;
 pub mod forward;
 pub mod gateway;
@@ -47,13 +50,19 @@ pub fn grpc_router<K: Keyspace>(v3: V3<K>, max_request_bytes: usize) -> Router {
         pb::lease_server::LeaseServer::new(v3.clone()).max_decoding_message_size(limit_bytes);
     let watch =
         pb::watch_server::WatchServer::new(v3.clone()).max_decoding_message_size(limit_bytes);
-    let maintenance =
-        pb::maintenance_server::MaintenanceServer::new(v3).max_decoding_message_size(limit_bytes);
+    let maintenance = pb::maintenance_server::MaintenanceServer::new(v3.clone())
+        .max_decoding_message_size(limit_bytes);
+    let cluster = pb::cluster_server::ClusterServer::new(v3.clone());
     tonic::service::Routes::new(kv)
         .add_service(watch)
         .add_service(lease)
         .add_service(maintenance)
+        .add_service(cluster)
         .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(
+            v3,
+            cluster::learner_guard::<K>,
+        ))
         .layer(axum::middleware::map_response(
             too_large_is_resource_exhausted,
         ))
