@@ -221,8 +221,9 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-#[allow(clippy::print_stdout)] // Progress and the start command are the output.
 fn restore(flags: &RestoreFlags) -> Result<(), SnapshotCmdError> {
+    // Progress and the start command are the subcommand's output, on stdout.
+    let mut out = std::io::stdout().lock();
     let members = flags::parse_cluster(&flags.cluster).map_err(SnapshotCmdError::Flags)?;
     if !members.iter().any(|(id, _)| *id == flags.id) {
         return Err(SnapshotCmdError::Flags(format!(
@@ -238,9 +239,10 @@ fn restore(flags: &RestoreFlags) -> Result<(), SnapshotCmdError> {
     if !is_absent_or_empty(&data_dir)? {
         return Err(SnapshotCmdError::DataDirExists { path: data_dir });
     }
-    println!("reading {}", flags.file.display());
+    let _ = writeln!(out, "reading {}", flags.file.display());
     let (bytes, summary) = read_backup(&flags.file)?;
-    println!(
+    let _ = writeln!(
+        out,
         "checked: revision {}, {} keys, {} leases, {}, hash {:x}",
         summary.revision,
         summary.keys,
@@ -259,7 +261,8 @@ fn restore(flags: &RestoreFlags) -> Result<(), SnapshotCmdError> {
     }
     let mut config = NodeConfig::new(flags.id, members.clone(), partial.clone());
     config.cluster_id = flags::cluster_id(&flags.cluster_token);
-    println!(
+    let _ = writeln!(
+        out,
         "writing member {} of {} into {}",
         flags.id,
         members.len(),
@@ -284,14 +287,15 @@ fn restore(flags: &RestoreFlags) -> Result<(), SnapshotCmdError> {
         source,
     })?;
     sync_parent(&data_dir)?;
-    println!(
+    let _ = writeln!(
+        out,
         "restored; start the member with:\n  raftkv --id {} --cluster {} --cluster-token {} --data-dir {} --port <client port>",
         flags.id,
         flags.cluster,
         flags.cluster_token,
         data_dir.display()
     );
-    let _ = std::io::stdout().flush();
+    let _ = out.flush();
     Ok(())
 }
 
