@@ -39,14 +39,19 @@ pub struct StatusResponse {
     pub members: Vec<MemberResponse>,
 }
 
+/// The role's name in reports and `/v1/status`.
+pub(crate) fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre_candidate",
+    }
+}
+
 impl From<Status> for StatusResponse {
     fn from(status: Status) -> Self {
-        let role = match status.role {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::Candidate => "candidate",
-            Role::PreCandidate => "pre_candidate",
-        };
+        let role = role_name(status.role);
         StatusResponse {
             id: status.id,
             leader_id: status.leader_id,

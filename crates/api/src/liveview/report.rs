@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use raftnode::{EventKind, Role, Status};
+use raftnode::{EventKind, Status};
 use serde::{Deserialize, Serialize};
 
 /// Largest report accepted from a peer (bytes); a member's own report of
@@ -160,16 +160,6 @@ fn truncated(text: &str) -> String {
     text.chars().take(MAX_NAME_BYTES).collect()
 }
 
-/// The role's name in reports and `/v1/status`.
-pub(crate) fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Candidate => "candidate",
-        Role::PreCandidate => "pre_candidate",
-    }
-}
-
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn wall_now_ms() -> u64 {
     SystemTime::now()
@@ -209,7 +199,7 @@ pub(crate) fn build_report(
     MemberReport {
         id: status.id,
         leader_id: status.leader_id,
-        role: role_name(status.role).to_string(),
+        role: crate::status::role_name(status.role).to_string(),
         term: status.term,
         last_index: status.last_index,
         commit_index: status.commit_index,
