@@ -314,6 +314,105 @@ async fn node_events_land_in_the_metrics_of_their_node_only() {
     );
 }
 
+/// A TLS port's status as the binary's source reports it.
+fn tls_status(port: tls::PortKind, handshakes: u64, not_after_unix_s: i64) -> tls::TlsStatus {
+    let certificate = |role, not_after_unix_s| tls::CertificateInfo {
+        file: std::path::PathBuf::from(format!("{role}.pem")),
+        role,
+        subject_cn: "member-1".into(),
+        serial_hex: "01".into(),
+        not_after_unix_s,
+    };
+    tls::TlsStatus {
+        port,
+        certificates: vec![
+            certificate("cert", not_after_unix_s),
+            certificate("ca", not_after_unix_s + 100),
+            // A second CA in the bundle that expires later: the earliest counts.
+            certificate("ca", not_after_unix_s + 200),
+        ],
+        handshake_failures: tls::FailureReason::ALL
+            .iter()
+            .map(|reason| (reason.label(), u64::from(reason.label() == "unknown_ca")))
+            .collect(),
+        handshakes_total: handshakes,
+        reloads_total: 2,
+        expiry_warnings_total: 0,
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn tls_ports_report_handshakes_failures_reloads_and_expiry() {
+    let (app, metrics) = app_with_metrics();
+    let plain = scrape_of(&app).await;
+    assert!(
+        !plain
+            .samples
+            .iter()
+            .any(|s| s.metric.starts_with("raftkv_tls_")),
+        "TLS figures without a TLS port"
+    );
+    metrics.add_tls_source(Box::new(|| {
+        tls_status(tls::PortKind::Client, 5, 2_000_000_000)
+    }));
+    metrics.add_tls_source(Box::new(|| {
+        tls_status(tls::PortKind::Peer, 7, 1_900_000_000)
+    }));
+    let scrape = scrape_of(&app).await;
+    assert_eq!(
+        value(
+            &scrape,
+            "raftkv_tls_handshakes_total",
+            &[("port", "client")]
+        ),
+        Some(Value::Counter(5.0))
+    );
+    assert_eq!(
+        value(&scrape, "raftkv_tls_handshakes_total", &[("port", "peer")]),
+        Some(Value::Counter(7.0))
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "raftkv_tls_handshake_failures_total",
+            &[("port", "peer"), ("reason", "unknown_ca")]
+        ),
+        Some(Value::Counter(1.0))
+    );
+    for reason in tls::FailureReason::ALL {
+        assert!(
+            value(
+                &scrape,
+                "raftkv_tls_handshake_failures_total",
+                &[("port", "client"), ("reason", reason.label())]
+            )
+            .is_some(),
+            "no {} sample",
+            reason.label()
+        );
+    }
+    assert_eq!(
+        value(&scrape, "raftkv_tls_reloads_total", &[("port", "peer")]),
+        Some(Value::Counter(2.0))
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "raftkv_tls_certificate_expiry_timestamp_seconds",
+            &[("port", "peer"), ("role", "cert")]
+        ),
+        Some(Value::Gauge(1_900_000_000.0))
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "raftkv_tls_certificate_expiry_timestamp_seconds",
+            &[("port", "client"), ("role", "ca")]
+        ),
+        Some(Value::Gauge(2_000_000_100.0))
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn health_follows_the_leader_and_the_alarms() {
     let (app, _metrics) = app_with_metrics();

@@ -70,6 +70,8 @@ enum MainError {
     Flags(String),
     #[error("cannot start the node: {0}")]
     Node(#[from] raftnode::NodeError),
+    #[error("cannot load TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -172,12 +174,24 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let members = flags.members().map_err(MainError::Flags)?;
     let own_url = flags.own_peer_url(&members).map_err(MainError::Flags)?;
     let limits = limits(&flags)?;
+    let tls_plan = flags.tls_plan(&members).map_err(MainError::Flags)?;
+    flags
+        .check_exposure(&own_url, &tls_plan)
+        .map_err(MainError::Flags)?;
+    // Every TLS file is read before anything starts: a bad one stops the
+    // start-up with the file and the reason.
+    let tls = LoadedTls::load(&tls_plan)?;
     let mut config = node_config(&flags, members.clone());
+    // PEER_TLS_PENDING config.peer_tls = tls.peer_client.clone();
     config.attributes = flags.attributes(&own_url).map_err(MainError::Flags)?;
     config.request_queue_len = limits.request_queue_len;
     // One registry per node, passed explicitly (no process-global one).
     let metrics = api::Metrics::new();
     config.observer = Some(std::sync::Arc::new(metrics.clone()));
+    for server in tls.servers() {
+        metrics.add_tls_source(Box::new(move || server.status()));
+    }
+    let _tls_reloader = tls.spawn_reloader(flags.tls_reload_interval_ms);
 
     let auto_compaction = kvstore::AutoCompaction::parse(
         &flags.auto_compaction_mode,
@@ -197,6 +211,8 @@ async fn run(flags: Flags) -> Result<(), MainError> {
         data_dir = %flags.data_dir().display(),
         start,
         client_port = flags.port,
+        client_tls = tls.client.is_some(),
+        peer_tls = tls.peer.is_some(),
         "raftkv starting"
     );
     let kv = unattached.attach(node.consensus());
@@ -224,15 +240,12 @@ async fn run(flags: Flags) -> Result<(), MainError> {
         .router()
         .merge(api::peer_router(kv.clone(), &limits.api))
         .merge(view.peer_router());
+    let peer_listener = tls_listener(peer_listener, tls.peer.clone(), false);
     let peer_server = serve("peer", peer_listener, peer_router, shutdown_rx.clone());
     let api_router = view.serve_on(api::router_with_metrics(kv, limits.api, metrics));
     // TCP_NODELAY on client connections, as etcd has.
-    let client_server = serve(
-        "client",
-        api::client_listener(client_listener),
-        api_router,
-        shutdown_rx,
-    );
+    let client_listener = tls_listener(client_listener, tls.client.clone(), true);
+    let client_server = serve("client", client_listener, api_router, shutdown_rx);
     let mut peer_task = tokio::spawn(peer_server);
     let mut client_task = tokio::spawn(client_server);
 
@@ -297,6 +310,103 @@ fn node_config(flags: &Flags, members: Vec<(u64, String)>) -> NodeConfig {
     config.enable_fault_routes = flags.enable_fault_injection;
     config
 }
+
+/// The TLS configurations of this node, loaded from the files the flags
+/// name.
+struct LoadedTls {
+    /// The client port's (`None`: plaintext).
+    client: Option<tls::ServerTls>,
+    /// The peer port's (`None`: http:// peers).
+    peer: Option<tls::ServerTls>,
+    /// The outgoing peer connections' (transport, forwarded requests, live
+    /// view): the peer CA verifies the members, the peer certificate is
+    /// this member's identity.
+    peer_client: Option<tls::ClientTls>,
+}
+
+impl LoadedTls {
+    fn load(plan: &flags::TlsPlan) -> Result<LoadedTls, MainError> {
+        let server = |port, files: &flags::ServerFiles| {
+            tls::ServerTls::load(
+                port,
+                tls::ServerTlsFiles {
+                    cert_file: files.cert_file.clone(),
+                    key_file: files.key_file.clone(),
+                    trusted_ca_file: files.trusted_ca_file.clone(),
+                    client_cert_auth: files.client_cert_auth,
+                    allowed_cn: files.allowed_cn.clone(),
+                    allowed_hostname: files.allowed_hostname.clone(),
+                },
+            )
+        };
+        let client = plan
+            .client
+            .as_ref()
+            .map(|files| server(tls::PortKind::Client, files))
+            .transpose()?;
+        let peer = plan
+            .peer
+            .as_ref()
+            .map(|files| server(tls::PortKind::Peer, files))
+            .transpose()?;
+        let peer_client = plan
+            .peer
+            .as_ref()
+            .map(|files| {
+                tls::ClientTls::load(tls::ClientTlsFiles {
+                    trusted_ca_file: files.trusted_ca_file.clone(),
+                    cert_file: Some(files.cert_file.clone()),
+                    key_file: Some(files.key_file.clone()),
+                })
+            })
+            .transpose()?;
+        Ok(LoadedTls {
+            client,
+            peer,
+            peer_client,
+        })
+    }
+
+    fn servers(&self) -> Vec<tls::ServerTls> {
+        self.client.iter().chain(&self.peer).cloned().collect()
+    }
+
+    /// Watches the files for changes (rotation without a restart); `None`
+    /// when no port speaks TLS.
+    fn spawn_reloader(&self, interval_ms: u64) -> Option<AbortOnDrop> {
+        let servers = self.servers();
+        let clients: Vec<tls::ClientTls> = self.peer_client.iter().cloned().collect();
+        if servers.is_empty() && clients.is_empty() {
+            return None;
+        }
+        Some(AbortOnDrop(tls::spawn_reloader(
+            servers,
+            clients,
+            interval_ms,
+        )))
+    }
+}
+
+/// A listener that speaks TLS with `tls`, or plain TCP without.
+fn tls_listener(tcp: TcpListener, tls: Option<tls::ServerTls>, nodelay: bool) -> NodeListener {
+    use axum::serve::ListenerExt;
+    let config = tls::ListenerConfig {
+        nodelay,
+        ..tls::ListenerConfig::default()
+    };
+    let listener = match tls {
+        Some(tls) => tls::Listener::tls(tcp, tls, config),
+        None => tls::Listener::plain(tcp, config),
+    };
+    // The no-op tap gives the handlers the peer's address (axum provides
+    // `ConnectInfo<SocketAddr>` for tapped listeners).
+    listener.tap_io(keep_stream)
+}
+
+/// A served port's listener.
+type NodeListener = axum::serve::TapIo<tls::Listener, fn(&mut tls::Stream)>;
+
+fn keep_stream(_stream: &mut tls::Stream) {}
 
 async fn bind(addr: &str) -> Result<TcpListener, MainError> {
     TcpListener::bind(addr)

@@ -121,6 +121,34 @@ fn every_fault_kind_keeps_reads_linearizable_and_writes_durable() {
     );
 }
 
+/// The same scenario over TLS everywhere (client certificates on the
+/// client ports, https:// peers with peer certificate authentication and an
+/// allowed CN), at the shortest duration: one fault of every kind.
+#[test]
+fn every_fault_kind_over_tls_keeps_reads_linearizable_and_writes_durable() {
+    let mut config = ChaosConfig::new(binary(), PathBuf::new());
+    config.seed = seed();
+    config.tls = true;
+    // The nemesis never stops before every kind ran once.
+    config.duration = Duration::from_secs(1);
+    config.fault_hold_ms = 1_500;
+    config.recover_ms = 800;
+    let report = run_and_check(config);
+    let kinds = report.fault_kinds();
+    for kind in FaultKind::ALL {
+        assert!(
+            kinds.contains(&kind),
+            "{kind} was never injected:\n{}",
+            report.summary()
+        );
+    }
+    assert!(
+        report.counts.put_ok > 50,
+        "too few acknowledged writes:\n{}",
+        report.summary()
+    );
+}
+
 #[test]
 fn crash_loop_of_kill_9_under_write_load_loses_nothing() {
     let mut config = ChaosConfig::crash_loop(binary(), PathBuf::new(), 5);

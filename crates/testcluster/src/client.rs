@@ -20,11 +20,19 @@ impl Cluster {
         &self.http
     }
 
-    /// `http://127.0.0.1:<client port of id><path>` (port 0 for an
-    /// undefined node, so a request to it fails).
+    /// `http://127.0.0.1:<client port of id><path>` (`https://` with
+    /// client TLS; port 0 for an undefined node, so a request to it fails).
     pub fn url(&self, id: u64, path: &str) -> String {
         let port = self.nodes.get(&id).map_or(0, |n| n.client_port);
-        format!("http://127.0.0.1:{port}{path}")
+        format!("{}://127.0.0.1:{port}{path}", self.client_scheme())
+    }
+
+    /// `https` if the client ports speak TLS, else `http`.
+    pub fn client_scheme(&self) -> &'static str {
+        match &self.config.tls {
+            Some(mode) if mode.client => "https",
+            _ => "http",
+        }
     }
 
     /// Waits up to `timeout` until node `id`'s client port accepts

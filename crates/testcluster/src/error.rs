@@ -54,6 +54,9 @@ pub enum Error {
         /// How long the harness waited.
         timeout: Duration,
     },
+    /// The PKI of a TLS cluster could not be made or loaded.
+    #[error("tls: {0}")]
+    Tls(String),
     /// An HTTP client could not be built, or a request failed.
     #[error("http: {0}")]
     Http(#[from] reqwest::Error),

@@ -29,6 +29,10 @@
 //!   ([`Cluster::wait_leader`]) or for every node to agree on one
 //!   ([`Cluster::wait_agreed_leader`]), and client helpers whose every
 //!   request has a timeout.
+//! - TLS clusters ([`ClusterConfig::tls`], [`TlsMode`]): a throwaway PKI
+//!   under the data root ([`TlsPaths`]), the nodes' TLS flags, `https://`
+//!   URLs, clients that trust the CA and present a certificate, and
+//!   certificate rotation ([`Cluster::reissue_member_certificates`]).
 //!
 //! **What it does not own:** faults inside the nodes (the chaos suite's
 //! fault routes), workloads, checkers, load generation, or what a test
@@ -43,6 +47,7 @@ mod error;
 mod ports;
 mod process;
 mod status;
+mod tls;
 mod workspace;
 
 pub use api::{MemberResponse, StatusResponse};
@@ -50,6 +55,7 @@ pub use error::Error;
 pub use ports::{reserve_port, reserve_ports};
 pub use process::{Cluster, ClusterConfig, Node, NodeOutput, Signal};
 pub use status::parse_status;
+pub use tls::{TlsMode, TlsPaths, CLIENT_CN, PEER_CN};
 pub use workspace::{release_binary, target_dir, workspace_root};
 
 use std::time::Duration;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
 
+use crate::tls::{Pki, TlsMode, TlsPaths};
 use crate::{reserve_port, Error, CONNECT_TIMEOUT, REQUEST_TIMEOUT, STATUS_TIMEOUT};
 
 /// How often the harness polls a process or a node while waiting.
@@ -71,6 +72,10 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     /// Bound on one `GET /v1/status`.
     pub status_timeout: Duration,
+    /// TLS on the nodes' ports (`None`: plaintext). The harness generates
+    /// a PKI under the data root, passes the flags, uses `https://` URLs
+    /// and trusts the CA in its clients.
+    pub tls: Option<TlsMode>,
 }
 
 impl ClusterConfig {
@@ -86,6 +91,7 @@ impl ClusterConfig {
             output: NodeOutput::LogFile,
             request_timeout: REQUEST_TIMEOUT,
             status_timeout: STATUS_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -95,7 +101,7 @@ impl ClusterConfig {
 pub struct Node {
     /// Its id (its 1-based position in `--cluster`).
     pub id: u64,
-    /// Its peer URL (`http://127.0.0.1:<port>`).
+    /// Its peer URL (`http://127.0.0.1:<port>`, `https://` with peer TLS).
     pub peer_url: String,
     /// Its client port (HTTP API and gRPC).
     pub client_port: u16,
@@ -140,6 +146,9 @@ pub struct Cluster {
     logs_dir: PathBuf,
     pub(crate) nodes: BTreeMap<u64, Node>,
     pub(crate) http: Client,
+    /// The client for peer ports (presents the peers' CN with peer TLS).
+    peer_http: Client,
+    pub(crate) pki: Option<Pki>,
 }
 
 impl Cluster {
@@ -161,10 +170,34 @@ impl Cluster {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
-        let http = Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()?;
+        let pki = match &config.tls {
+            Some(mode) => Some(Pki::generate(&data_root.join("pki"), mode.clone())?),
+            None => None,
+        };
+        let client = |identity: Option<(&Path, &Path)>| -> Result<Client, Error> {
+            let builder = Client::builder()
+                .timeout(config.request_timeout)
+                .connect_timeout(CONNECT_TIMEOUT);
+            let builder = match (&pki, identity) {
+                (Some(pki), Some((cert, key))) => {
+                    builder.use_preconfigured_tls(pki.client_config(cert, key)?)
+                }
+                _ => builder,
+            };
+            Ok(builder.build()?)
+        };
+        let paths = pki.as_ref().map(|pki| pki.paths().clone());
+        let http = client(
+            paths
+                .as_ref()
+                .map(|p| (p.client_cert_file.as_path(), p.client_key_file.as_path())),
+        )?;
+        let peer_http = client(paths.as_ref().map(|p| {
+            (
+                p.peer_client_cert_file.as_path(),
+                p.peer_client_key_file.as_path(),
+            )
+        }))?;
         Ok(Cluster {
             config,
             temp,
@@ -172,6 +205,8 @@ impl Cluster {
             logs_dir,
             nodes: BTreeMap::new(),
             http,
+            peer_http,
+            pki,
         })
     }
 
@@ -206,9 +241,20 @@ impl Cluster {
         if self.nodes.contains_key(&id) {
             return Err(Error::node(id, "is already defined"));
         }
+        let peer_scheme = match &self.pki {
+            Some(pki) => {
+                pki.issue_member(id)?;
+                if pki.mode().peer {
+                    "https"
+                } else {
+                    "http"
+                }
+            }
+            None => "http",
+        };
         let node = Node {
             id,
-            peer_url: format!("http://127.0.0.1:{peer_port}"),
+            peer_url: format!("{peer_scheme}://127.0.0.1:{peer_port}"),
             client_port,
             data_dir: self.data_root.join(format!("raftkv-{id}")),
             log_path: self.logs_dir.join(format!("node-{id}.log")),
@@ -243,11 +289,11 @@ impl Cluster {
         if let Some(addr) = &self.config.listen_addr {
             command.args(["--listen-addr", addr]);
         }
-        command
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .args(&self.config.args)
-            .args(&node.extra_args);
+        command.arg("--data-dir").arg(&node.data_dir);
+        if let Some(pki) = &self.pki {
+            command.args(pki.member_args(id));
+        }
+        command.args(&self.config.args).args(&node.extra_args);
         if join {
             command.arg("--join");
         }
@@ -437,6 +483,45 @@ impl Cluster {
     pub fn client_addr(&self, id: u64) -> Option<SocketAddr> {
         let node = self.nodes.get(&id)?;
         Some(SocketAddr::from(([127, 0, 0, 1], node.client_port)))
+    }
+
+    /// Where the PKI of a TLS cluster lies (`None` without TLS).
+    pub fn tls_paths(&self) -> Option<&TlsPaths> {
+        self.pki.as_ref().map(Pki::paths)
+    }
+
+    /// The TLS mode the cluster was started with.
+    pub fn tls_mode(&self) -> Option<&TlsMode> {
+        self.config.tls.as_ref()
+    }
+
+    /// Re-issues every defined member's certificates in place (same CA,
+    /// new keys and serials): a certificate rotation. Running nodes pick
+    /// the new files up on their next reload check.
+    pub fn reissue_member_certificates(&self) -> Result<(), Error> {
+        let Some(pki) = &self.pki else {
+            return Err(Error::Tls("the cluster has no TLS".into()));
+        };
+        for id in self.nodes.keys() {
+            pki.issue_member(*id)?;
+        }
+        Ok(())
+    }
+
+    /// Issues another certificate from the cluster's CA, for `127.0.0.1`
+    /// and `localhost` with CN `cn`, as `<pki dir>/<name>.pem` and
+    /// `<name>-key.pem`; returns (certificate, key).
+    pub fn issue_certificate(&self, name: &str, cn: &str) -> Result<(PathBuf, PathBuf), Error> {
+        match &self.pki {
+            Some(pki) => pki.issue_extra(name, cn),
+            None => Err(Error::Tls("the cluster has no TLS".into())),
+        }
+    }
+
+    /// The HTTP client for peer ports (the fault routes): with peer TLS it
+    /// presents a certificate with the members' peer CN.
+    pub fn peer_http(&self) -> &Client {
+        &self.peer_http
     }
 
     /// The data root (parent of every `raftkv-<id>`).

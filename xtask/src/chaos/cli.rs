@@ -31,6 +31,9 @@ Usage: cargo xtask chaos [options]
                       it, --rounds times, then check everything
   --rounds N          stop after exactly N faults instead of --time
                       (the crash loop's rounds; default 20 there)
+  --tls               TLS everywhere: a throwaway CA, client TLS with client
+                      certificates, https:// peers with peer certificate
+                      authentication; every client and fault route uses TLS
   --out DIR           output directory (default target/chaos/seed-S)
   --check DIR         only run the checkers again on a saved run's files
 ";
@@ -117,6 +120,7 @@ pub fn parse(args: &[String], binary: PathBuf, root: &Path) -> Result<ChaosConfi
             "--rounds" => config.fault_count = Some(number(arg, &value()?)?),
             "--out" => out = Some(PathBuf::from(value()?)),
             "--crash-loop" => {}
+            "--tls" => config.tls = true,
             other => return Err(ChaosError::Config(format!("unknown option {other:?}"))),
         }
     }

@@ -64,6 +64,7 @@ impl Cluster {
         nodes: u64,
         data_root: &Path,
         logs_dir: &Path,
+        tls: bool,
     ) -> Result<Cluster, ChaosError> {
         let config = ClusterConfig {
             args: flags.args(),
@@ -72,6 +73,7 @@ impl Cluster {
             logs_dir: Some(logs_dir.to_path_buf()),
             request_timeout: Duration::from_millis(flags.request_timeout_ms + 2_000),
             status_timeout: Duration::from_millis(500),
+            tls: tls.then(testcluster::TlsMode::full),
             ..ClusterConfig::new(binary)
         };
         let cluster = Cluster {
@@ -103,6 +105,19 @@ impl Cluster {
     /// The HTTP client (request timeout above the server's).
     pub fn http(&self) -> &Client {
         self.procs.http()
+    }
+
+    /// `https` with TLS client ports, else `http`.
+    pub fn client_scheme(&self) -> &'static str {
+        self.procs.client_scheme()
+    }
+
+    /// The gRPC clients' TLS (`None` without TLS).
+    pub fn grpc_tls(&self) -> Result<Option<super::v3::GrpcTls>, ChaosError> {
+        self.procs
+            .tls_paths()
+            .map(super::v3::GrpcTls::load)
+            .transpose()
     }
 
     /// The client URL of `path` on node `id`.
@@ -166,7 +181,8 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         let response = loop {
             match self
-                .http()
+                .procs
+                .peer_http()
                 .post(format!("{}/raft/faults", node.peer_url))
                 .body(commands.to_string())
                 .send()

@@ -118,9 +118,10 @@ impl LeaseClient {
         seed: u64,
         timeout: Duration,
         election_timeout: Duration,
+        tls: Option<super::v3::GrpcTls>,
     ) -> Result<LeaseClient, ChaosError> {
         Ok(LeaseClient {
-            v3: V3::new(timeout)?,
+            v3: V3::new(timeout, tls)?,
             targets,
             stop,
             rng: StdRng::seed_from_u64(seed ^ 0x1ea5e),

@@ -171,6 +171,10 @@ pub struct ChaosConfig {
     /// Every node's `--catch-up-entries`: small, so that a node cut off for
     /// a while needs a snapshot.
     pub catch_up_entries: u64,
+    /// Run the cluster with TLS everywhere (`testcluster::TlsMode::full`):
+    /// client TLS with client certificates, peer TLS with peer certificate
+    /// authentication; every client (HTTP, gRPC, fault routes) uses TLS.
+    pub tls: bool,
 }
 
 impl ChaosConfig {
@@ -198,6 +202,7 @@ impl ChaosConfig {
             checker_max_steps: 20_000_000,
             snapshot_count: 50,
             catch_up_entries: 10,
+            tls: false,
         }
     }
 
@@ -266,7 +271,14 @@ pub fn run_suite(config: &ChaosConfig) -> Result<Report, ChaosError> {
         catch_up_entries: config.catch_up_entries,
     };
     let logs = config.out_dir.join("logs");
-    let mut cluster = Cluster::start(&config.binary, flags, config.nodes, data.path(), &logs)?;
+    let mut cluster = Cluster::start(
+        &config.binary,
+        flags,
+        config.nodes,
+        data.path(),
+        &logs,
+        config.tls,
+    )?;
     let run = run_under_faults(&mut cluster, config, started)?;
     drop(cluster);
     tracing::info!(
@@ -490,8 +502,11 @@ fn run_under_faults(
     config: &ChaosConfig,
     started: Instant,
 ) -> Result<Run, ChaosError> {
+    let grpc_tls = cluster.grpc_tls()?;
     let workload = Workload {
         http: cluster.http().clone(),
+        scheme: cluster.client_scheme(),
+        grpc_tls: grpc_tls.clone(),
         targets: cluster.targets(),
         keys: config.keys,
         started,
@@ -519,6 +534,7 @@ fn run_under_faults(
                 config.seed ^ (i as u64) << 40,
                 grpc_timeout,
                 election_timeout,
+                grpc_tls.clone(),
             )?;
             Ok(std::thread::spawn(move || client.run()))
         })
@@ -534,11 +550,12 @@ fn run_under_faults(
                 watch_stop.clone(),
                 config.seed ^ (i as u64) << 48,
                 grpc_timeout,
+                grpc_tls.clone(),
             );
             std::thread::spawn(move || runner.run())
         })
         .collect();
-    let mut v3 = v3::V3::new(grpc_timeout)?;
+    let mut v3 = v3::V3::new(grpc_timeout, grpc_tls)?;
     let mut hashes = Hashes::default();
     let mut rng = StdRng::seed_from_u64(config.seed);
     let (faults, mut wedged) =
@@ -616,7 +633,12 @@ fn run_under_faults(
             .map(|log| log.target_revision)
             .max()
             .unwrap_or(0);
-        let reference = watches::reference(cluster.targets(), until, grpc_timeout)?;
+        let reference = watches::reference(
+            cluster.targets(),
+            until,
+            grpc_timeout,
+            workload.grpc_tls.clone(),
+        )?;
         let checked = watches::check_watches(&reference, &watch_logs, &ops);
         report::write_json(&config.out_dir.join("watch-reference.json"), &reference)?;
         report::write_json(&config.out_dir.join("watch-logs.json"), &watch_logs)?;

@@ -13,7 +13,7 @@ use etcdproto::etcdserverpb as pb;
 use pb::kv_client::KvClient;
 use pb::lease_client::LeaseClient;
 use pb::maintenance_client::MaintenanceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Status;
 
 use super::ChaosError;
@@ -27,11 +27,54 @@ pub(crate) struct V3 {
     runtime: tokio::runtime::Runtime,
     channels: HashMap<u16, Channel>,
     timeout: Duration,
+    tls: Option<GrpcTls>,
+}
+
+/// TLS towards TLS client ports: the cluster's CA and the harness's
+/// client certificate.
+#[derive(Debug, Clone)]
+pub(crate) struct GrpcTls(ClientTlsConfig);
+
+impl GrpcTls {
+    /// From a TLS cluster's PKI.
+    pub fn load(paths: &testcluster::TlsPaths) -> Result<GrpcTls, ChaosError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| ChaosError::Io {
+                what: format!("reading {}", path.display()),
+                source,
+            })
+        };
+        let config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&paths.ca_file)?))
+            .identity(Identity::from_pem(
+                read(&paths.client_cert_file)?,
+                read(&paths.client_key_file)?,
+            ))
+            // The server may not negotiate ALPN; its client port speaks
+            // HTTP/2 to gRPC clients either way.
+            .assume_http2(true);
+        Ok(GrpcTls(config))
+    }
+}
+
+/// The endpoint of the client port `port` on loopback: `https://` with
+/// `tls`, else `http://`.
+pub(crate) fn endpoint(port: u16, tls: Option<&GrpcTls>) -> Result<Endpoint, Status> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://127.0.0.1:{port}"))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    match tls {
+        Some(tls) => endpoint
+            .tls_config(tls.0.clone())
+            .map_err(|e| Status::invalid_argument(e.to_string())),
+        None => Ok(endpoint),
+    }
 }
 
 impl V3 {
-    /// A client whose every request gives up after `timeout`.
-    pub fn new(timeout: Duration) -> Result<V3, ChaosError> {
+    /// A client whose every request gives up after `timeout`, over TLS
+    /// with `tls`.
+    pub fn new(timeout: Duration, tls: Option<GrpcTls>) -> Result<V3, ChaosError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -43,6 +86,7 @@ impl V3 {
             runtime,
             channels: HashMap::new(),
             timeout,
+            tls,
         })
     }
 
@@ -50,8 +94,7 @@ impl V3 {
         if let Some(channel) = self.channels.get(&port) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .map_err(|e| Status::invalid_argument(e.to_string()))?
+        let endpoint = endpoint(port, self.tls.as_ref())?
             .timeout(self.timeout)
             .connect_timeout(Duration::from_millis(500));
         // The lazy channel spawns its worker on the current runtime.

@@ -26,7 +26,6 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use tonic::transport::Endpoint;
 
 use etcdproto::etcdserverpb as pb;
 use etcdproto::mvccpb;
@@ -35,7 +34,7 @@ use pb::watch_client::WatchClient;
 use super::cluster::Targets;
 use super::history::{CasResult, Op, OpKind, Outcome};
 use super::report::Verdict;
-use super::v3::V3;
+use super::v3::{endpoint, GrpcTls, V3};
 use super::ChaosError;
 
 /// How long a watch client waits, after the clients stopped, to receive the
@@ -155,6 +154,7 @@ pub(crate) struct WatchRunner {
     stop: Arc<AtomicBool>,
     rng: StdRng,
     timeout: Duration,
+    tls: Option<GrpcTls>,
 }
 
 impl WatchRunner {
@@ -166,6 +166,7 @@ impl WatchRunner {
         stop: Arc<AtomicBool>,
         seed: u64,
         timeout: Duration,
+        tls: Option<GrpcTls>,
     ) -> WatchRunner {
         WatchRunner {
             name,
@@ -173,6 +174,7 @@ impl WatchRunner {
             stop,
             rng: StdRng::seed_from_u64(seed ^ 0x3a7c4),
             timeout,
+            tls,
         }
     }
 
@@ -197,7 +199,7 @@ impl WatchRunner {
 
     /// Watches from the members' current revision plus one.
     pub fn run(mut self) -> Result<WatchLog, ChaosError> {
-        let mut v3 = V3::new(self.timeout)?;
+        let mut v3 = V3::new(self.timeout, self.tls.clone())?;
         let first = loop {
             if let Some(revision) = self.members_revision(&mut v3) {
                 break revision + 1;
@@ -247,7 +249,7 @@ impl WatchRunner {
             log.streams += 1;
             let stop = self.stop.clone();
             let until = target.map(|(revision, _)| revision);
-            runtime.block_on(stream(port, &mut log, &stop, until));
+            runtime.block_on(stream(port, self.tls.as_ref(), &mut log, &stop, until));
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -255,8 +257,14 @@ impl WatchRunner {
 
 /// One stream from `log.next_revision()` on the member at `port`, until it
 /// breaks, is cancelled, reaches `until`, or `stop` is newly set.
-async fn stream(port: u16, log: &mut WatchLog, stop: &AtomicBool, until: Option<i64>) {
-    let Ok(endpoint) = Endpoint::from_shared(format!("http://127.0.0.1:{port}")) else {
+async fn stream(
+    port: u16,
+    tls: Option<&GrpcTls>,
+    log: &mut WatchLog,
+    stop: &AtomicBool,
+    until: Option<i64>,
+) {
+    let Ok(endpoint) = endpoint(port, tls) else {
         return;
     };
     let Ok(channel) = endpoint
@@ -340,6 +348,7 @@ pub(crate) fn reference(
     targets: Targets,
     until: i64,
     timeout: Duration,
+    tls: Option<GrpcTls>,
 ) -> Result<WatchLog, ChaosError> {
     // Only its member picking is used: the stop flag is set from the start.
     let mut runner = WatchRunner::new(
@@ -348,6 +357,7 @@ pub(crate) fn reference(
         Arc::new(AtomicBool::new(true)),
         0,
         timeout,
+        tls,
     );
     let mut log = WatchLog {
         name: "reference".into(),
@@ -377,7 +387,13 @@ pub(crate) fn reference(
         };
         log.streams += 1;
         let stop = AtomicBool::new(true);
-        runtime.block_on(stream(port, &mut log, &stop, Some(until)));
+        runtime.block_on(stream(
+            port,
+            runner.tls.as_ref(),
+            &mut log,
+            &stop,
+            Some(until),
+        ));
     }
     Ok(log)
 }

@@ -21,12 +21,16 @@ use pb::response_op::Response;
 
 use super::cluster::Targets;
 use super::history::{CasResult, Op, Outcome};
-use super::v3::{prefix_end, V3};
+use super::v3::{prefix_end, GrpcTls, V3};
 
 /// What every worker shares.
 #[derive(Clone)]
 pub(crate) struct Workload {
     pub http: Client,
+    /// `http` or `https` (the client ports' scheme).
+    pub scheme: &'static str,
+    /// TLS of the gRPC clients (`None`: plaintext client ports).
+    pub grpc_tls: Option<GrpcTls>,
     pub targets: Targets,
     pub keys: usize,
     pub started: Instant,
@@ -111,7 +115,7 @@ impl Workload {
         let invoke_us = self.now_us();
         let result = self
             .http
-            .put(format!("http://127.0.0.1:{port}{key}"))
+            .put(format!("{}://127.0.0.1:{port}{key}", self.scheme))
             .body(value.to_string())
             .send();
         let outcome = match result.map(|r| r.status()) {
@@ -129,7 +133,7 @@ impl Workload {
         let invoke_us = self.now_us();
         let response = self
             .http
-            .get(format!("http://127.0.0.1:{port}{key}"))
+            .get(format!("{}://127.0.0.1:{port}{key}", self.scheme))
             .send()
             .ok()?;
         let value = match response.status() {
@@ -156,7 +160,7 @@ impl Workload {
         );
         let client = format!("x{index}");
         let mut history = Vec::new();
-        let Ok(mut v3) = V3::new(timeout) else {
+        let Ok(mut v3) = V3::new(timeout, self.grpc_tls.clone()) else {
             tracing::error!(client, "no runtime for the gRPC client");
             return history;
         };
@@ -308,7 +312,7 @@ pub(crate) fn final_v3_reads(
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let mut v3 = V3::new(timeout).map_err(|e| e.to_string())?;
+    let mut v3 = V3::new(timeout, workload.grpc_tls.clone()).map_err(|e| e.to_string())?;
     let (mut unique, mut register) = (Vec::new(), Vec::new());
     for (node, port) in targets {
         unique.push((node, read_prefix(&mut v3, node, port, deadline)?));

@@ -1,5 +1,6 @@
 //! The figures read at scrape time from state the layers already keep.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -54,6 +55,86 @@ fn per_peer_counter(
     for (peer, value) in peers {
         let labels = [(label, peer.as_str())];
         ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Writes one counter per label set.
+fn labelled_counter<const N: usize>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: &BTreeMap<[(&'static str, String); N], u64>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (labels, value) in samples {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// The TLS ports' figures, summed over sources that share a label set
+/// (a certificate's expiry: the earliest).
+fn encode_tls(
+    encoder: &mut DescriptorEncoder<'_>,
+    statuses: &[tls::TlsStatus],
+) -> Result<(), std::fmt::Error> {
+    let mut handshakes = BTreeMap::new();
+    let mut failures = BTreeMap::new();
+    let mut reloads = BTreeMap::new();
+    let mut expiry: BTreeMap<[(&'static str, String); 2], i64> = BTreeMap::new();
+    for status in statuses {
+        let port = status.port.label().to_string();
+        *handshakes.entry([("port", port.clone())]).or_insert(0) += status.handshakes_total;
+        *reloads.entry([("port", port.clone())]).or_insert(0) += status.reloads_total;
+        for (reason, count) in &status.handshake_failures {
+            *failures
+                .entry([("port", port.clone()), ("reason", reason.to_string())])
+                .or_insert(0) += *count;
+        }
+        for certificate in &status.certificates {
+            let key = [
+                ("port", port.clone()),
+                ("role", certificate.role.to_string()),
+            ];
+            let earliest = expiry.entry(key).or_insert(certificate.not_after_unix_s);
+            *earliest = (*earliest).min(certificate.not_after_unix_s);
+        }
+    }
+    labelled_counter(
+        encoder,
+        "raftkv_tls_handshakes",
+        "TLS handshakes completed on the port",
+        &handshakes,
+    )?;
+    labelled_counter(
+        encoder,
+        "raftkv_tls_handshake_failures",
+        "TLS handshakes refused or failed on the port, by reason (plaintext_http, \
+         bad_certificate, unknown_ca, expired_certificate, no_certificate, disallowed_identity, \
+         timeout, truncated, other)",
+        &failures,
+    )?;
+    labelled_counter(
+        encoder,
+        "raftkv_tls_reloads",
+        "Times the port's certificate, key or CA files were reloaded after a change",
+        &reloads,
+    )?;
+    let mut family = encoder.encode_descriptor(
+        "raftkv_tls_certificate_expiry_timestamp_seconds",
+        "Expiry (notAfter, unix seconds) of the certificate the port presents (role=cert) and of \
+         its trusted CA (role=ca); the earliest if a file holds several",
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (labels, not_after_unix_s) in &expiry {
+        ConstGauge::new(*not_after_unix_s).encode(family.encode_family(labels)?)?;
     }
     Ok(())
 }
@@ -274,6 +355,13 @@ impl prometheus_client::collector::Collector for Collector {
                 "Bytes of received peer frames not processed yet (bounded by the inbound budget)",
                 stats.inbound_bytes,
             )?;
+        }
+        let tls_statuses: Vec<tls::TlsStatus> = read(&self.sources.tls)
+            .iter()
+            .map(|source| source())
+            .collect();
+        if !tls_statuses.is_empty() {
+            encode_tls(encoder, &tls_statuses)?;
         }
         Ok(())
     }

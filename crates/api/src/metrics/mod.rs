@@ -11,7 +11,8 @@
 //! Most figures are read at scrape time from state the layers already keep
 //! ([`collect`]): the node's [`raftnode::Status`], the keyspace's status, the
 //! store's pending writes, the transport's per-peer counters, the watch
-//! ring, the requests in progress. Only events nobody keeps are recorded as
+//! ring, the requests in progress, the TLS ports' handshake counters and
+//! certificates. Only events nobody keeps are recorded as
 //! they happen: the node's observer callbacks, and the request counters of
 //! the outermost layer ([`crate::error::log_server_errors`] for HTTP,
 //! [`grpc`] for gRPC).
@@ -65,6 +66,10 @@ const GRPC_BUCKETS: [f64; 11] = [
 /// The per-peer traffic source: the transport's counters, read at scrape
 /// time.
 pub type PeerSource = Box<dyn Fn() -> transport::TransportStats + Send + Sync>;
+
+/// A TLS port's figures: its configuration's status, read at scrape time
+/// (the binary passes [`tls::ServerTls::status`] of each TLS port).
+pub type TlsSource = Box<dyn Fn() -> tls::TlsStatus + Send + Sync>;
 
 /// A node's metrics: a registry of its own and the sources read at scrape
 /// time. Cheap to clone (one `Arc`); every clone is the same metrics.
@@ -136,6 +141,8 @@ pub(crate) struct GrpcHandledLabels {
 pub(crate) struct Sources {
     store: RwLock<Option<KvStore>>,
     peers: RwLock<Option<PeerSource>>,
+    /// The TLS ports' configurations (none while both ports are plain).
+    tls: RwLock<Vec<TlsSource>>,
     /// The client port's request permits and their number.
     requests: RwLock<Option<(Arc<Semaphore>, usize)>>,
     /// Proposals raftnode refused (its observer's `proposal_failed`); the
@@ -230,6 +237,13 @@ impl Metrics {
     /// passes the transport's [`transport::Transport::stats`]).
     pub fn set_peer_source(&self, source: PeerSource) {
         *write(&self.inner.sources.peers) = Some(source);
+    }
+
+    /// Adds a TLS configuration whose handshakes, reloads and certificate
+    /// expiry are read at each scrape (the binary adds each TLS port's
+    /// [`tls::ServerTls::status`]).
+    pub fn add_tls_source(&self, source: TlsSource) {
+        write(&self.inner.sources.tls).push(source);
     }
 
     /// The store whose node and keyspace are reported (set by the router).

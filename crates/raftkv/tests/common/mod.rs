@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use testcluster::ClusterConfig;
+use testcluster::{ClusterConfig, TlsMode};
 
 /// Upper bound for anything a test waits for.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -50,9 +50,28 @@ impl Cluster {
         cluster
     }
 
+    /// Starts `n` nodes with TLS `mode` and `args` added to every command
+    /// line.
+    pub fn start_tls(n: u64, mode: TlsMode, args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::new_tls(args, Some(mode));
+        for id in 1..=n {
+            cluster.define_node(id, &[]);
+        }
+        for id in 1..=n {
+            cluster.spawn(id, false);
+        }
+        cluster
+    }
+
     /// A cluster with no node yet.
     pub fn new(args: &[&str]) -> Cluster {
+        Cluster::new_tls(args, None)
+    }
+
+    /// A cluster with no node yet, with TLS `mode`.
+    pub fn new_tls(args: &[&str], tls: Option<TlsMode>) -> Cluster {
         let config = ClusterConfig {
+            tls,
             args: args.iter().map(|s| s.to_string()).collect(),
             env: vec![("RUST_LOG".into(), "info,raft_rs=warn".into())],
             request_timeout: Duration::from_secs(15),
