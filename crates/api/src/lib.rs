@@ -95,6 +95,7 @@ pub mod health;
 pub mod liveview;
 pub mod metrics;
 mod parse;
+mod peer_client;
 mod status;
 pub mod v3;
 
@@ -134,6 +135,11 @@ pub struct ApiConfig {
     pub max_request_bytes: usize,
     /// The cluster id reported in v3 response headers.
     pub cluster_id: u64,
+    /// Outgoing TLS for other members' `https://` peer URLs (the peer CA and this member's
+    /// peer certificate): followers forward lease requests to the leader's peer port with
+    /// it. `None` (the default): only `http://` peer URLs are reached. The live view takes
+    /// the same value through [`liveview::LiveView::with_peer_tls`].
+    pub peer_tls: Option<tls::ClientTls>,
 }
 
 impl ApiConfig {
@@ -165,6 +171,7 @@ impl Default for ApiConfig {
             max_concurrent_requests: Self::DEFAULT_MAX_CONCURRENT_REQUESTS,
             max_request_bytes: Self::DEFAULT_MAX_REQUEST_BYTES,
             cluster_id: 0,
+            peer_tls: None,
         }
     }
 }
@@ -231,7 +238,8 @@ fn build_router<K: v3::Keyspace>(
             cluster_id: config.cluster_id,
             max_request_bytes: config.max_request_bytes,
         },
-    );
+    )
+    .with_peer_tls(config.peer_tls.clone());
     // One bound for the whole port: HTTP routes, gateway and gRPC.
     let permits = config.max_concurrent_requests.min(Semaphore::MAX_PERMITS);
     let in_progress = Arc::new(Semaphore::new(permits));

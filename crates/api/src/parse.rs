@@ -71,8 +71,9 @@ pub fn node_id_of(path: &str) -> Result<u64, ApiError> {
     Ok(id)
 }
 
-/// Validates a peer URL of the form `http://host:port` (optionally with a
-/// trailing `/`) and returns it normalised to `http://host:port`.
+/// Validates a peer URL of the form `http://host:port` or `https://host:port`
+/// (optionally with a trailing `/`) and returns it normalised to
+/// `scheme://host:port`.
 pub fn peer_url_of(body: &[u8]) -> Result<String, ApiError> {
     if body.len() > MAX_PEER_URL_BYTES {
         return Err(ApiError::BadPeerUrl(format!(
@@ -82,11 +83,18 @@ pub fn peer_url_of(body: &[u8]) -> Result<String, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadPeerUrl("not UTF-8".to_string()))?
         .trim();
-    let bad =
-        |why: &str| ApiError::BadPeerUrl(format!("`{text}`: {why}; expected http://host:port"));
-    let authority = text
-        .strip_prefix("http://")
-        .ok_or_else(|| bad("scheme must be http"))?;
+    let bad = |why: &str| {
+        ApiError::BadPeerUrl(format!(
+            "`{text}`: {why}; expected http://host:port or https://host:port"
+        ))
+    };
+    let (scheme, authority) = if let Some(rest) = text.strip_prefix("http://") {
+        ("http", rest)
+    } else if let Some(rest) = text.strip_prefix("https://") {
+        ("https", rest)
+    } else {
+        return Err(bad("scheme must be http or https"));
+    };
     let authority = authority.strip_suffix('/').unwrap_or(authority);
     let (host, port) = authority
         .rsplit_once(':')
@@ -101,7 +109,7 @@ pub fn peer_url_of(body: &[u8]) -> Result<String, ApiError> {
     if !valid_host(host) {
         return Err(bad("bad host"));
     }
-    Ok(format!("http://{host}:{port}"))
+    Ok(format!("{scheme}://{host}:{port}"))
 }
 
 fn valid_host(host: &str) -> bool {
@@ -133,5 +141,39 @@ fn truncated(text: &str) -> &str {
     match text.char_indices().nth(64) {
         Some((end, _)) => &text[..end],
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_url_of;
+
+    #[test]
+    fn peer_urls_are_http_or_https_and_normalised() {
+        assert_eq!(
+            peer_url_of(b" http://127.0.0.1:22379/ ").unwrap(),
+            "http://127.0.0.1:22379"
+        );
+        assert_eq!(
+            peer_url_of(b"https://node-2.example:22380/").unwrap(),
+            "https://node-2.example:22380"
+        );
+        assert_eq!(
+            peer_url_of(b"https://[::1]:22380").unwrap(),
+            "https://[::1]:22380"
+        );
+        for bad in [
+            &b"ftp://127.0.0.1:22379"[..],
+            b"https://127.0.0.1",
+            b"https://:1",
+            b"HTTPS://127.0.0.1:1",
+            b"https//127.0.0.1:1",
+        ] {
+            let err = peer_url_of(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("expected http://host:port or https://host:port"),
+                "{err}"
+            );
+        }
     }
 }

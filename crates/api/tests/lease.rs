@@ -343,3 +343,122 @@ async fn a_follower_forwards_keep_alive_and_time_to_live_to_the_leader() {
         .expect_err("no leader to ask");
     assert_eq!(unreachable.code(), Code::Unavailable);
 }
+
+/// A leader's peer port served over TLS with peer client-cert auth.
+async fn tls_leader(
+    pki: &tls::dev::Pki,
+) -> (
+    String,
+    tls::ServerTls,
+    kvstore::KvStore,
+    Arc<LocalConsensus>,
+) {
+    let (leader_store, leader_consensus) = kvstore::testing::local_store(kvstore::KvConfig::new(1));
+    let leader_v3 = api::v3::V3::new(
+        leader_store.clone(),
+        api::v3::V3Settings {
+            cluster_id: 0,
+            max_request_bytes: 1 << 20,
+        },
+    );
+    let (cert_file, key_file) = pki.issue("leader", "member-1", &["127.0.0.1"], 30).unwrap();
+    let server_tls = tls::ServerTls::load(
+        tls::PortKind::Peer,
+        tls::ServerTlsFiles {
+            cert_file,
+            key_file,
+            trusted_ca_file: Some(pki.ca_file.clone()),
+            client_cert_auth: true,
+            allowed_cn: None,
+            allowed_hostname: None,
+        },
+    )
+    .unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_url = format!("https://{}", tcp.local_addr().unwrap());
+    let listener = tls::Listener::tls(tcp, server_tls.clone(), tls::ListenerConfig::default());
+    let peer_router = api::v3::peer_router(leader_v3);
+    tokio::spawn(async move { axum::serve(listener, peer_router).await });
+    (peer_url, server_tls, leader_store, leader_consensus)
+}
+
+/// A follower whose client port forwards with `peer_tls`, following the leader at `peer_url`.
+async fn tls_follower(peer_tls: Option<tls::ClientTls>, peer_url: &str) -> LeaseClient<Channel> {
+    let (store, consensus) = kvstore::testing::local_store(kvstore::KvConfig::new(7));
+    let router = api::router(
+        store,
+        api::ApiConfig {
+            peer_tls,
+            ..api::ApiConfig::default()
+        },
+    );
+    let (_address, channel) = common::listen(router).await;
+    consensus.set_follower_of(Some(raftnode::Member {
+        id: 1,
+        peer_url: peer_url.to_string(),
+        ..Default::default()
+    }));
+    LeaseClient::new(channel)
+}
+
+/// With `https://` peer URLs a follower forwards over TLS, presenting its peer certificate;
+/// without peer TLS, or with a certificate from another CA, the leader is unavailable.
+#[tokio::test]
+async fn a_follower_forwards_to_an_https_leader_with_its_peer_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tls::dev::Pki::generate(&dir.path().join("ca"), "peer CA").unwrap();
+    let (peer_url, server_tls, leader_store, _leader_consensus) = tls_leader(&pki).await;
+    leader_store
+        .lease_grant(pb::LeaseGrantRequest { id: 9, ttl: 30 })
+        .await
+        .unwrap();
+
+    let (cert, key) = pki
+        .issue("follower", "member-7", &["127.0.0.1"], 30)
+        .unwrap();
+    let peer_tls = tls::ClientTls::load(tls::ClientTlsFiles {
+        trusted_ca_file: Some(pki.ca_file.clone()),
+        cert_file: Some(cert),
+        key_file: Some(key),
+    })
+    .unwrap();
+    let mut follower = tls_follower(Some(peer_tls), &peer_url).await;
+    let ttl = follower
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id: 9, keys: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (ttl.id, ttl.granted_ttl),
+        (9, 30),
+        "the leader's lease over https"
+    );
+    assert!(server_tls.status().handshakes_total >= 1);
+
+    // No peer TLS: an https:// leader cannot be reached (never in clear text).
+    let mut plain = tls_follower(None, &peer_url).await;
+    let err = plain
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id: 9, keys: false })
+        .await
+        .expect_err("no TLS configured");
+    assert_eq!(err.code(), Code::Unavailable);
+
+    // A certificate from another CA is refused at the handshake.
+    let rogue = tls::dev::Pki::generate(&dir.path().join("rogue"), "rogue CA").unwrap();
+    let (cert, key) = rogue
+        .issue("rogue", "member-7", &["127.0.0.1"], 30)
+        .unwrap();
+    let rogue_tls = tls::ClientTls::load(tls::ClientTlsFiles {
+        trusted_ca_file: Some(pki.ca_file.clone()),
+        cert_file: Some(cert),
+        key_file: Some(key),
+    })
+    .unwrap();
+    let mut rogue_follower = tls_follower(Some(rogue_tls), &peer_url).await;
+    let err = rogue_follower
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id: 9, keys: false })
+        .await
+        .expect_err("refused by the leader");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(server_tls.status().failures("unknown_ca") >= 1);
+}

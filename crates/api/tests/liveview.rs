@@ -4,6 +4,7 @@
 //! aggregator's view of reachable, dead and lying members, and the routes
 //! on a single node.
 
+use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use api::liveview::{
@@ -342,4 +343,96 @@ async fn a_single_node_serves_its_report_the_view_and_the_page() {
     let (store, _consensus) = kvstore::testing::local_store(kvstore::KvConfig::new(1));
     let bare = api::router(store, api::ApiConfig::default());
     assert_eq!(get(&bare, "/ui").await.0, StatusCode::BAD_REQUEST);
+}
+
+/// The view of member 1 polling member 2 at `peer_url`; `None` until it answered.
+async fn polled_member_2(view: &LiveView, client: &axum::Router) -> api::liveview::MemberView {
+    let _ = view;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, body) = get(client, "/ui/cluster.json").await;
+        assert_eq!(status, StatusCode::OK);
+        let cluster: api::liveview::ClusterView = serde_json::from_str(&body).unwrap();
+        if let Some(member) = cluster.members.iter().find(|m| m.id == 2) {
+            if member.reachable || member.error.is_some() {
+                return member.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "member 2 never polled: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Members whose peer URLs are https:// are polled over TLS with the member's peer
+/// certificate; without peer TLS they show as unreachable.
+#[tokio::test]
+async fn members_with_https_peer_urls_are_polled_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tls::dev::Pki::generate(dir.path(), "peer CA").unwrap();
+    // Member 2 answers its report on a TLS peer port with client-cert auth.
+    let (store2, _consensus2) = kvstore::testing::local_store(kvstore::KvConfig::new(2));
+    let view2 = LiveView::new(
+        store2,
+        transport::TransportStats::default,
+        api::Metrics::new().latency_ring(),
+    );
+    let (cert, key) = pki
+        .issue("member-2", "member-2", &["127.0.0.1"], 30)
+        .unwrap();
+    let server_tls = tls::ServerTls::load(
+        tls::PortKind::Peer,
+        tls::ServerTlsFiles {
+            cert_file: cert,
+            key_file: key,
+            trusted_ca_file: Some(pki.ca_file.clone()),
+            client_cert_auth: true,
+            allowed_cn: None,
+            allowed_hostname: None,
+        },
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_url = format!("https://{}", tcp.local_addr().unwrap());
+    let listener = tls::Listener::tls(tcp, server_tls.clone(), tls::ListenerConfig::default());
+    tokio::spawn(axum::serve(listener, view2.peer_router()).into_future());
+
+    let (cert, key) = pki
+        .issue("member-1", "member-1", &["127.0.0.1"], 30)
+        .unwrap();
+    let peer_tls = tls::ClientTls::load(tls::ClientTlsFiles {
+        trusted_ca_file: Some(pki.ca_file.clone()),
+        cert_file: Some(cert),
+        key_file: Some(key),
+    })
+    .unwrap();
+    for (tls, reachable) in [(Some(peer_tls), true), (None, false)] {
+        let (store1, _consensus1) = kvstore::testing::local_store(kvstore::KvConfig::new(1));
+        let metrics = api::Metrics::new();
+        let view1 = LiveView::with_peer_tls(
+            store1.clone(),
+            transport::TransportStats::default,
+            metrics.latency_ring(),
+            tls,
+        );
+        let client = view1.serve_on(api::router_with_metrics(
+            store1,
+            api::ApiConfig::default(),
+            metrics,
+        ));
+        let add = Request::post("/2")
+            .body(Body::from(peer_url.clone()))
+            .unwrap();
+        assert_eq!(
+            client.clone().oneshot(add).await.unwrap().status(),
+            StatusCode::NO_CONTENT
+        );
+        let member = polled_member_2(&view1, &client).await;
+        assert_eq!(member.reachable, reachable, "{member:?}");
+        if !reachable {
+            let error = member.error.unwrap_or_default();
+            assert!(error.contains("no peer TLS is configured"), "{error}");
+        }
+        view1.close();
+    }
+    assert!(server_tls.status().handshakes_total >= 1);
 }

@@ -59,6 +59,12 @@ async fn add_and_remove_member() {
         app.send("POST", "/4", "http://[::1]:42379").await.status,
         StatusCode::NO_CONTENT
     );
+    assert_eq!(
+        app.send("POST", "/5", "https://node-5.example:52380/")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     let members: Vec<(u64, String)> = status(&app)
         .await
         .members
@@ -72,6 +78,7 @@ async fn add_and_remove_member() {
             (2, "http://127.0.0.1:22379".to_string()),
             (3, "http://node-3.example:32379".to_string()),
             (4, "http://[::1]:42379".to_string()),
+            (5, "https://node-5.example:52380".to_string()),
         ]
     );
     let again = app.send("POST", "/2", "http://127.0.0.1:22379").await;
@@ -89,7 +96,7 @@ async fn add_and_remove_member() {
     let gone = app.send("DELETE", "/2", "").await;
     assert_eq!(gone.status, StatusCode::BAD_REQUEST);
     assert!(gone.text().contains("member not found"), "{}", gone.text());
-    assert_eq!(status(&app).await.members.len(), 3);
+    assert_eq!(status(&app).await.members.len(), 4);
 }
 
 #[tokio::test]
@@ -136,7 +143,8 @@ async fn bad_peer_urls_are_400() {
     let bad_urls: Vec<Vec<u8>> = vec![
         b"".to_vec(),
         b"127.0.0.1:22379".to_vec(),
-        b"https://127.0.0.1:22379".to_vec(),
+        b"ftp://127.0.0.1:22379".to_vec(),
+        b"https://127.0.0.1".to_vec(),
         b"http://127.0.0.1".to_vec(),
         b"http://127.0.0.1:".to_vec(),
         b"http://127.0.0.1:0".to_vec(),

@@ -63,6 +63,9 @@ pub struct NodeConfig {
     pub inbound_queue_len: usize,
     /// Serve the transport's fault-injection routes (tests and chaos only).
     pub enable_fault_routes: bool,
+    /// Outgoing TLS for `https://` peer URLs (the peer CA and this member's client
+    /// certificate), handed to the transport; `None` (the default): only `http://` peers.
+    pub peer_tls: Option<transport::ClientTls>,
     /// This member's name and client URLs, published through the log once
     /// it runs so that every member can list them (empty: nothing is
     /// published).
@@ -98,6 +101,7 @@ impl NodeConfig {
             request_queue_len: 16 * 1024,
             inbound_queue_len: 4 * 1024,
             enable_fault_routes: false,
+            peer_tls: None,
             attributes: crate::MemberAttributes::default(),
             observer: None,
         }

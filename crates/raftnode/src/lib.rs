@@ -233,6 +233,7 @@ impl RaftNode {
         let (shutdown_tx, shutdown_rx) = bounded(1);
         let mut transport_config = TransportConfig::new(config.id, config.cluster_id);
         transport_config.enable_fault_routes = config.enable_fault_routes;
+        transport_config.tls = config.peer_tls.clone();
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             NodeError::Config("RaftNode::start must be called inside a tokio runtime".into())
         })?;

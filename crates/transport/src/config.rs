@@ -39,6 +39,10 @@ pub struct TransportConfig {
     pub backoff_initial_ms: u64,
     /// Cap of the reconnection delay.
     pub backoff_max_ms: u64,
+    /// Outgoing TLS for `https://` peer URLs (frames and snapshots): the CA that signed the
+    /// peers' certificates and this node's client certificate. `None` (the default): only
+    /// `http://` peers can be added.
+    pub tls: Option<tls::ClientTls>,
 }
 
 impl TransportConfig {
@@ -63,6 +67,7 @@ impl TransportConfig {
             snapshot_timeout_ms: 600_000,
             backoff_initial_ms: 50,
             backoff_max_ms: 1_000,
+            tls: None,
         }
     }
 

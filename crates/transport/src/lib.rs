@@ -16,8 +16,17 @@
 //!
 //! # What it does not own
 //! No Raft logic (it does not depend on the `raft` crate) and nothing key-value specific.
-//! It does not persist anything, does not retry lost messages (Raft retransmits), does not
-//! serve the router itself (the caller binds the socket), and does not speak TLS.
+//! It does not persist anything, does not retry lost messages (Raft retransmits), and does
+//! not serve the router itself (the caller binds the socket, and terminates TLS on it, e.g.
+//! with `tls::Listener`). It does not load or reload certificates: the `tls` crate does.
+//!
+//! # TLS
+//! `https://` peer URLs are reached over TLS with [`TransportConfig::tls`] (a
+//! [`ClientTls`]): frames and snapshots alike, verifying the peer's certificate against the
+//! configured CA and the URL's host, and presenting this node's client certificate when one
+//! is configured. Adding an `https://` peer without TLS configuration is an error
+//! ([`TransportError::InvalidUrl`]); a failed handshake is a connection failure (the peer is
+//! reported unreachable and nothing is sent).
 //!
 //! # Invariants
 //! - Messages from this node to one peer are delivered in the order they were passed to
@@ -102,6 +111,8 @@ pub use faults::{Faults, LinkFault};
 pub use raft_proto::eraftpb::Message;
 pub use server::InboundPermit;
 pub use stats::{PeerStats, TransportStats};
+/// Outgoing TLS configuration (set [`TransportConfig::tls`] to reach `https://` peers).
+pub use tls::{ClientTls, ClientTlsFiles};
 pub use transport::Transport;
 
 /// The node was too busy to take a frame; the transport answers the peer 503.
@@ -161,11 +172,13 @@ pub trait Delivery: Send + Sync + 'static {
     }
 }
 
-/// Checks that `url` is a peer URL this transport can use
-/// (`http://host[:port][/]`), without adding a peer.
+/// Checks that `url` is a well-formed peer URL (`http://host[:port][/]` or
+/// `https://host[:port][/]`), without adding a peer. Whether an `https://` peer can be
+/// reached depends on the TLS configuration, checked by [`Transport::add_peer`].
 ///
 /// ```
 /// assert!(transport::validate_peer_url("http://127.0.0.1:12379").is_ok());
+/// assert!(transport::validate_peer_url("https://node1.example:12380").is_ok());
 /// assert!(transport::validate_peer_url("ftp://x").is_err());
 /// ```
 pub fn validate_peer_url(url: &str) -> Result<(), TransportError> {

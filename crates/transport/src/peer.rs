@@ -32,9 +32,13 @@ pub(crate) struct Endpoint {
     /// `host:port`, the address to connect to.
     pub authority: String,
     pub host_header: HeaderValue,
+    /// `https://`: connect with TLS, verifying the certificate against `host`.
+    pub tls: bool,
+    /// The host part (DNS name or IP literal, IPv6 in brackets).
+    pub host: String,
 }
 
-/// Parses a peer URL of the form `http://host[:port][/]`.
+/// Parses a peer URL of the form `http://host[:port][/]` or `https://host[:port][/]`.
 pub(crate) fn parse_url(url: &str) -> Result<Endpoint, TransportError> {
     let bad = |reason: &str| TransportError::InvalidUrl {
         url: url.to_string(),
@@ -43,9 +47,11 @@ pub(crate) fn parse_url(url: &str) -> Result<Endpoint, TransportError> {
     let uri: Uri = url
         .parse()
         .map_err(|e: axum::http::uri::InvalidUri| bad(&e.to_string()))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(bad("scheme must be http"));
-    }
+    let (tls, default_port) = match uri.scheme_str() {
+        Some("http") => (false, 80),
+        Some("https") => (true, 443),
+        _ => return Err(bad("scheme must be http or https")),
+    };
     let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
     if authority.as_str().contains('@') {
         return Err(bad("user info is not supported"));
@@ -56,12 +62,15 @@ pub(crate) fn parse_url(url: &str) -> Result<Endpoint, TransportError> {
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(bad("a peer URL has no path or query"));
     }
-    let authority = format!("{}:{}", authority.host(), uri.port_u16().unwrap_or(80));
+    let host = authority.host().to_string();
+    let authority = format!("{host}:{}", uri.port_u16().unwrap_or(default_port));
     let host_header = HeaderValue::from_str(&authority).map_err(|e| bad(&e.to_string()))?;
     Ok(Endpoint {
         url: url.to_string(),
         authority,
         host_header,
+        tls,
+        host,
     })
 }
 
@@ -128,6 +137,11 @@ enum SendError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("HTTP handshake failed: {0}")]
     Handshake(hyper::Error),
     #[error("request failed: {0}")]
@@ -143,8 +157,8 @@ enum SendError {
     Timeout(u64),
 }
 
-/// Opens a connection to `endpoint` and spawns its driver task.
-async fn connect<B>(endpoint: &Endpoint) -> Result<SendRequest<B>, SendError>
+/// Opens a connection to `endpoint` (TLS for `https://`) and spawns its driver task.
+async fn connect<B>(ctx: &Ctx, endpoint: &Endpoint) -> Result<SendRequest<B>, SendError>
 where
     B: Body + Send + 'static,
     B::Data: Send,
@@ -159,6 +173,34 @@ where
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
+    if !endpoint.tls {
+        return http_handshake(stream).await;
+    }
+    // `Transport::add_peer` refuses https:// URLs without TLS configuration.
+    let Some(tls) = &ctx.config.tls else {
+        return Err(SendError::Tls {
+            addr: endpoint.authority.clone(),
+            source: std::io::Error::other("no TLS configuration for an https:// peer"),
+        });
+    };
+    let stream = tls
+        .connect(&endpoint.host, stream)
+        .await
+        .map_err(|source| SendError::Tls {
+            addr: endpoint.authority.clone(),
+            source,
+        })?;
+    http_handshake(stream).await
+}
+
+/// Starts HTTP/1.1 on an open connection and spawns its driver task.
+async fn http_handshake<B, S>(stream: S) -> Result<SendRequest<B>, SendError>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(SendError::Handshake)?;
@@ -334,7 +376,7 @@ impl FrameSender {
         }
         self.conn = None;
         let timeout_ms = self.ctx.config.connect_timeout_ms;
-        let send = with_timeout(timeout_ms, connect(&endpoint)).await?;
+        let send = with_timeout(timeout_ms, connect(&self.ctx, &endpoint)).await?;
         tracing::debug!(url = %endpoint.url, "connected");
         self.conn = Some(Conn {
             send,
@@ -531,7 +573,7 @@ async fn send_snapshot(ctx: &Ctx, peer: &PeerShared, msg: Message) -> Result<u64
     req.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(total_bytes));
     let outcome = with_timeout(ctx.config.snapshot_timeout_ms, async {
-        let mut send = with_timeout(ctx.config.connect_timeout_ms, connect(&endpoint)).await?;
+        let mut send = with_timeout(ctx.config.connect_timeout_ms, connect(ctx, &endpoint)).await?;
         round_trip(&mut send, req).await
     })
     .await;

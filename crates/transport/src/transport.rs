@@ -188,14 +188,15 @@ impl Transport {
         }
     }
 
-    /// Adds peer `id` at `url` (`http://host:port`) and starts its sender tasks. Adding a
-    /// known peer updates its URL; adding this node's own id is accepted and ignored, so the
-    /// caller can apply every membership change as it comes.
+    /// Adds peer `id` at `url` (`http://host:port`, or `https://host:port` with
+    /// [`TransportConfig::tls`](crate::TransportConfig::tls) set) and starts its sender tasks.
+    /// Adding a known peer updates its URL; adding this node's own id is accepted and
+    /// ignored, so the caller can apply every membership change as it comes.
     pub fn add_peer(&self, id: u64, url: &str) -> Result<(), TransportError> {
         if id == 0 {
             return Err(TransportError::ZeroPeerId);
         }
-        let endpoint = peer::parse_url(url)?;
+        let endpoint = self.endpoint(url)?;
         if id == self.node_id() {
             tracing::debug!(id, "add_peer for this node ignored");
             return Ok(());
@@ -264,9 +265,24 @@ impl Transport {
         }
     }
 
-    /// Points peer `id` at a new URL; the next frame goes over a connection to it.
-    pub fn update_peer(&self, id: u64, url: &str) -> Result<(), TransportError> {
+    /// Parses `url` and checks that an `https://` URL has TLS configured.
+    fn endpoint(&self, url: &str) -> Result<peer::Endpoint, TransportError> {
         let endpoint = peer::parse_url(url)?;
+        if endpoint.tls && self.inner.ctx.config.tls.is_none() {
+            return Err(TransportError::InvalidUrl {
+                url: url.to_string(),
+                reason: "https:// peers need TLS configuration (the peer CA file), which this \
+                         transport was not given"
+                    .to_string(),
+            });
+        }
+        Ok(endpoint)
+    }
+
+    /// Points peer `id` at a new URL; the next frame goes over a connection to it. An
+    /// `https://` URL needs TLS configuration, as in [`Transport::add_peer`].
+    pub fn update_peer(&self, id: u64, url: &str) -> Result<(), TransportError> {
+        let endpoint = self.endpoint(url)?;
         let _membership = self.inner.membership.lock();
         let peers = self.inner.peers.read();
         let peer = peers.get(&id).ok_or(TransportError::UnknownPeer(id))?;

@@ -43,12 +43,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use kvstore::KvStore;
 use parking_lot::Mutex;
 use tokio::sync::watch;
+
+use crate::peer_client::PeerClient;
 
 pub use latency::{LatencyRing, LATENCY_WINDOW, MAX_LATENCY_SAMPLES};
 pub use report::{
@@ -91,7 +90,7 @@ struct Inner {
     kv: KvStore,
     traffic: TrafficSource,
     latency: Arc<LatencyRing>,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: PeerClient<Empty<Bytes>>,
     views: watch::Sender<Arc<ClusterView>>,
     poller: Mutex<Poller>,
     /// Set by [`LiveView::close`]: open event streams end.
@@ -115,15 +114,24 @@ impl LiveView {
         traffic: impl Fn() -> transport::TransportStats + Send + Sync + 'static,
         latency: Arc<LatencyRing>,
     ) -> LiveView {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(POLL_TIMEOUT));
-        connector.set_nodelay(true);
+        LiveView::with_peer_tls(kv, traffic, latency, None)
+    }
+
+    /// Like [`LiveView::new`], polling members whose peer URLs are `https://` over TLS with
+    /// `peer_tls` (the member's outgoing peer configuration: the peer CA and its peer
+    /// certificate). Without it such members show as unreachable.
+    pub fn with_peer_tls(
+        kv: KvStore,
+        traffic: impl Fn() -> transport::TransportStats + Send + Sync + 'static,
+        latency: Arc<LatencyRing>,
+        peer_tls: Option<tls::ClientTls>,
+    ) -> LiveView {
         LiveView {
             inner: Arc::new(Inner {
                 kv,
                 traffic: Arc::new(traffic),
                 latency,
-                client: Client::builder(TokioExecutor::new()).build(connector),
+                client: PeerClient::new(peer_tls.as_ref(), Some(POLL_TIMEOUT)),
                 views: watch::Sender::new(Arc::default()),
                 poller: Mutex::default(),
                 closed: watch::Sender::new(false),
@@ -236,10 +244,13 @@ impl LiveView {
     async fn fetch(&self, url: &str) -> Result<MemberReport, String> {
         let uri: axum::http::Uri = url.parse().map_err(|e| format!("bad peer URL: {e}"))?;
         let exchange = async {
+            let request = axum::http::Request::get(uri)
+                .body(Empty::new())
+                .map_err(|e| format!("bad peer URL: {e}"))?;
             let response = self
                 .inner
                 .client
-                .get(uri)
+                .request(request)
                 .await
                 .map_err(|e| format!("unreachable: {e}"))?;
             if response.status() != StatusCode::OK {

@@ -12,6 +12,9 @@
 //! forwarded again, so a leader change cannot make requests bounce between
 //! members: the caller gets "not leader" and the client retries.
 //!
+//! An `https://` leader peer URL is dialled over TLS with the member's peer TLS
+//! configuration (see [`crate::peer_client`]'s rules: [`V3::with_peer_tls`]).
+//!
 //! Keep-alives are not sent through the log instead: the renewal and the
 //! "expired, TTL 0" answer depend on the leader's deadlines, which are not
 //! replicated, so a follower applying a renewal could not tell its client
@@ -28,14 +31,12 @@ use axum::Router;
 use etcdproto::etcdserverpb as pb;
 use etcdproto::prost::Message;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tonic::{Code, Status};
 
 use super::error::V3Error;
 use super::keyspace::Keyspace;
 use super::service::V3;
+use crate::peer_client::PeerClient;
 
 /// Peer-port path of a forwarded keep-alive.
 pub const PATH_KEEP_ALIVE: &str = "/raftkv/v3/lease/keepalive";
@@ -104,16 +105,17 @@ where
     }
 }
 
-/// The client side: sends a request to the leader's peer URL.
+/// The client side: sends a request to the leader's peer URL (`https://` over TLS when
+/// the member has peer TLS configured).
 #[derive(Clone)]
 pub(crate) struct LeaderLink {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: PeerClient<Full<Bytes>>,
 }
 
 impl LeaderLink {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(peer_tls: Option<&tls::ClientTls>) -> Self {
         LeaderLink {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: PeerClient::new(peer_tls, None),
         }
     }
 

@@ -39,8 +39,16 @@ impl<K: Keyspace> V3<K> {
         V3 {
             keyspace,
             settings: Arc::new(settings),
-            leader: LeaderLink::new(),
+            leader: LeaderLink::new(None),
         }
+    }
+
+    /// Forwards followers' lease requests to an `https://` leader peer URL over TLS with
+    /// `peer_tls` (the member's outgoing peer configuration). Without it (the default) only
+    /// `http://` leaders can be reached; an `https://` one answers "no leader".
+    pub fn with_peer_tls(mut self, peer_tls: Option<tls::ClientTls>) -> Self {
+        self.leader = LeaderLink::new(peer_tls.as_ref());
+        self
     }
 
     /// The keyspace the services call.
