@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use testcluster::{Cluster, ClusterConfig, NodeOutput};
+use testcluster::{Cluster, ClusterConfig, NodeOutput, TlsMode, TlsPaths};
 
 const COLORS: [&str; 6] = ["32", "36", "33", "35", "34", "31"];
 const RESET: &str = "\x1b[0m";
@@ -17,6 +17,8 @@ struct Options {
     nodes: u64,
     data_dir: PathBuf,
     keep: bool,
+    /// Client and peer TLS with a throwaway PKI (`--tls`).
+    tls: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -24,6 +26,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         nodes: 3,
         data_dir: testcluster::workspace_root().join("target/xtask-cluster"),
         keep: false,
+        tls: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -38,6 +41,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 options.data_dir = PathBuf::from(args.next().ok_or("--data-dir needs a path")?);
             }
             "--keep" => options.keep = true,
+            "--tls" => options.tls = true,
             other => return Err(format!("cluster: unknown option {other:?}")),
         }
     }
@@ -56,8 +60,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             .map_err(|e| format!("cannot wipe {}: {e}", options.data_dir.display()))?;
     }
     let config = ClusterConfig {
-        // raftexample's nodes listen on every interface.
+        // The binary's default: loopback (as etcd's default client URL).
         listen_addr: None,
+        // Everything on: client certificates required on client ports,
+        // members authenticate each other by certificate.
+        tls: options.tls.then(TlsMode::full),
         data_root: Some(options.data_dir.clone()),
         output: NodeOutput::Piped,
         ..ClusterConfig::new(binary)
@@ -68,6 +75,15 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         let (peer_port, client_port) = procfile_ports(id);
         cluster
             .define_node_at(id, peer_port, client_port, &[])
+            .map_err(|e| e.to_string())?;
+    }
+    if options.tls && options.nodes < 6 {
+        // The next member is defined, not started, so that its certificates
+        // exist for the banner's "add a node" commands.
+        let next = options.nodes + 1;
+        let (peer_port, client_port) = procfile_ports(next);
+        cluster
+            .define_node_at(next, peer_port, client_port, &[])
             .map_err(|e| e.to_string())?;
     }
     for id in 1..=options.nodes {
@@ -87,7 +103,10 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
 
     match wait_for_leader(&cluster, &stopping) {
-        Some(leader) => print_banner(leader, options.nodes, &options.data_dir),
+        Some(leader) => match cluster.tls_paths() {
+            Some(paths) => print_tls_banner(leader, options.nodes, &options.data_dir, paths),
+            None => print_banner(leader, options.nodes, &options.data_dir),
+        },
         None if stopping.load(Ordering::SeqCst) => {}
         None => eprintln!("xtask: no leader after 30 s; the nodes' output above says why"),
     }
@@ -163,6 +182,77 @@ fn print_banner(leader: u64, nodes: u64, data_dir: &Path) {
          \x20 curl -L http://127.0.0.1:12380/v3/kv/range -d '{{\"key\":\"bXkta2V5\"}}'\n\n\
          Ctrl-C stops every node.\n",
         data = data_dir.display(),
+    );
+}
+
+/// The banner of a TLS cluster: every command with the CA and the client
+/// certificate it needs.
+fn print_tls_banner(leader: u64, nodes: u64, data_dir: &Path, paths: &TlsPaths) {
+    let endpoints = etcdctl_endpoints(nodes);
+    let file = |path: &Path| {
+        path.file_name()
+            .map(|name| format!("$PKI/{}", name.to_string_lossy()))
+            .unwrap_or_default()
+    };
+    let ca = file(&paths.ca_file);
+    let certs = format!(
+        "--cacert {ca} --cert {} --key {}",
+        file(&paths.client_cert_file),
+        file(&paths.client_key_file)
+    );
+    let curl = format!("curl {certs}");
+    let etcdctl = format!("etcdctl {certs} --endpoints={endpoints}");
+    let next = nodes + 1;
+    let add = if nodes < 6 {
+        let (peer_cert, peer_key) = paths.peer_files(next);
+        let (member_cert, member_key) = paths.member_files(next);
+        let cluster = (1..=next)
+            .map(|id| format!("https://127.0.0.1:{id}2379"))
+            .collect::<Vec<_>>()
+            .join(",");
+        format!(
+            "Add node {next} (its certificates are ready), then start it with --join:\n\
+             \x20 {curl} -L https://127.0.0.1:12380/{next} -XPOST -d https://127.0.0.1:{next}2379\n\
+             \x20 target/release/raftkv --id {next} --join --port {next}2380 --data-dir {data}/raftkv-{next} \\\n\
+             \x20   --cluster {cluster} \\\n\
+             \x20   --cert-file {member_cert} --key-file {member_key} --trusted-ca-file {ca} --client-cert-auth \\\n\
+             \x20   --peer-cert-file {peer_cert} --peer-key-file {peer_key} --peer-trusted-ca-file {ca} \\\n\
+             \x20   --peer-client-cert-auth --peer-cert-allowed-cn {cn}\n",
+            member_cert = file(&member_cert),
+            member_key = file(&member_key),
+            peer_cert = file(&peer_cert),
+            peer_key = file(&peer_key),
+            cn = testcluster::PEER_CN,
+            data = data_dir.display(),
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "\n\x1b[1mraftkv cluster of {nodes} is up with TLS; leader: node {leader}{RESET}\n\
+         data: {data}\n\
+         A throwaway CA and certificates, for trying TLS out only (the CA key is beside them).\n\
+         Client ports require a client certificate from that CA; members accept\n\
+         peer traffic only from certificates with CN {cn} from it.\n\n\
+         The live cluster view (https://127.0.0.1:12380/ui) needs a browser that trusts\n\
+         the CA and presents the client certificate; without --tls it needs neither.\n\n\
+         Try:\n\
+         \x20 export PKI={pki}\n\
+         \x20 {curl} -L https://127.0.0.1:12380/my-key -XPUT -d bar\n\
+         \x20 {curl} -L https://127.0.0.1:22380/my-key\n\
+         \x20 {curl} -L https://127.0.0.1:12380/v1/status\n\
+         \x20 {curl} -s https://127.0.0.1:12380/metrics | grep raftkv_tls\n\
+         \x20 curl -L http://127.0.0.1:12380/my-key    # plain HTTP: a 400 that says why\n\
+         {add}\n\
+         etcd's v3 API with etcdctl 3.4:\n\
+         \x20 {etcdctl} put my-key bar\n\
+         \x20 {etcdctl} get my-key -w json\n\
+         \x20 {etcdctl} endpoint status -w table\n\
+         \x20 {etcdctl} member list -w table\n\n\
+         Ctrl-C stops every node.\n",
+        data = data_dir.display(),
+        pki = paths.dir.display(),
+        cn = testcluster::PEER_CN,
     );
 }
 

@@ -14,12 +14,15 @@ const TASKS: &str = "\
 Usage: cargo xtask <task> [options]
 
 Tasks:
-  cluster [--nodes N] [--data-dir DIR] [--keep]
+  cluster [--nodes N] [--data-dir DIR] [--keep] [--tls]
         Build the release binary and run a local cluster on raftexample's
         Procfile ports (peers 12379, 22379, ...; clients 12380, 22380, ...).
         Prints the leader and curl commands; Ctrl-C stops every node.
         Data goes to target/xtask-cluster/raftkv-<id> (wiped at start
-        unless --keep).
+        unless --keep). --tls: a throwaway CA and certificates in
+        <data dir>/pki, client certificates required on client ports,
+        members authenticated by certificate; prints etcdctl and curl
+        commands with --cacert/--cert/--key.
   chaos [--time 60s] [--faults all|kill,pause,...] [--seed S] [--nodes N]
         [--crash-loop [--rounds N]] [--check DIR] [--help]
         Jepsen-style fault suite against real nodes: concurrent clients,

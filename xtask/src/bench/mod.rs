@@ -9,6 +9,8 @@
 //! reported as lost. Results: a markdown table on stdout and in
 //! `target/bench/results.md`, a plot in `target/bench/bench.svg`.
 //!
+//! `--tls` compares a plain and a TLS cluster instead (`tls.rs`).
+//!
 //! `--peers` runs the write scenarios again through the neutral scripts of
 //! `../shared/peers` (wrk) for raftkv, raftexample, etcd and openraft.
 //!
@@ -23,6 +25,7 @@ mod options;
 mod peers;
 mod report;
 mod scenario;
+mod tls;
 mod verify;
 
 #[cfg(test)]
@@ -156,6 +159,18 @@ fn run_bench(options: &Options) -> Result<(), BenchError> {
         .enable_all()
         .build()
         .map_err(|e| BenchError::io("start the tokio runtime", e))?;
+    if options.tls {
+        let table = runtime.block_on(tls::run(&binary, options.duration, options.tls_rounds))?;
+        println!("\n{table}");
+        let results_path = out_dir.join("tls.md");
+        std::fs::write(
+            &results_path,
+            format!("{}\n{table}", machine_summary(options)),
+        )
+        .map_err(|e| BenchError::io(&format!("write {}", results_path.display()), e))?;
+        eprintln!("bench: results in {}", results_path.display());
+        return Ok(());
+    }
     if options.grpc {
         let table = runtime.block_on(grpc::run(&binary, options))?;
         println!("\netcd v3 gRPC: raftkv against etcd 3.4, one run:\n\n{table}");

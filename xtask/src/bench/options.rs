@@ -31,6 +31,12 @@ Options:
                       (put-c1, put-c64, range-lin-c64, range-ser-c64,
                       range-1000-keys-c8, txn-cas-c64, lease-grant-c64,
                       lease-keepalive-c64); target/bench/grpc.md
+  --tls               instead: what TLS costs. A plain and a TLS 3-node cluster
+                      (client and peer certificates required), alternately,
+                      --tls-rounds times each: HTTP PUT and gRPC Put at 64
+                      connections (writes/s, latency, CPU per write) and new
+                      connections per second; target/bench/tls.md
+  --tls-rounds N      rounds of each cluster for --tls (default 2)
   --no-build          use <target dir>/release/raftkv as it is
   --raftkv PATH       benchmark this raftkv binary (implies --no-build)
 
@@ -61,6 +67,10 @@ pub(crate) struct Options {
     pub raftkv_binary: Option<PathBuf>,
     /// Run the gRPC scenarios against raftkv and etcd instead.
     pub grpc: bool,
+    /// Compare a plain and a TLS cluster instead.
+    pub tls: bool,
+    /// Rounds of each cluster for `--tls`.
+    pub tls_rounds: u32,
     /// Set by `--help`.
     pub help: bool,
 }
@@ -92,6 +102,8 @@ pub(crate) fn parse(
         no_build: false,
         raftkv_binary: None,
         grpc: false,
+        tls: false,
+        tls_rounds: 2,
         help: false,
     };
     let mut duration_set = false;
@@ -122,6 +134,14 @@ pub(crate) fn parse(
             }
             "--peers" => options.peers = true,
             "--grpc" => options.grpc = true,
+            "--tls" => options.tls = true,
+            "--tls-rounds" => {
+                let rounds = parse_number(&value(arg)?, arg)?;
+                if !(1..=20).contains(&rounds) {
+                    return Err(BenchError::Usage("--tls-rounds must be 1..=20".into()));
+                }
+                options.tls_rounds = rounds as u32;
+            }
             "--openraft" => options.openraft_dir = Some(PathBuf::from(value(arg)?)),
             "--peers-dir" => options.peers_dir = PathBuf::from(value(arg)?),
             "--no-build" => options.no_build = true,

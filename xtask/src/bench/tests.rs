@@ -358,3 +358,23 @@ async fn a_wedged_server_is_an_io_error_count_not_a_hang() {
         "one timed-out request per connection"
     );
 }
+
+#[test]
+fn tls_comparison_options() {
+    let parsed = options::parse(&args(&["--tls", "--tls-rounds", "3"]), Path::new("/"))
+        .expect("parses");
+    assert!(parsed.tls && !parsed.grpc);
+    assert_eq!(parsed.tls_rounds, 3);
+    assert_eq!(
+        options::parse(&args(&["--tls"]), Path::new("/"))
+            .expect("parses")
+            .tls_rounds,
+        2
+    );
+    for bad in ["0", "21", "x"] {
+        assert!(
+            options::parse(&args(&["--tls-rounds", bad]), Path::new("/")).is_err(),
+            "--tls-rounds {bad} accepted"
+        );
+    }
+}
