@@ -128,6 +128,8 @@ fn limits(flags: &Flags) -> Result<Limits, MainError> {
         max_concurrent_requests,
         max_request_bytes: flags.max_request_bytes,
         cluster_id: flags::cluster_id(&flags.cluster_token),
+        // Set once the TLS files are loaded.
+        peer_tls: None,
     };
     let request_queue_len = NodeConfig::new(flags.id, Vec::new(), flags.data_dir())
         .request_queue_len
@@ -173,7 +175,7 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     let signal = tokio::spawn(shutdown_signal());
     let members = flags.members().map_err(MainError::Flags)?;
     let own_url = flags.own_peer_url(&members).map_err(MainError::Flags)?;
-    let limits = limits(&flags)?;
+    let mut limits = limits(&flags)?;
     let tls_plan = flags.tls_plan(&members).map_err(MainError::Flags)?;
     flags
         .check_exposure(&own_url, &tls_plan)
@@ -182,7 +184,10 @@ async fn run(flags: Flags) -> Result<(), MainError> {
     // start-up with the file and the reason.
     let tls = LoadedTls::load(&tls_plan)?;
     let mut config = node_config(&flags, members.clone());
-    // PEER_TLS_PENDING config.peer_tls = tls.peer_client.clone();
+    // Outgoing peer traffic: the transport's frames and snapshots, the
+    // followers' forwarded lease requests, the live view's polling.
+    config.peer_tls = tls.peer_client.clone();
+    limits.api.peer_tls = tls.peer_client.clone();
     config.attributes = flags.attributes(&own_url).map_err(MainError::Flags)?;
     config.request_queue_len = limits.request_queue_len;
     // One registry per node, passed explicitly (no process-global one).
@@ -228,10 +233,11 @@ async fn run(flags: Flags) -> Result<(), MainError> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let transport = node.transport().clone();
-    let view = api::liveview::LiveView::new(
+    let view = api::liveview::LiveView::with_peer_tls(
         kv.clone(),
         move || transport.stats(),
         metrics.latency_ring(),
+        tls.peer_client.clone(),
     );
     // The peer port also answers followers' forwarded lease requests and
     // the live view's member reports.
