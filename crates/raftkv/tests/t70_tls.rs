@@ -353,7 +353,14 @@ fn certificates_rotate_under_load_without_a_failed_request() {
     // connection alive.
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
+    // Acknowledged writes of each writer.
+    let done = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+    let total = |done: &[Arc<AtomicU64>; 2]| -> [u64; 2] {
+        [
+            done[0].load(Ordering::SeqCst),
+            done[1].load(Ordering::SeqCst),
+        ]
+    };
     let fresh = reqwest::blocking::Client::builder()
         .use_preconfigured_tls(
             tls::ClientTls::load(tls::ClientTlsFiles {
@@ -373,8 +380,9 @@ fn certificates_rotate_under_load_without_a_failed_request() {
     let kept = cluster.http().clone();
     let writers: Vec<_> = [("fresh", fresh), ("kept", kept)]
         .into_iter()
-        .map(|(name, client)| {
-            let (stop, failed, done) = (stop.clone(), failed.clone(), done.clone());
+        .zip(done.iter().cloned())
+        .map(|((name, client), done)| {
+            let (stop, failed) = (stop.clone(), failed.clone());
             let url = cluster.url(leader, "");
             std::thread::spawn(move || {
                 let mut errors = Vec::new();
@@ -404,7 +412,7 @@ fn certificates_rotate_under_load_without_a_failed_request() {
         })
         .collect();
     wait_for("writes before the rotation", || {
-        done.load(Ordering::SeqCst) >= 20
+        total(&done).iter().all(|n| *n >= 10)
     });
 
     cluster
@@ -428,9 +436,10 @@ fn certificates_rotate_under_load_without_a_failed_request() {
         });
     }
     // Raft keeps committing on the new certificates.
-    let before = done.load(Ordering::SeqCst);
+    let before = total(&done);
     wait_for("writes after the rotation", || {
-        done.load(Ordering::SeqCst) >= before + 20
+        let now = total(&done);
+        now[0] >= before[0] + 10 && now[1] >= before[1] + 10
     });
     stop.store(true, Ordering::SeqCst);
     let errors: Vec<String> = writers
