@@ -2,8 +2,10 @@
 //! client certificate authentication, and https:// peers with peer
 //! certificate authentication and an allowed CN, serves writes,
 //! linearizable reads, forwarded lease keep-alives, the live view and a
-//! new member; refuses plaintext, foreign and disallowed certificates
-//! without affecting the cluster (and counts them); rotates its
+//! new member; refuses plaintext HTTP, certificates from another CA, a
+//! disallowed CN, an expired certificate, no certificate, a truncated and a
+//! slow handshake without affecting the cluster (and counts each by
+//! reason in `/metrics`); rotates its
 //! certificates under load without a failed request; and a node refuses to
 //! start in plaintext on a non-loopback address unless told so.
 
@@ -238,13 +240,34 @@ fn a_tls_cluster_serves_everything_and_refuses_bad_peers_without_harm() {
         "a foreign certificate was let in: {refused:?}"
     );
     let (intruder_cert, intruder_key) = cluster
-        .issue_certificate("intruder", "intruder")
+        .issue_certificate("intruder", "intruder", 30)
         .expect("intruder cert");
     let refused = tls_exchange(port, &paths.ca_file, Some((&intruder_cert, &intruder_key)));
     assert!(refused.is_err(), "a disallowed CN was let in: {refused:?}");
     // Without a certificate at all.
     let refused = tls_exchange(port, &paths.ca_file, None);
     assert!(refused.is_err(), "no certificate was let in: {refused:?}");
+    // An expired certificate with the allowed CN, from the cluster's CA.
+    let (expired_cert, expired_key) = cluster
+        .issue_certificate("expired", testcluster::PEER_CN, -1)
+        .expect("expired cert");
+    let refused = tls_exchange(port, &paths.ca_file, Some((&expired_cert, &expired_key)));
+    assert!(
+        refused.is_err(),
+        "an expired certificate was let in: {refused:?}"
+    );
+    // A handshake cut short, and a slow one that never finishes (held
+    // open while the cluster keeps committing).
+    let mut truncated = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    truncated
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
+        .expect("write");
+    drop(truncated);
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    slow.write_all(&[0x16]).expect("write");
+    for i in 0..5 {
+        cluster.put_ok(target, &format!("/during-slow-{i}"), "ok");
+    }
     wait_for("the refused peers counted", || {
         let scrape = scrape(&cluster, target);
         let peer = |reason| {
@@ -257,7 +280,11 @@ fn a_tls_cluster_serves_everything_and_refuses_bad_peers_without_harm() {
         peer("unknown_ca") + peer("bad_certificate") >= 1.0
             && peer("disallowed_identity") >= 1.0
             && peer("no_certificate") >= 1.0
+            && peer("expired_certificate") >= 1.0
+            && peer("truncated") >= 1.0
+            && peer("timeout") >= 1.0
     });
+    drop(slow);
     // The allowed identity gets through, and the members' own traffic
     // counts as handshakes.
     let (answer, _) = tls_exchange(
