@@ -217,6 +217,10 @@ impl ServerTls {
         } else {
             builder.with_no_client_auth().with_cert_resolver(resolver)
         };
+        // No session resumption: a resumed session skips certificate verification, so a
+        // client could keep using an identity a reload (or a new CA file) no longer trusts.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         // gRPC needs HTTP/2; the peer transport speaks HTTP/1.1.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(ServerTls {
