@@ -16,7 +16,7 @@
 //!   handshake in its own task, bounded in number and time, answers plain HTTP on a TLS port
 //!   with a 400 that says so, and counts failures by a fixed set of reasons
 //!   ([`FailureReason`], reported in [`TlsStatus`]), logging each source once.
-//! - **A development PKI** ([`dev::Pki`], feature `dev-certs`): a throwaway CA and leaf
+//! - **A development PKI** (`dev::Pki`, feature `dev-certs`): a throwaway CA and leaf
 //!   certificates for tests and local clusters.
 //!
 //! # What it does not own
