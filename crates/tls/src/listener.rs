@@ -348,10 +348,12 @@ async fn accept_loop(
             let outcome = tokio::time::timeout(timeout, handshake(&ctx, stream)).await;
             match outcome {
                 Ok(Ok(stream)) => {
-                    drop(permit);
                     ctx.tls.counters().handshake();
-                    // A closed receiver means the listener is gone: drop the connection.
+                    // A closed receiver means the listener is gone: drop the connection. The
+                    // permit is held until `accept()` takes the stream, so a server that stops
+                    // accepting bounds the finished handshakes waiting for it too.
                     let _ = tx.send((Stream::Tls(Box::new(stream)), addr)).await;
+                    drop(permit);
                 }
                 Ok(Err(Failed::Plaintext(stream))) => {
                     ctx.failed(
@@ -494,5 +496,30 @@ pub(crate) fn classify(e: &rustls::Error) -> FailureReason {
             _ => FailureReason::Other,
         },
         _ => FailureReason::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LoggedSources, FAILURE_LOG_SOURCES_MAX};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(n))
+    }
+
+    #[test]
+    fn each_source_is_logged_once_and_memory_is_bounded() {
+        let mut logged = LoggedSources::default();
+        assert!(logged.first_time(ip(1)));
+        assert!(!logged.first_time(ip(1)));
+        for n in 2..=(FAILURE_LOG_SOURCES_MAX as u32 + 1) {
+            assert!(logged.first_time(ip(n)));
+        }
+        assert_eq!(logged.seen.len(), FAILURE_LOG_SOURCES_MAX);
+        assert_eq!(logged.order.len(), FAILURE_LOG_SOURCES_MAX);
+        // The oldest source was forgotten: it is logged again.
+        assert!(logged.first_time(ip(1)));
+        assert!(!logged.first_time(ip(FAILURE_LOG_SOURCES_MAX as u32 + 1)));
     }
 }
