@@ -295,3 +295,15 @@ fn timeline_labels_register_reads_and_cas_outcomes() {
         "{html}"
     );
 }
+
+#[test]
+fn tls_is_off_unless_asked_for() {
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let root = std::path::Path::new("/r");
+    let plain = xtask::chaos::parse_args(&args(&["--seed", "3"]), "raftkv".into(), root).unwrap();
+    assert!(!plain.tls);
+    let tls =
+        xtask::chaos::parse_args(&args(&["--tls", "--seed", "3"]), "raftkv".into(), root).unwrap();
+    assert!(tls.tls);
+    assert!(xtask::chaos::USAGE.contains("--tls"));
+}

@@ -2,8 +2,10 @@
 //! client certificate authentication, and https:// peers with peer
 //! certificate authentication and an allowed CN, serves writes,
 //! linearizable reads, forwarded lease keep-alives, the live view and a
-//! new member; refuses plaintext, foreign and disallowed certificates
-//! without affecting the cluster (and counts them); rotates its
+//! new member; refuses plaintext HTTP, certificates from another CA, a
+//! disallowed CN, an expired certificate, no certificate, a truncated and a
+//! slow handshake without affecting the cluster (and counts each by
+//! reason in `/metrics`); rotates its
 //! certificates under load without a failed request; and a node refuses to
 //! start in plaintext on a non-loopback address unless told so.
 
@@ -211,6 +213,9 @@ fn a_tls_cluster_serves_everything_and_refuses_bad_peers_without_harm() {
         .expect("timeout");
     let mut answer = String::new();
     let _ = plain.read_to_string(&mut answer);
+    // Closing ends the server's drain of the connection; the attempt is
+    // counted then.
+    drop(plain);
     assert!(
         answer.starts_with("HTTP/1.0 400") && answer.contains(tls::PLAINTEXT_HTTP_BODY.trim()),
         "{answer:?}"
@@ -235,13 +240,34 @@ fn a_tls_cluster_serves_everything_and_refuses_bad_peers_without_harm() {
         "a foreign certificate was let in: {refused:?}"
     );
     let (intruder_cert, intruder_key) = cluster
-        .issue_certificate("intruder", "intruder")
+        .issue_certificate("intruder", "intruder", 30)
         .expect("intruder cert");
     let refused = tls_exchange(port, &paths.ca_file, Some((&intruder_cert, &intruder_key)));
     assert!(refused.is_err(), "a disallowed CN was let in: {refused:?}");
     // Without a certificate at all.
     let refused = tls_exchange(port, &paths.ca_file, None);
     assert!(refused.is_err(), "no certificate was let in: {refused:?}");
+    // An expired certificate with the allowed CN, from the cluster's CA.
+    let (expired_cert, expired_key) = cluster
+        .issue_certificate("expired", testcluster::PEER_CN, -1)
+        .expect("expired cert");
+    let refused = tls_exchange(port, &paths.ca_file, Some((&expired_cert, &expired_key)));
+    assert!(
+        refused.is_err(),
+        "an expired certificate was let in: {refused:?}"
+    );
+    // A handshake cut short, and a slow one that never finishes (held
+    // open while the cluster keeps committing).
+    let mut truncated = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    truncated
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
+        .expect("write");
+    drop(truncated);
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    slow.write_all(&[0x16]).expect("write");
+    for i in 0..5 {
+        cluster.put_ok(target, &format!("/during-slow-{i}"), "ok");
+    }
     wait_for("the refused peers counted", || {
         let scrape = scrape(&cluster, target);
         let peer = |reason| {
@@ -254,7 +280,11 @@ fn a_tls_cluster_serves_everything_and_refuses_bad_peers_without_harm() {
         peer("unknown_ca") + peer("bad_certificate") >= 1.0
             && peer("disallowed_identity") >= 1.0
             && peer("no_certificate") >= 1.0
+            && peer("expired_certificate") >= 1.0
+            && peer("truncated") >= 1.0
+            && peer("timeout") >= 1.0
     });
+    drop(slow);
     // The allowed identity gets through, and the members' own traffic
     // counts as handshakes.
     let (answer, _) = tls_exchange(
@@ -350,7 +380,14 @@ fn certificates_rotate_under_load_without_a_failed_request() {
     // connection alive.
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
+    // Acknowledged writes of each writer.
+    let done = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+    let total = |done: &[Arc<AtomicU64>; 2]| -> [u64; 2] {
+        [
+            done[0].load(Ordering::SeqCst),
+            done[1].load(Ordering::SeqCst),
+        ]
+    };
     let fresh = reqwest::blocking::Client::builder()
         .use_preconfigured_tls(
             tls::ClientTls::load(tls::ClientTlsFiles {
@@ -370,8 +407,9 @@ fn certificates_rotate_under_load_without_a_failed_request() {
     let kept = cluster.http().clone();
     let writers: Vec<_> = [("fresh", fresh), ("kept", kept)]
         .into_iter()
-        .map(|(name, client)| {
-            let (stop, failed, done) = (stop.clone(), failed.clone(), done.clone());
+        .zip(done.iter().cloned())
+        .map(|((name, client), done)| {
+            let (stop, failed) = (stop.clone(), failed.clone());
             let url = cluster.url(leader, "");
             std::thread::spawn(move || {
                 let mut errors = Vec::new();
@@ -401,7 +439,7 @@ fn certificates_rotate_under_load_without_a_failed_request() {
         })
         .collect();
     wait_for("writes before the rotation", || {
-        done.load(Ordering::SeqCst) >= 20
+        total(&done).iter().all(|n| *n >= 10)
     });
 
     cluster
@@ -425,9 +463,10 @@ fn certificates_rotate_under_load_without_a_failed_request() {
         });
     }
     // Raft keeps committing on the new certificates.
-    let before = done.load(Ordering::SeqCst);
+    let before = total(&done);
     wait_for("writes after the rotation", || {
-        done.load(Ordering::SeqCst) >= before + 20
+        let now = total(&done);
+        now[0] >= before[0] + 10 && now[1] >= before[1] + 10
     });
     stop.store(true, Ordering::SeqCst);
     let errors: Vec<String> = writers

@@ -705,11 +705,31 @@ fn etcdctl_over_tls_with_client_certificates() {
         "no snapshot written"
     );
 
+    // Over TLS the `https://host:port` form works too, unlike
+    // `http://host:port` against a plaintext port (see above).
+    let https = format!("https://{endpoint}");
+    let all: Vec<&str> = tls.iter().chain(&["get", "foo"]).copied().collect();
+    let deleted = etcdctl(&binary, &https, &all, None);
+    assert!(deleted.success && deleted.stdout.is_empty(), "{deleted:?}");
+    let all: Vec<&str> = tls.iter().chain(&["endpoint", "status"]).copied().collect();
+    let status = etcdctl(&binary, &https, &all, None);
+    assert!(
+        status.success && status.stdout.starts_with(&https),
+        "{status:?}"
+    );
+
     // Without a client certificate the server refuses the connection.
     let refused = etcdctl(
         &binary,
         &endpoint,
-        &["--cacert", &ca, "--dial-timeout=2s", "get", "foo"],
+        &[
+            "--cacert",
+            &ca,
+            "--dial-timeout=2s",
+            "--command-timeout=3s",
+            "get",
+            "foo",
+        ],
         None,
     );
     assert!(!refused.success, "{refused:?}");

@@ -509,11 +509,17 @@ impl Cluster {
     }
 
     /// Issues another certificate from the cluster's CA, for `127.0.0.1`
-    /// and `localhost` with CN `cn`, as `<pki dir>/<name>.pem` and
-    /// `<name>-key.pem`; returns (certificate, key).
-    pub fn issue_certificate(&self, name: &str, cn: &str) -> Result<(PathBuf, PathBuf), Error> {
+    /// and `localhost` with CN `cn`, valid from an hour ago for
+    /// `valid_days` (negative: already expired), as `<pki dir>/<name>.pem`
+    /// and `<name>-key.pem`; returns (certificate, key).
+    pub fn issue_certificate(
+        &self,
+        name: &str,
+        cn: &str,
+        valid_days: i64,
+    ) -> Result<(PathBuf, PathBuf), Error> {
         match &self.pki {
-            Some(pki) => pki.issue_extra(name, cn),
+            Some(pki) => pki.issue_extra(name, cn, valid_days),
             None => Err(Error::Tls("the cluster has no TLS".into())),
         }
     }

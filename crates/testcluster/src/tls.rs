@@ -187,10 +187,16 @@ impl Pki {
     }
 
     /// Another leaf from the cluster's CA (`<dir>/<name>.pem`), e.g. a
-    /// certificate with a CN the peers do not allow.
-    pub(crate) fn issue_extra(&self, name: &str, cn: &str) -> Result<(PathBuf, PathBuf), Error> {
+    /// certificate with a CN the peers do not allow, or an expired one
+    /// (`valid_days` negative).
+    pub(crate) fn issue_extra(
+        &self,
+        name: &str,
+        cn: &str,
+        valid_days: i64,
+    ) -> Result<(PathBuf, PathBuf), Error> {
         self.ca
-            .issue(name, cn, &HOSTS, VALID_DAYS)
+            .issue(name, cn, &HOSTS, valid_days)
             .map_err(|e| tls_error(&format!("issuing {name}"), e))
     }
 

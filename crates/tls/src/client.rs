@@ -152,6 +152,9 @@ impl ClientTls {
             }))
             .with_client_cert_resolver(Arc::new(Resolver(Arc::clone(&state))));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No session resumption: every connection verifies the server against the CA file
+        // loaded now (a resumed session would skip that after a rotation).
+        config.resumption = rustls::client::Resumption::disabled();
         let config = Arc::new(config);
         Ok(ClientTls {
             inner: Arc::new(Inner {
@@ -190,12 +193,23 @@ impl ClientTls {
                 format!("{host:?} is not a DNS name or IP address: {e}"),
             )
         })?;
-        let stream = self.inner.connector.connect(name, stream).await?;
-        self.inner.counters.handshake();
-        Ok(stream)
+        match self.inner.connector.connect(name, stream).await {
+            Ok(stream) => {
+                self.inner.counters.handshake();
+                Ok(stream)
+            }
+            Err(e) => {
+                self.inner
+                    .counters
+                    .failure(crate::listener::classify_io(&e));
+                Err(e)
+            }
+        }
     }
 
-    /// What is loaded now (the client certificate and the CAs).
+    /// What is loaded now (the client certificate and the CAs), with the handshakes
+    /// [`ClientTls::connect`] completed and the ones that failed, by reason (the server
+    /// refusing this side's certificate is seen here as the alert it sent).
     pub fn status(&self) -> TlsStatus {
         let certificates = self.inner.state.read().certificates.clone();
         self.inner.counters.status(PortKind::Peer, certificates)

@@ -16,7 +16,7 @@
 //!   handshake in its own task, bounded in number and time, answers plain HTTP on a TLS port
 //!   with a 400 that says so, and counts failures by a fixed set of reasons
 //!   ([`FailureReason`], reported in [`TlsStatus`]), logging each source once.
-//! - **A development PKI** ([`dev::Pki`], feature `dev-certs`): a throwaway CA and leaf
+//! - **A development PKI** (`dev::Pki`, feature `dev-certs`): a throwaway CA and leaf
 //!   certificates for tests and local clusters.
 //!
 //! # What it does not own
@@ -33,6 +33,8 @@
 //! - No client certificate is trusted unless it chains to the configured CA; with
 //!   `client_cert_auth` one is required, and `allowed_cn` / `allowed_hostname` are checked
 //!   after the chain.
+//! - No TLS session resumption, on either side: every new connection verifies the peer's
+//!   certificate against the files loaded at that moment.
 //! - Only the `ring` crypto provider is used, passed explicitly (never the process default).
 //! - Nothing a client sends can panic the listener.
 //!

@@ -26,6 +26,8 @@ pub const ACCEPTED_QUEUE_LEN: usize = 64;
 pub const FAILURE_LOG_SOURCES_MAX: usize = 4096;
 /// Bytes of a plain HTTP request read (and discarded) before answering 400.
 pub const PLAINTEXT_REQUEST_BYTES_MAX: usize = 16 * 1024;
+/// Time the plain-HTTP answer waits for the client to close before closing itself.
+const PLAINTEXT_DRAIN_MS: u64 = 1_000;
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE_MS: u64 = 50;
 
@@ -344,19 +346,36 @@ async fn accept_loop(
         tokio::spawn(async move {
             let timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
             let outcome = tokio::time::timeout(timeout, handshake(&ctx, stream)).await;
-            drop(permit);
             match outcome {
                 Ok(Ok(stream)) => {
                     ctx.tls.counters().handshake();
-                    // A closed receiver means the listener is gone: drop the connection.
+                    // A closed receiver means the listener is gone: drop the connection. The
+                    // permit is held until `accept()` takes the stream, so a server that stops
+                    // accepting bounds the finished handshakes waiting for it too.
                     let _ = tx.send((Stream::Tls(Box::new(stream)), addr)).await;
+                    drop(permit);
                 }
-                Ok(Err((reason, detail))) => ctx.failed(addr, reason, &detail),
-                Err(_elapsed) => ctx.failed(
-                    addr,
-                    FailureReason::Timeout,
-                    &format!("no handshake within {} ms", ctx.config.handshake_timeout_ms),
-                ),
+                Ok(Err(Failed::Plaintext(stream))) => {
+                    ctx.failed(
+                        addr,
+                        FailureReason::PlaintextHttp,
+                        "plain HTTP on a TLS port",
+                    );
+                    let _ = tokio::time::timeout(timeout, answer_plaintext(stream)).await;
+                    drop(permit);
+                }
+                Ok(Err(Failed::Tls(reason, detail))) => {
+                    drop(permit);
+                    ctx.failed(addr, reason, &detail);
+                }
+                Err(_elapsed) => {
+                    drop(permit);
+                    ctx.failed(
+                        addr,
+                        FailureReason::Timeout,
+                        &format!("no handshake within {} ms", ctx.config.handshake_timeout_ms),
+                    );
+                }
             }
         });
     }
@@ -365,33 +384,38 @@ async fn accept_loop(
 /// The TLS record type of a handshake message: the first byte of every ClientHello.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// Peeks at the first byte, answers plain HTTP, and runs the TLS handshake otherwise.
+/// Why a connection did not become a TLS stream.
+enum Failed {
+    /// It speaks plain HTTP: the caller answers it.
+    Plaintext(TcpStream),
+    /// The handshake failed.
+    Tls(FailureReason, String),
+}
+
+/// Peeks at the first byte: plain HTTP is handed back, anything else goes through the TLS
+/// handshake.
 async fn handshake(
     ctx: &Ctx,
     stream: TcpStream,
-) -> Result<tokio_rustls::server::TlsStream<TcpStream>, (FailureReason, String)> {
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, Failed> {
     let mut first = [0u8; 1];
     let peeked = stream
         .peek(&mut first)
         .await
-        .map_err(|e| (FailureReason::Truncated, e.to_string()))?;
+        .map_err(|e| Failed::Tls(FailureReason::Truncated, e.to_string()))?;
     if peeked == 0 {
-        return Err((
+        return Err(Failed::Tls(
             FailureReason::Truncated,
             "closed before sending anything".into(),
         ));
     }
     if first[0] != TLS_HANDSHAKE_RECORD && first[0].is_ascii_uppercase() {
-        answer_plaintext(stream).await;
-        return Err((
-            FailureReason::PlaintextHttp,
-            "plain HTTP on a TLS port".into(),
-        ));
+        return Err(Failed::Plaintext(stream));
     }
-    ctx.acceptor.accept(stream).await.map_err(|e| {
-        let reason = classify_io(&e);
-        (reason, e.to_string())
-    })
+    ctx.acceptor
+        .accept(stream)
+        .await
+        .map_err(|e| Failed::Tls(classify_io(&e), e.to_string()))
 }
 
 /// Reads what looks like an HTTP request head, answers 400, and closes without a reset.
@@ -416,14 +440,17 @@ async fn answer_plaintext(mut stream: TcpStream) {
     }
     let _ = stream.shutdown().await;
     // Drain what the client still sends so closing does not reset the connection before
-    // it read the answer; bounded by the handshake timeout around this task.
-    let mut drained = 0;
-    while drained < PLAINTEXT_REQUEST_BYTES_MAX {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
+    // it read the answer; bounded in bytes and time.
+    let drain = async {
+        let mut drained = 0;
+        while drained < PLAINTEXT_REQUEST_BYTES_MAX {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(PLAINTEXT_DRAIN_MS), drain).await;
 }
 
 /// The failure reason of a handshake's I/O error.
@@ -469,5 +496,30 @@ pub(crate) fn classify(e: &rustls::Error) -> FailureReason {
             _ => FailureReason::Other,
         },
         _ => FailureReason::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LoggedSources, FAILURE_LOG_SOURCES_MAX};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(n))
+    }
+
+    #[test]
+    fn each_source_is_logged_once_and_memory_is_bounded() {
+        let mut logged = LoggedSources::default();
+        assert!(logged.first_time(ip(1)));
+        assert!(!logged.first_time(ip(1)));
+        for n in 2..=(FAILURE_LOG_SOURCES_MAX as u32 + 1) {
+            assert!(logged.first_time(ip(n)));
+        }
+        assert_eq!(logged.seen.len(), FAILURE_LOG_SOURCES_MAX);
+        assert_eq!(logged.order.len(), FAILURE_LOG_SOURCES_MAX);
+        // The oldest source was forgotten: it is logged again.
+        assert!(logged.first_time(ip(1)));
+        assert!(!logged.first_time(ip(FAILURE_LOG_SOURCES_MAX as u32 + 1)));
     }
 }

@@ -23,8 +23,9 @@ use crate::PortKind;
 /// With a trusted CA and `client_cert_auth = false`, a client certificate is verified if
 /// given (a bad one is refused); with `client_cert_auth = true` one is required.
 /// `allowed_cn` / `allowed_hostname` (they need `client_cert_auth`) additionally require the
-/// presented leaf's CN / one of its SANs (DNS name, case-insensitive, or IP address) to be
-/// the given value.
+/// presented leaf's CN to equal `allowed_cn` / one of its SANs to cover `allowed_hostname`
+/// (an IP literal matches an IP SAN; a name matches a DNS SAN ignoring case, or a
+/// `*.domain` SAN by its first label).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTlsFiles {
     /// `--cert-file` / `--peer-cert-file`: the PEM chain this port presents, leaf first.
@@ -217,6 +218,10 @@ impl ServerTls {
         } else {
             builder.with_no_client_auth().with_cert_resolver(resolver)
         };
+        // No session resumption: a resumed session skips certificate verification, so a
+        // client could keep using an identity a reload (or a new CA file) no longer trusts.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         // gRPC needs HTTP/2; the peer transport speaks HTTP/1.1.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(ServerTls {
@@ -322,13 +327,29 @@ fn identity_allowed(leaf: &[u8], allowed_cn: Option<&str>, allowed_hostname: Opt
             Err(_) => identity
                 .dns_names
                 .iter()
-                .any(|name| name.eq_ignore_ascii_case(host)),
+                .any(|name| dns_name_matches(name, host)),
         };
         if !matches {
             return false;
         }
     }
     true
+}
+
+/// True when the certificate's DNS SAN `pattern` covers `host`: equal ignoring case, or a
+/// wildcard `*.rest` whose `rest` equals everything after `host`'s first label.
+fn dns_name_matches(pattern: &str, host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    let pattern = pattern.trim_end_matches('.');
+    if pattern.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    match (pattern.strip_prefix("*."), host.split_once('.')) {
+        (Some(rest), Some((first, host_rest))) => {
+            !first.is_empty() && rest.contains('.') && rest.eq_ignore_ascii_case(host_rest)
+        }
+        _ => false,
+    }
 }
 
 impl ClientCertVerifier for ClientVerifier {
@@ -403,5 +424,25 @@ impl ClientCertVerifier for ClientVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dns_name_matches;
+
+    #[test]
+    fn allowed_hostnames_match_sans_exactly_or_by_one_wildcard_label() {
+        assert!(dns_name_matches("member2.example", "member2.example"));
+        assert!(dns_name_matches("Member2.Example.", "member2.example"));
+        assert!(dns_name_matches("*.peers.example", "m2.peers.example"));
+        assert!(!dns_name_matches("*.peers.example", "a.b.peers.example"));
+        assert!(!dns_name_matches("*.peers.example", "peers.example"));
+        assert!(
+            !dns_name_matches("*.example", "m2.example"),
+            "no wildcard over a TLD"
+        );
+        assert!(!dns_name_matches("member2.example", "member3.example"));
+        assert!(!dns_name_matches("m*.example.com", "m2.example.com"));
     }
 }

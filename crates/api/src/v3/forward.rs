@@ -13,7 +13,9 @@
 //! members: the caller gets "not leader" and the client retries.
 //!
 //! An `https://` leader peer URL is dialled over TLS with the member's peer TLS
-//! configuration (see [`crate::peer_client`]'s rules: [`V3::with_peer_tls`]).
+//! configuration ([`V3::with_peer_tls`], set from
+//! [`ApiConfig::peer_tls`](crate::ApiConfig::peer_tls)); without it such a leader is
+//! unavailable, never asked in clear text.
 //!
 //! Keep-alives are not sent through the log instead: the renewal and the
 //! "expired, TTL 0" answer depend on the leader's deadlines, which are not

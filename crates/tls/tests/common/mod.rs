@@ -162,3 +162,12 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// [`wait_until`] from outside the runtime.
+pub fn wait_until_blocking(
+    runtime: &tokio::runtime::Runtime,
+    what: &str,
+    cond: impl FnMut() -> bool,
+) {
+    runtime.block_on(wait_until(what, cond));
+}
