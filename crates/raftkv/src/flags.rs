@@ -1,4 +1,6 @@
-//! Command-line flags: raftexample's four, with its defaults, plus raftkv's.
+//! Command-line flags: raftexample's four, with its defaults, plus raftkv's,
+//! including etcd's TLS flags and the checks that keep a plaintext port off
+//! non-loopback addresses unless `--insecure-plaintext` says so.
 
 use std::path::PathBuf;
 
@@ -20,7 +22,9 @@ pub(crate) struct Flags {
     #[arg(long, default_value_t = 1)]
     pub id: u64,
 
-    /// Comma-separated peer URLs of the cluster, in id order.
+    /// Comma-separated peer URLs of the cluster, in id order. `https://`
+    /// URLs switch the peer transport to TLS (with --peer-cert-file,
+    /// --peer-key-file, --peer-trusted-ca-file); all members use one scheme.
     #[arg(long, default_value = "http://127.0.0.1:9021")]
     pub cluster: String,
 

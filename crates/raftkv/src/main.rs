@@ -2,7 +2,9 @@
 //!
 //! Parses raftexample's flags (plus raftkv's own), wires the layers
 //! (wal → raftnode ↔ transport, kvstore above raftnode, api above kvstore),
-//! serves the peer and client HTTP endpoints and handles signals.
+//! loads the TLS files the flags name (and reloads them when they change),
+//! serves the peer and client HTTP endpoints, in plaintext or TLS, and
+//! handles signals.
 //! Nothing here knows Raft: it only configures and connects the crates.
 
 // Flag doc comments are `--help` text (`<id>`, `<dir>`), not HTML.
