@@ -268,19 +268,28 @@ impl KvStore {
             && raftnode::plant::active(raftnode::PlantedBug::AckPutOnPropose);
         let payload = command::encode(id, op);
         // Register before proposing: the entry may be applied before
-        // `propose` even returns.
+        // `propose_then` even returns.
         let mut waiter = self.inner.shared.register(id.seq)?;
-        let proposed_then_applied = async {
-            self.inner.consensus.propose(payload).await?;
-            if planted_ack {
-                return Ok(Response::Put(pb::PutResponse::default()));
-            }
-            waiter.applied().await
-        };
+        // Nobody waits for Raft to take the proposal: the loop hands a
+        // refusal to the waiter, and an accepted proposal wakes this task
+        // only once, when it is applied.
+        let shared = Arc::clone(&self.inner.shared);
+        let seq = id.seq;
+        self.inner.consensus.propose_then(
+            payload,
+            Box::new(move |proposed| {
+                if let Err(error) = proposed {
+                    shared.refuse(seq, KvError::Raft(error));
+                }
+            }),
+        )?;
+        if planted_ack {
+            return Ok(Response::Put(pb::PutResponse::default()));
+        }
         match timer::within(
             self.inner.timer.as_deref(),
             self.timeout(),
-            proposed_then_applied,
+            waiter.applied(),
         )
         .await
         {

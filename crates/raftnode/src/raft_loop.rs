@@ -50,6 +50,11 @@ pub(crate) enum Request {
         data: Vec<u8>,
         reply: oneshot::Sender<Result<(), RaftError>>,
     },
+    /// A proposal whose caller does not wait: the hook gets Raft's answer.
+    ProposeThen {
+        data: Vec<u8>,
+        then: crate::ProposalHook,
+    },
     Read {
         reply: oneshot::Sender<Result<(), RaftError>>,
     },
@@ -318,6 +323,13 @@ impl<L: DurableLog> RaftLoop<L> {
             Request::Propose { data, reply } => {
                 let result = self.propose(data);
                 let _ = reply.send(result);
+            }
+            Request::ProposeThen { data, then } => {
+                let result = self.propose(data);
+                if let (Err(_), Some(observer)) = (&result, &self.config.observer) {
+                    observer.proposal_failed();
+                }
+                then(result);
             }
             Request::Read { reply } => self.reads.push(reply),
             Request::ChangeMembership { change, reply } => self.change_membership(change, reply),
@@ -878,6 +890,7 @@ impl<L: DurableLog> RaftLoop<L> {
                 | Request::ChangeMembership { reply, .. } => {
                     let _ = reply.send(Err(error.clone()));
                 }
+                Request::ProposeThen { then, .. } => then(Err(error.clone())),
             }
         }
     }
