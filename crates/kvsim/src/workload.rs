@@ -20,8 +20,8 @@ use lincheck::history::{Op, OpKind, Outcome};
 use parking_lot::Mutex;
 use raftnode::sim::{Workload, WorkloadStep};
 use raftnode::{
-    BoxFuture as RaftFuture, Consensus, DrivenHandle, MembershipChange, RaftError, StateMachine,
-    Status,
+    BoxFuture as RaftFuture, Consensus, DrivenHandle, MembershipChange, ProposalHook, RaftError,
+    StateMachine, Status,
 };
 use wal::sim::SimRng;
 
@@ -150,6 +150,26 @@ impl Consensus for Remembering {
             proposed.push_back(data);
             Ok(())
         })
+    }
+
+    fn propose_then(&self, data: Vec<u8>, then: ProposalHook) -> Result<(), RaftError> {
+        let (accepted, proposed) = (Arc::clone(&self.accepted), Arc::clone(&self.proposed));
+        let remembered = data.clone();
+        self.inner.propose_then(
+            data,
+            Box::new(move |result| {
+                // As `propose`: only what Raft took.
+                if result.is_ok() {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    let mut proposed = proposed.lock();
+                    if proposed.len() == RESEND_POOL {
+                        proposed.pop_front();
+                    }
+                    proposed.push_back(remembered);
+                }
+                then(result);
+            }),
+        )
     }
 
     fn read_barrier(&self) -> RaftFuture<'_, Result<(), RaftError>> {

@@ -143,6 +143,15 @@ impl Shared {
         self.keyspace.read().clone()
     }
 
+    /// Wakes the writer of request `seq` of this incarnation with `error`:
+    /// Raft refused its proposal, so it will never be applied.
+    pub(crate) fn refuse(&self, seq: u64, error: KvError) {
+        let sender = self.waiters.lock().by_seq.remove(&seq);
+        if let Some(sender) = sender {
+            let _receiver_gone = sender.send(Err(error));
+        }
+    }
+
     /// Wakes the writer of `id` with `applied` if it is a request of this
     /// incarnation.
     fn resolve(&self, id: RequestId, applied: Applied) {

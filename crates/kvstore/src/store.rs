@@ -237,13 +237,17 @@ impl KvStore {
     ///
     /// Errors: as [`KvStore::put`].
     pub async fn put_value(&self, key: Bytes, value: Bytes) -> Result<(), KvError> {
-        self.put(pb::PutRequest {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            ..Default::default()
-        })
-        .await
-        .map(|_| ())
+        // `check_put` of a put without options: only the key can be wrong.
+        if key.is_empty() {
+            return Err(KvError::EmptyKey);
+        }
+        self.check_quota((key.len() + value.len()) as u64).await?;
+        // Encoded from the request's buffers: no `PutRequest` copy of both.
+        let encode = |id| command::encode_put(id, &key, &value);
+        match self.propose_encoded(encode, true).await? {
+            Response::Put(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// raftexample's `GET /key`: a Range of `key` at head. A
@@ -258,29 +262,49 @@ impl KvStore {
 
     /// Proposes `op` and waits for what its apply computed.
     async fn propose(&self, op: Op) -> Result<Response, KvError> {
+        let is_put = matches!(op, Op::Put(_));
+        self.propose_encoded(|id| command::encode(id, op), is_put)
+            .await
+    }
+
+    /// Proposes the command `encode` makes for its request id and waits for
+    /// what its apply computed (`is_put`: the command is an etcd Put).
+    async fn propose_encoded(
+        &self,
+        encode: impl FnOnce(RequestId) -> Vec<u8>,
+        is_put: bool,
+    ) -> Result<Response, KvError> {
         let _permit = self
             .inner
             .write_permits
             .try_acquire()
             .map_err(|_| KvError::Busy)?;
         let id = self.next_request_id();
-        let planted_ack = matches!(op, Op::Put(_))
-            && raftnode::plant::active(raftnode::PlantedBug::AckPutOnPropose);
-        let payload = command::encode(id, op);
+        let planted_ack = is_put && raftnode::plant::active(raftnode::PlantedBug::AckPutOnPropose);
+        let payload = encode(id);
         // Register before proposing: the entry may be applied before
-        // `propose` even returns.
+        // `propose_then` even returns.
         let mut waiter = self.inner.shared.register(id.seq)?;
-        let proposed_then_applied = async {
-            self.inner.consensus.propose(payload).await?;
-            if planted_ack {
-                return Ok(Response::Put(pb::PutResponse::default()));
-            }
-            waiter.applied().await
-        };
+        // Nobody waits for Raft to take the proposal: the loop hands a
+        // refusal to the waiter, and an accepted proposal wakes this task
+        // only once, when it is applied.
+        let shared = Arc::clone(&self.inner.shared);
+        let seq = id.seq;
+        self.inner.consensus.propose_then(
+            payload,
+            Box::new(move |proposed| {
+                if let Err(error) = proposed {
+                    shared.refuse(seq, KvError::Raft(error));
+                }
+            }),
+        )?;
+        if planted_ack {
+            return Ok(Response::Put(pb::PutResponse::default()));
+        }
         match timer::within(
             self.inner.timer.as_deref(),
             self.timeout(),
-            proposed_then_applied,
+            waiter.applied(),
         )
         .await
         {

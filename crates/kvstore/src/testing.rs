@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use raftnode::{
-    BoxFuture, Consensus, Member, MemberError, MembershipChange, RaftError, RestoreError, Role,
-    StateMachine, Status,
+    BoxFuture, Consensus, Member, MemberError, MembershipChange, ProposalHook, RaftError,
+    RestoreError, Role, StateMachine, Status,
 };
 
 use crate::command::{self, RequestId};
@@ -315,6 +315,12 @@ impl LocalState {
 impl Consensus for LocalConsensus {
     fn propose(&self, data: Vec<u8>) -> BoxFuture<'_, Result<(), RaftError>> {
         Box::pin(std::future::ready(self.propose_now(data)))
+    }
+
+    fn propose_then(&self, data: Vec<u8>, then: ProposalHook) -> Result<(), RaftError> {
+        self.propose_now(data)?;
+        then(Ok(()));
+        Ok(())
     }
 
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), RaftError>> {

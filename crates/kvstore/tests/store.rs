@@ -276,6 +276,10 @@ impl Consensus for BlackHole {
     fn propose(&self, _data: Vec<u8>) -> BoxFuture<'_, Result<(), RaftError>> {
         Box::pin(async { Ok(()) })
     }
+    fn propose_then(&self, _data: Vec<u8>, then: raftnode::ProposalHook) -> Result<(), RaftError> {
+        then(Ok(()));
+        Ok(())
+    }
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), RaftError>> {
         Box::pin(async { Ok(()) })
     }

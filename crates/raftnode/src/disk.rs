@@ -27,8 +27,6 @@ pub(crate) struct Disk {
     snaps: Arc<SnapshotStore>,
     /// Index of the newest snapshot on disk (0 if none).
     snapshot_index: u64,
-    /// Reused buffer of WAL entries for one save.
-    batch: Vec<wal::Entry>,
 }
 
 /// What start-up recovered.
@@ -79,7 +77,6 @@ impl Disk {
                     wal,
                     snaps,
                     snapshot_index: 0,
-                    batch: Vec::new(),
                 },
                 store: LogStore::default(),
                 kind: StartKind::Join,
@@ -103,7 +100,6 @@ impl Disk {
             wal,
             snaps,
             snapshot_index: 0,
-            batch: Vec::new(),
         };
         let members: BTreeMap<u64, String> = config.initial_members.iter().cloned().collect();
         let mut store = LogStore::default();
@@ -192,7 +188,6 @@ impl Disk {
             wal,
             snaps,
             snapshot_index: marker.index,
-            batch: Vec::new(),
         };
         info!(
             node = config.id,
@@ -227,14 +222,19 @@ impl Disk {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
-        self.batch.clear();
-        self.batch.extend(entries.iter().map(|entry| wal::Entry {
-            index: entry.index,
-            term: entry.term,
-            payload: entry.encode_to_vec(),
-        }));
         let hard_state_bytes = hard_state.map(|hs| hs.encode_to_vec());
-        self.wal.save(hard_state_bytes.as_deref(), &self.batch)?;
+        // Each entry is encoded straight into the WAL's write buffer, its
+        // size computed once.
+        self.wal.save_with(
+            hard_state_bytes.as_deref(),
+            entries,
+            |entry| wal::EntryHead {
+                index: entry.index,
+                term: entry.term,
+                payload_bytes: entry.encoded_len(),
+            },
+            |entry, buf| entry.encode_raw(buf),
+        )?;
         Ok(())
     }
 

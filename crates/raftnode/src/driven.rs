@@ -261,13 +261,7 @@ impl DrivenHandle {
         make: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), RaftError>>) -> Request,
     ) -> Result<(), RaftError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        match self.requests.try_send(make(reply)) {
-            Ok(()) => {}
-            Err(crossbeam_channel::TrySendError::Full(_)) => return Err(RaftError::Busy),
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
-                return Err(RaftError::Stopped)
-            }
-        }
+        crate::queue(&self.requests, make(reply))?;
         answer.await.unwrap_or(Err(RaftError::Stopped))
     }
 }
@@ -275,6 +269,10 @@ impl DrivenHandle {
 impl crate::Consensus for DrivenHandle {
     fn propose(&self, data: Vec<u8>) -> crate::BoxFuture<'_, Result<(), RaftError>> {
         Box::pin(self.call(|reply| Request::Propose { data, reply }))
+    }
+
+    fn propose_then(&self, data: Vec<u8>, then: crate::ProposalHook) -> Result<(), RaftError> {
+        crate::queue(&self.requests, Request::ProposeThen { data, then })
     }
 
     fn read_barrier(&self) -> crate::BoxFuture<'_, Result<(), RaftError>> {

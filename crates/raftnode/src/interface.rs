@@ -14,6 +14,11 @@ use std::pin::Pin;
 /// A boxed, sendable future (keeps [`Consensus`] object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Told, on the Raft loop, whether Raft took a proposal handed over with
+/// [`Consensus::propose_then`]: `Ok` once it is in Raft's log (not yet
+/// committed), or why Raft refused it (then it is not in the log).
+pub type ProposalHook = Box<dyn FnOnce(Result<(), RaftError>) + Send + 'static>;
+
 /// Produces the bytes of a snapshot from a point-in-time view captured by
 /// [`StateMachine::snapshot`]. raftnode runs it on a background thread while
 /// entries keep being applied.
@@ -243,6 +248,16 @@ pub struct Status {
 pub trait Consensus: Send + Sync + 'static {
     /// Hands `data` to Raft for replication (see the trait docs).
     fn propose(&self, data: Vec<u8>) -> BoxFuture<'_, Result<(), RaftError>>;
+    /// Hands `data` to Raft like [`propose`](Self::propose), but nobody waits
+    /// for Raft's answer: `then` gets it, called at most once, on the Raft
+    /// loop, in the turn that hands the proposal to Raft (or when the loop
+    /// stops with it still queued: [`RaftError::Stopped`]). A caller that
+    /// learns of its entry through [`StateMachine::apply`] anyway saves one
+    /// hand-off from the loop back to it per proposal that Raft accepts.
+    ///
+    /// Returns `Err` at once, without calling `then`, when the request cannot
+    /// be queued ([`RaftError::Busy`], [`RaftError::Stopped`]).
+    fn propose_then(&self, data: Vec<u8>, then: ProposalHook) -> Result<(), RaftError>;
     /// Waits until a linearizable read of the local state machine is safe.
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), RaftError>>;
     /// Adds, removes, promotes or updates a member; resolves once the

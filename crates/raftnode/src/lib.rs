@@ -143,8 +143,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
 pub use driven::{CommittedEntry, DrivenHandle, DrivenNode, DrivenParts, PendingChange};
 pub use interface::{
-    BoxFuture, Consensus, Member, MemberError, MembershipChange, RaftError, RestoreError, Role,
-    SnapshotJob, StateMachine, Status, LEARNER_READY_PERCENT, MAX_LEARNERS,
+    BoxFuture, Consensus, Member, MemberError, MembershipChange, ProposalHook, RaftError,
+    RestoreError, Role, SnapshotJob, StateMachine, Status, LEARNER_READY_PERCENT, MAX_LEARNERS,
 };
 pub use membership::MemberAttributes;
 pub use observer::{NodeObserver, SharedObserver};
@@ -493,11 +493,7 @@ impl NodeHandle {
         make: impl FnOnce(oneshot::Sender<Result<(), RaftError>>) -> Request,
     ) -> Result<(), RaftError> {
         let (reply, answer) = oneshot::channel();
-        match self.requests.try_send(make(reply)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(RaftError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(RaftError::Stopped),
-        }
+        queue(&self.requests, make(reply))?;
         // The loop answers every request (with a timeout of its own for
         // reads and membership); this outer bound is a safety net.
         let limit = self.request_timeout + Duration::from_secs(1);
@@ -522,6 +518,16 @@ impl Consensus for NodeHandle {
         })
     }
 
+    /// The loop tells the observer of a proposal Raft refused; a request
+    /// that cannot be queued is counted here.
+    fn propose_then(&self, data: Vec<u8>, then: ProposalHook) -> Result<(), RaftError> {
+        let result = queue(&self.requests, Request::ProposeThen { data, then });
+        if let (Err(_), Some(observer)) = (&result, &self.observer) {
+            observer.proposal_failed();
+        }
+        result
+    }
+
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), RaftError>> {
         Box::pin(self.call(|reply| Request::Read { reply }))
     }
@@ -532,6 +538,16 @@ impl Consensus for NodeHandle {
 
     fn status(&self) -> Status {
         self.status.read().clone()
+    }
+}
+
+/// Queues `request` for the loop without waiting: `Busy` when the queue is
+/// full, `Stopped` when the loop is gone (the request is dropped then).
+pub(crate) fn queue(requests: &Sender<Request>, request: Request) -> Result<(), RaftError> {
+    match requests.try_send(request) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(_)) => Err(RaftError::Busy),
+        Err(TrySendError::Disconnected(_)) => Err(RaftError::Stopped),
     }
 }
 

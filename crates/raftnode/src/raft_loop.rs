@@ -1,7 +1,8 @@
 //! The Raft loop: the only code that touches `RawNode`.
 //!
 //! The loop is a turn function, [`RaftLoop::turn`]: drain the queues
-//! (requests from the layers above, frames and reports from the transport),
+//! (requests from the layers above, frames and reports from the transport;
+//! the proposals drained go to Raft together, one `MsgPropose` per batch),
 //! tick if the [`Clock`] says a tick is due, issue one ReadIndex for all new
 //! reads, and handle the Ready in raft-rs's order (see
 //! [`RaftLoop::on_ready`]). In production one OS thread runs
@@ -43,12 +44,21 @@ use crate::{
 /// processed (bounds the latency of a turn).
 const DRAIN_REQUESTS_MAX: usize = 4096;
 const DRAIN_PEER_FRAMES_MAX: usize = 1024;
+/// Proposals drained in one turn are handed to Raft together, in batches of
+/// at most this many payload bytes (a follower forwards a batch to the leader
+/// as one message).
+pub(crate) const PROPOSAL_BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 /// A request from the layers above.
 pub(crate) enum Request {
     Propose {
         data: Vec<u8>,
         reply: oneshot::Sender<Result<(), RaftError>>,
+    },
+    /// A proposal whose caller does not wait: the hook gets Raft's answer.
+    ProposeThen {
+        data: Vec<u8>,
+        then: crate::ProposalHook,
     },
     Read {
         reply: oneshot::Sender<Result<(), RaftError>>,
@@ -57,6 +67,23 @@ pub(crate) enum Request {
         change: MembershipChange,
         reply: oneshot::Sender<Result<(), RaftError>>,
     },
+}
+
+/// Who waits for Raft's answer to a batched proposal.
+enum ProposalAnswer {
+    Reply(oneshot::Sender<Result<(), RaftError>>),
+    Then(crate::ProposalHook),
+}
+
+/// Proposals drained in one turn, handed to Raft as one `MsgPropose`: a
+/// leader appends them at once and sends each follower one append for the
+/// batch, where one proposal at a time made an append (and its
+/// acknowledgement) per proposal.
+#[derive(Default)]
+struct ProposalBatch {
+    entries: Vec<Entry>,
+    answers: Vec<ProposalAnswer>,
+    bytes: usize,
 }
 
 /// A received frame, with its share of the transport's inbound byte budget
@@ -113,6 +140,8 @@ pub(crate) struct RaftLoop<L: DurableLog = WalLog> {
     snapshots: SnapshotSchedule,
     /// Recent events and the leader's progress view, for the live view.
     timeline: Timeline,
+    /// Proposals of this turn not yet handed to Raft.
+    proposals: ProposalBatch,
     /// What was persisted and sent, in order (for the ordering tests).
     #[cfg(test)]
     pub(crate) trace: std::cell::RefCell<Vec<Traced>>,
@@ -190,6 +219,7 @@ impl<L: DurableLog> RaftLoop<L> {
             stop: None,
             snapshots,
             timeline: Timeline::default(),
+            proposals: ProposalBatch::default(),
             #[cfg(test)]
             trace: Default::default(),
         }
@@ -292,6 +322,7 @@ impl<L: DurableLog> RaftLoop<L> {
                 Err(_) => break,
             }
         }
+        self.flush_proposals();
         if matches!(
             self.shutdown.try_recv(),
             Ok(()) | Err(crossbeam_channel::TryRecvError::Disconnected)
@@ -313,23 +344,81 @@ impl<L: DurableLog> RaftLoop<L> {
         self.on_timer(now);
     }
 
+    /// Handles one request; proposals wait in the turn's batch (handed to
+    /// Raft at the end of the drain, or before a membership change, so the
+    /// log keeps the order in which requests were taken).
     fn on_request(&mut self, request: Request) {
         match request {
             Request::Propose { data, reply } => {
-                let result = self.propose(data);
-                let _ = reply.send(result);
+                self.batch_proposal(data, ProposalAnswer::Reply(reply))
+            }
+            Request::ProposeThen { data, then } => {
+                self.batch_proposal(data, ProposalAnswer::Then(then))
             }
             Request::Read { reply } => self.reads.push(reply),
-            Request::ChangeMembership { change, reply } => self.change_membership(change, reply),
+            Request::ChangeMembership { change, reply } => {
+                self.flush_proposals();
+                self.change_membership(change, reply)
+            }
+        }
+    }
+
+    fn batch_proposal(&mut self, data: Vec<u8>, answer: ProposalAnswer) {
+        self.proposals.bytes += data.len();
+        self.proposals.entries.push(Entry {
+            data,
+            ..Default::default()
+        });
+        self.proposals.answers.push(answer);
+        if self.proposals.bytes >= PROPOSAL_BATCH_BYTES_MAX {
+            self.flush_proposals();
+        }
+    }
+
+    /// Hands the batched proposals to Raft in one message and tells each
+    /// waiter Raft's answer (the same for the whole batch).
+    fn flush_proposals(&mut self) {
+        if self.proposals.answers.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.proposals);
+        let result = self.propose_entries(batch.entries);
+        for answer in batch.answers {
+            match answer {
+                ProposalAnswer::Reply(reply) => {
+                    let _ = reply.send(result.clone());
+                }
+                ProposalAnswer::Then(then) => {
+                    if let (Err(_), Some(observer)) = (&result, &self.config.observer) {
+                        observer.proposal_failed();
+                    }
+                    then(result.clone());
+                }
+            }
         }
     }
 
     pub(crate) fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
+        let entry = Entry {
+            data,
+            ..Default::default()
+        };
+        self.propose_entries(vec![entry])
+    }
+
+    /// Proposes `entries` (normal entries) in one `MsgPropose`, as
+    /// `RawNode::propose` does for one.
+    fn propose_entries(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
         if self.raw.raft.leader_id == raft::INVALID_ID {
             return Err(RaftError::NoLeader);
         }
+        let mut msg = Message::default();
+        msg.set_msg_type(MessageType::MsgPropose);
+        msg.from = self.id;
+        msg.entries = entries;
         self.raw
-            .propose(Vec::new(), data)
+            .raft
+            .step(msg)
             .map_err(|e| RaftError::ProposalDropped(e.to_string()))
     }
 
@@ -869,6 +958,14 @@ impl<L: DurableLog> RaftLoop<L> {
     }
 
     fn fail_everything(&mut self, error: RaftError) {
+        for answer in std::mem::take(&mut self.proposals).answers {
+            match answer {
+                ProposalAnswer::Reply(reply) => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                ProposalAnswer::Then(then) => then(Err(error.clone())),
+            }
+        }
         self.reads.fail_all(error.clone());
         self.membership.fail(error.clone());
         while let Ok(request) = self.requests.try_recv() {
@@ -878,6 +975,7 @@ impl<L: DurableLog> RaftLoop<L> {
                 | Request::ChangeMembership { reply, .. } => {
                     let _ = reply.send(Err(error.clone()));
                 }
+                Request::ProposeThen { then, .. } => then(Err(error.clone())),
             }
         }
     }

@@ -113,7 +113,7 @@ pub use crate::scan::TAIL_CHECK_BYTES_MAX;
 pub use crate::snapshot::{SnapshotStore, StoredSnapshot, SNAPSHOT_FLUSH_BYTES};
 pub use crate::stdfs::StdFs;
 pub use crate::types::{
-    Entry, Marker, Metadata, Recovered, WalConfig, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES,
-    MIN_SEGMENT_BYTES,
+    Entry, EntryHead, Marker, Metadata, Recovered, WalConfig, DEFAULT_SEGMENT_BYTES,
+    MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES,
 };
 pub use crate::wal::{SyncObserver, Wal};

@@ -80,17 +80,40 @@ pub(crate) fn record_bytes(payload_bytes: usize) -> usize {
 /// Appends one record made of `parts` to `buf`, chaining from and updating `crc`.
 pub(crate) fn encode(buf: &mut Vec<u8>, crc: &mut u32, kind: RecordType, parts: &[&[u8]]) {
     let payload_bytes: usize = parts.iter().map(|p| p.len()).sum();
+    encode_with(buf, crc, kind, payload_bytes, |buf| {
+        for part in parts {
+            buf.extend_from_slice(part);
+        }
+    });
+}
+
+/// Appends one record of `payload_bytes` bytes, which `write_payload` appends to `buf`,
+/// chaining from and updating `crc`.
+///
+/// # Panics
+/// If `write_payload` appends another number of bytes.
+pub(crate) fn encode_with(
+    buf: &mut Vec<u8>,
+    crc: &mut u32,
+    kind: RecordType,
+    payload_bytes: usize,
+    write_payload: impl FnOnce(&mut Vec<u8>),
+) {
     assert!(
         payload_bytes <= MAX_PAYLOAD_BYTES,
         "caller must bound payloads"
     );
     let start = buf.len();
+    buf.reserve(record_bytes(payload_bytes));
     buf.extend_from_slice(&(payload_bytes as u32).to_le_bytes());
     buf.extend_from_slice(&[kind as u8, 0, 0, 0]);
     buf.extend_from_slice(&[0; 4]);
-    for part in parts {
-        buf.extend_from_slice(part);
-    }
+    write_payload(buf);
+    assert_eq!(
+        buf.len() - start - HEADER_BYTES,
+        payload_bytes,
+        "a record's payload must be as long as announced"
+    );
     buf.resize(start + record_bytes(payload_bytes), 0);
     let value = checksum(*crc, &buf[start..]);
     buf[start + 8..start + 12].copy_from_slice(&value.to_le_bytes());
@@ -140,9 +163,27 @@ pub(crate) fn encode_marker(buf: &mut Vec<u8>, crc: &mut u32, kind: RecordType, 
     encode(buf, crc, kind, &parts);
 }
 
-pub(crate) fn encode_entry(buf: &mut Vec<u8>, crc: &mut u32, index: u64, term: u64, data: &[u8]) {
-    let parts: [&[u8]; 3] = [&index.to_le_bytes(), &term.to_le_bytes(), data];
-    encode(buf, crc, RecordType::Entry, &parts);
+/// Appends an entry record: index, term, then `data_bytes` bytes of data that `write_data`
+/// appends to the buffer it is given.
+pub(crate) fn encode_entry_with(
+    buf: &mut Vec<u8>,
+    crc: &mut u32,
+    index: u64,
+    term: u64,
+    data_bytes: usize,
+    write_data: impl FnOnce(&mut Vec<u8>),
+) {
+    encode_with(
+        buf,
+        crc,
+        RecordType::Entry,
+        ENTRY_PREFIX_BYTES + data_bytes,
+        |buf| {
+            buf.extend_from_slice(&index.to_le_bytes());
+            buf.extend_from_slice(&term.to_le_bytes());
+            write_data(buf);
+        },
+    );
 }
 
 /// One record found in a byte slice.

@@ -56,6 +56,17 @@ pub struct Entry {
     pub payload: Vec<u8>,
 }
 
+/// What [`crate::Wal::save_with`] needs to know of an entry before encoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryHead {
+    /// Position in the log, starting at 1.
+    pub index: u64,
+    /// Term the entry was created in.
+    pub term: u64,
+    /// Size of the opaque payload the caller will write.
+    pub payload_bytes: usize,
+}
+
 /// A snapshot marker: the log up to and including `index` is covered by a snapshot taken at
 /// `term`. `Marker { index: 0, term: 0 }` means "no snapshot" and is always valid.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -10,14 +10,14 @@ use crate::fs::{
     NEXT_SEGMENT_FILE,
 };
 use crate::record::{
-    encode, encode_entry, encode_marker, encode_metadata, encode_segment_header, record_bytes,
+    encode, encode_entry_with, encode_marker, encode_metadata, encode_segment_header, record_bytes,
     RecordType, SegmentHeader, ENTRY_PREFIX_BYTES, MAX_PAYLOAD_BYTES,
 };
 use crate::repair::RepairReport;
 use crate::replay::Replay;
 use crate::scan::{scan, Event, ScanOutcome};
 use crate::stdfs::StdFs;
-use crate::types::{Entry, Marker, Metadata, Recovered, WalConfig};
+use crate::types::{Entry, EntryHead, Marker, Metadata, Recovered, WalConfig};
 
 /// Name of the file the first segment is written to before it is renamed into place.
 const FIRST_SEGMENT_TMP: &str = "first.segment.tmp";
@@ -55,6 +55,8 @@ pub struct Wal {
     next_segment: Option<Box<dyn FileHandle>>,
     /// Reused encoding buffer: one batch, one write.
     buf: Vec<u8>,
+    /// Reused by `save_with`: the heads of the entries being saved.
+    heads: Vec<EntryHead>,
     fsync_count: u64,
     /// Told how long each data fsync took (metrics); none by default.
     sync_observer: Option<SyncObserver>,
@@ -202,6 +204,7 @@ impl Wal {
             marker: Marker::ZERO,
             next_segment: None,
             buf,
+            heads: Vec::new(),
             fsync_count: 0,
             sync_observer: None,
             poisoned: false,
@@ -270,6 +273,7 @@ impl Wal {
             marker: replay.latest_marker,
             next_segment: None,
             buf: Vec::new(),
+            heads: Vec::new(),
             fsync_count: 0,
             sync_observer: None,
             poisoned: false,
@@ -345,30 +349,73 @@ impl Wal {
     /// It must be above the latest snapshot marker and at most `last_index() + 1`: save a
     /// received snapshot's marker before the entries that follow it.
     pub fn save(&mut self, hard_state: Option<&[u8]>, entries: &[Entry]) -> Result<(), WalError> {
+        self.save_with(
+            hard_state,
+            entries,
+            |e| EntryHead {
+                index: e.index,
+                term: e.term,
+                payload_bytes: e.payload.len(),
+            },
+            |e, buf| buf.extend_from_slice(&e.payload),
+        )
+    }
+
+    /// [`Wal::save`] of entries of the caller's own type, each payload encoded straight into
+    /// the WAL's write buffer (no payload buffer of its own per entry): `head` tells an
+    /// entry's index, term and payload size (asked once per entry per call), and
+    /// `write_payload` appends exactly that many bytes to the buffer it is given.
+    ///
+    /// # Panics
+    /// If `write_payload` writes another number of bytes than `head` announced.
+    pub fn save_with<T>(
+        &mut self,
+        hard_state: Option<&[u8]>,
+        entries: &[T],
+        head: impl Fn(&T) -> EntryHead,
+        mut write_payload: impl FnMut(&T, &mut Vec<u8>),
+    ) -> Result<(), WalError> {
         self.check_usable()?;
         if hard_state.is_none() && entries.is_empty() {
             return Ok(());
         }
-        self.check_entries(entries)?;
+        let mut heads = std::mem::take(&mut self.heads);
+        heads.clear();
+        heads.extend(entries.iter().map(&head));
+        let result = self.save_heads(hard_state, entries, &heads, &mut write_payload);
+        self.heads = heads;
+        result
+    }
+
+    fn save_heads<T>(
+        &mut self,
+        hard_state: Option<&[u8]>,
+        entries: &[T],
+        heads: &[EntryHead],
+        write_payload: &mut impl FnMut(&T, &mut Vec<u8>),
+    ) -> Result<(), WalError> {
+        self.check_entries(heads)?;
         if let Some(state) = hard_state {
             check_payload(state.len())?;
         }
-        let entry_bytes: usize = entries
+        let entry_bytes: usize = heads
             .iter()
-            .map(|e| record_bytes(ENTRY_PREFIX_BYTES + e.payload.len()))
+            .map(|h| record_bytes(ENTRY_PREFIX_BYTES + h.payload_bytes))
             .sum();
         let batch_bytes = entry_bytes + hard_state.map_or(0, |s| record_bytes(s.len()));
         let skip_sync = crate::plant::active(crate::plant::PlantedBug::SkipFsync);
         self.write_batch(batch_bytes, skip_sync, |buf, crc| {
-            for e in entries {
-                encode_entry(buf, crc, e.index, e.term, &e.payload);
+            for (entry, h) in entries.iter().zip(heads) {
+                encode_entry_with(buf, crc, h.index, h.term, h.payload_bytes, |buf| {
+                    write_payload(entry, buf)
+                });
             }
             // After the entries: a torn batch never keeps a hard state without its entries.
             if let Some(state) = hard_state {
                 encode(buf, crc, RecordType::HardState, &[state]);
             }
         })?;
-        if let Some(last) = entries.last() {
+        if let Some(last) = heads.last() {
             self.last_index = last.index;
         }
         if let Some(state) = hard_state {
@@ -501,7 +548,7 @@ impl Wal {
         Ok(())
     }
 
-    fn check_entries(&self, entries: &[Entry]) -> Result<(), WalError> {
+    fn check_entries(&self, entries: &[EntryHead]) -> Result<(), WalError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -529,7 +576,7 @@ impl Wal {
         }
         entries
             .iter()
-            .try_for_each(|e| check_payload(ENTRY_PREFIX_BYTES + e.payload.len()))
+            .try_for_each(|e| check_payload(ENTRY_PREFIX_BYTES + e.payload_bytes))
     }
 
     /// Encodes a batch of `batch_bytes` (after a new segment's preamble if it does not fit),
@@ -582,14 +629,19 @@ impl Wal {
             batch_bytes as u64 + if rotate { self.preamble_end_bytes } else { 0 },
             "the batch size estimate must match the encoding"
         );
-        let path = self.segments.last().expect("never empty").path(&self.dir);
-        self.file.write_all_at(buf, self.tail_bytes).at(&path)?;
+        // The segment's path is formatted only for an error's message.
+        let path = || self.segments.last().expect("never empty").path(&self.dir);
+        if let Err(e) = self.file.write_all_at(buf, self.tail_bytes) {
+            return Err(e).at(&path());
+        }
         if !skip_sync {
             let started = self
                 .sync_observer
                 .as_ref()
                 .map(|_| std::time::Instant::now());
-            self.file.sync_data().at(&path)?;
+            if let Err(e) = self.file.sync_data() {
+                return Err(e).at(&path());
+            }
             self.fsync_count += 1;
             if let (Some(observer), Some(started)) = (&self.sync_observer, started) {
                 observer(started.elapsed());
