@@ -351,6 +351,22 @@ fn check_change(
         {
             return Err(MemberError::PeerUrlExists.into());
         }
+        // A member whose scheme differs from the others' could never talk
+        // to them: its peers would dial it in the wrong protocol, and it
+        // refuses to start with mixed schemes.
+        let scheme = |url: &str| url.split_once("://").map(|(scheme, _)| scheme.to_string());
+        if let Some(other_url) = urls
+            .iter()
+            .find(|(other, other_url)| {
+                **other != id && is_member(other) && scheme(other_url) != scheme(url)
+            })
+            .map(|(_, other_url)| other_url)
+        {
+            return Err(RaftError::InvalidMembership(format!(
+                "peer URL {url} does not use the scheme of the cluster's members \
+                 (such as {other_url}): every member's peer URL must be http:// or every one https://"
+            )));
+        }
         Ok(())
     };
     match change {
@@ -493,6 +509,38 @@ const CHANGE_MARKER_TAG: &[u8; 8] = b"ccmarker";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_url_must_use_the_scheme_of_the_other_members() {
+        let urls: BTreeMap<u64, String> = [
+            (1, "https://127.0.0.1:1".to_string()),
+            (2, "https://127.0.0.1:2".to_string()),
+        ]
+        .into();
+        let add = |peer_url: &str| MembershipChange::AddNode {
+            id: 3,
+            peer_url: peer_url.to_string(),
+        };
+        let error = check_change(&add("http://127.0.0.1:3"), &[1, 2], &[], &urls).unwrap_err();
+        assert!(
+            matches!(&error, RaftError::InvalidMembership(text) if text.contains("scheme")),
+            "{error}"
+        );
+        assert!(check_change(&add("https://127.0.0.1:3"), &[1, 2], &[], &urls).is_ok());
+        let learner = MembershipChange::AddLearner {
+            id: 3,
+            peer_url: "http://127.0.0.1:3".into(),
+        };
+        assert!(check_change(&learner, &[1, 2], &[], &urls).is_err());
+        // An update of the only member may change its scheme (nothing to mismatch).
+        let update = |id, peer_url: &str| MembershipChange::UpdatePeerUrl {
+            id,
+            peer_url: peer_url.to_string(),
+        };
+        let single: BTreeMap<u64, String> = [(1, "http://127.0.0.1:1".to_string())].into();
+        assert!(check_change(&update(1, "https://127.0.0.1:1"), &[1], &[], &single).is_ok());
+        assert!(check_change(&update(2, "http://127.0.0.1:2"), &[1, 2], &[], &urls).is_err());
+    }
 
     #[test]
     fn a_learner_is_ready_at_ninety_percent_and_the_leader_screens_the_rest() {

@@ -361,8 +361,8 @@ async fn a_wedged_server_is_an_io_error_count_not_a_hang() {
 
 #[test]
 fn tls_comparison_options() {
-    let parsed = options::parse(&args(&["--tls", "--tls-rounds", "3"]), Path::new("/"))
-        .expect("parses");
+    let parsed =
+        options::parse(&args(&["--tls", "--tls-rounds", "3"]), Path::new("/")).expect("parses");
     assert!(parsed.tls && !parsed.grpc);
     assert_eq!(parsed.tls_rounds, 3);
     assert_eq!(
