@@ -10,15 +10,18 @@
 #   ctxsw      context switches per acknowledged write: voluntary + nonvoluntary, summed
 #              over every thread of every node (/proc/<pid>/task/*/status), before and
 #              after the same load.
+#   cputime    CPU microseconds (user + system) per acknowledged write, summed over every
+#              node, from /proc/<pid>/stat before and after the load (the issue's measure;
+#              unlike the others it grows with the machine's load, so alternate binaries).
 #   futex      futex system calls per acknowledged write: `perf stat -e
 #              syscalls:sys_enter_futex -p <node>` over the load (a tracepoint count, no
 #              ptrace: the nodes run at full speed).
 #
 # usage: cpu-per-write.sh MODE BIN NODES [SECS=15] [CONNS=16] [WARMUP_SECS=5]
-#   MODE   callgrind | ctxsw | futex
+#   MODE   callgrind | ctxsw | cputime | futex
 #   BIN    the raftkv binary
 #   NODES  1 or 3 (node 1 is made the leader: the others wait longer to campaign)
-# Environment: NODE_FLAGS (more flags for every node, e.g. "--snapshot-count 100000000"
+# Environment: CPU_TIME (cputime mode: all, user or system; default all), NODE_FLAGS (more flags for every node, e.g. "--snapshot-count 100000000"
 # to keep snapshots out of the window), PEERS_DIR (holds wrk's put.lua; default ../shared/peers from the
 # repository root), PORT_BASE (default 24500), VALUE_BYTES (default 64), KEEP=1 keeps
 # the work directory (callgrind dumps: `callgrind_annotate <dump>` shows where the
@@ -30,7 +33,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PEERS_DIR=${PEERS_DIR:-$HERE/../../shared/peers}
 BASE=${PORT_BASE:-24500}
 VBYTES=${VALUE_BYTES:-64}
-case $MODE in callgrind|ctxsw|futex) ;; *) echo "unknown mode $MODE" >&2; exit 2;; esac
+case $MODE in callgrind|ctxsw|cputime|futex) ;; *) echo "unknown mode $MODE" >&2; exit 2;; esac
 case $NODES in 1|3) ;; *) echo "NODES must be 1 or 3" >&2; exit 2;; esac
 WORK=$(mktemp -d -t cpu-per-write.XXXXXX)
 PEERS=""
@@ -77,8 +80,14 @@ load "$WARMUP" "$WORK/warmup.out"
 switches() { # PID -> voluntary + nonvoluntary over its threads
   cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/ {s += $2} END {print s}'
 }
+cpu_us() { # PID -> CPU microseconds (fields 14 and 15 of /proc/PID/stat: user, system;
+  # CPU_TIME=user or system counts one of them)
+  awk -v hz="$(getconf CLK_TCK)" -v which="${CPU_TIME:-all}" '{sub(/.*\) /, "");
+    t = which == "user" ? $12 : which == "system" ? $13 : $12 + $13; printf "%d", t * 1000000 / hz}' /proc/"$1"/stat
+}
 declare -a before
 case $MODE in
+  cputime) for i in "${!pids[@]}"; do before[$i]=$(cpu_us "${pids[$i]}"); done ;;
   callgrind) for p in "${pids[@]}"; do callgrind_control -z "$p" >/dev/null; done ;;
   ctxsw) for i in "${!pids[@]}"; do before[$i]=$(switches "${pids[$i]}"); done ;;
   futex)
@@ -101,6 +110,7 @@ case $MODE in
       cost[$i]=$(awk '/^totals:/ {print $2}' "$dump")
     done ;;
   ctxsw) for i in "${!pids[@]}"; do cost[$i]=$(( $(switches "${pids[$i]}") - before[$i] )); done ;;
+  cputime) for i in "${!pids[@]}"; do cost[$i]=$(( $(cpu_us "${pids[$i]}") - before[$i] )); done ;;
   futex)
     for p in "${spids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
     for p in "${spids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -111,7 +121,7 @@ esac
 read -r reqs errs non2xx < <(sed -n 's/^requests \([0-9]*\) errors \([0-9]*\) non2xx \([0-9]*\)$/\1 \2 \3/p' "$WORK/wrk.out")
 acked=$((reqs - errs - non2xx))
 [ "$acked" -gt 0 ] || { echo "no acknowledged writes"; cat "$WORK/wrk.out"; exit 1; }
-unit=$MODE; [ "$MODE" = callgrind ] && unit=instructions; [ "$MODE" = ctxsw ] && unit=context_switches; [ "$MODE" = futex ] && unit=futex_calls
+unit=$MODE; [ "$MODE" = callgrind ] && unit=instructions; [ "$MODE" = ctxsw ] && unit=context_switches; [ "$MODE" = futex ] && unit=futex_calls; [ "$MODE" = cputime ] && unit=cpu_us
 total=0
 for i in "${!cost[@]}"; do
   total=$((total + cost[$i]))
