@@ -283,7 +283,7 @@ impl Flags {
         })
     }
 
-    fn client_tls(&self) -> Result<Option<ServerFiles>, String> {
+    fn client_tls(&self) -> Result<Option<tls::ServerTlsFiles>, String> {
         let pair = cert_and_key(
             ("--cert-file", &self.cert_file),
             ("--key-file", &self.key_file),
@@ -305,7 +305,7 @@ impl Flags {
             }
             return Ok(None);
         };
-        Ok(Some(ServerFiles {
+        Ok(Some(tls::ServerTlsFiles {
             cert_file,
             key_file,
             trusted_ca_file: self.trusted_ca_file.clone(),
@@ -315,7 +315,7 @@ impl Flags {
         }))
     }
 
-    fn peer_tls(&self, scheme: PeerScheme) -> Result<Option<ServerFiles>, String> {
+    fn peer_tls(&self, scheme: PeerScheme) -> Result<Option<tls::ServerTlsFiles>, String> {
         let given: Vec<&str> = [
             ("--peer-cert-file", self.peer_cert_file.is_some()),
             ("--peer-key-file", self.peer_key_file.is_some()),
@@ -384,7 +384,7 @@ impl Flags {
         let (Some(cert_file), Some(key_file)) = (&self.peer_cert_file, &self.peer_key_file) else {
             return Err("https:// peer URLs need --peer-cert-file and --peer-key-file".into());
         };
-        Ok(Some(ServerFiles {
+        Ok(Some(tls::ServerTlsFiles {
             cert_file: cert_file.clone(),
             key_file: key_file.clone(),
             trusted_ca_file: self.peer_trusted_ca_file.clone(),
@@ -428,27 +428,16 @@ impl Flags {
     }
 }
 
-/// A port's server-side TLS files, as the flags name them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ServerFiles {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub trusted_ca_file: Option<PathBuf>,
-    pub client_cert_auth: bool,
-    pub allowed_cn: Option<String>,
-    pub allowed_hostname: Option<String>,
-}
-
 /// Which ports speak TLS (`None`: plaintext).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TlsPlan {
     /// The client port (--cert-file and friends).
-    pub client: Option<ServerFiles>,
+    pub client: Option<tls::ServerTlsFiles>,
     /// The peer port (https:// peer URLs, --peer-cert-file and friends).
     /// Its files also make the outgoing peer client: the peer CA verifies
     /// the other members, the peer certificate is this member's identity.
     /// `trusted_ca_file` is always set.
-    pub peer: Option<ServerFiles>,
+    pub peer: Option<tls::ServerTlsFiles>,
 }
 
 /// The scheme every peer URL uses.

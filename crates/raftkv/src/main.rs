@@ -334,19 +334,7 @@ struct LoadedTls {
 
 impl LoadedTls {
     fn load(plan: &flags::TlsPlan) -> Result<LoadedTls, MainError> {
-        let server = |port, files: &flags::ServerFiles| {
-            tls::ServerTls::load(
-                port,
-                tls::ServerTlsFiles {
-                    cert_file: files.cert_file.clone(),
-                    key_file: files.key_file.clone(),
-                    trusted_ca_file: files.trusted_ca_file.clone(),
-                    client_cert_auth: files.client_cert_auth,
-                    allowed_cn: files.allowed_cn.clone(),
-                    allowed_hostname: files.allowed_hostname.clone(),
-                },
-            )
-        };
+        let server = |port, files: &tls::ServerTlsFiles| tls::ServerTls::load(port, files.clone());
         let client = plan
             .client
             .as_ref()
